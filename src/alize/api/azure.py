@@ -1,0 +1,40 @@
+"""Azure AI Model Inference routes: ``POST /models/chat/completions``, ``GET /models/info``.
+
+``api-version`` is accepted (any value) and the ``api-key`` header is read by authentication.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from alize.api.chat import run_chat
+from alize.api.deps import ServicesDep
+from alize.api.respond import json_response
+from alize.protocol.azure import AzureChatCompletionRequest, ModelInfo
+from alize.protocol.openai.chat import ChatCompletionRequest
+
+router = APIRouter(prefix="/models", tags=["azure"])
+ApiVersion = Query(None, alias="api-version", description="Accepted for compatibility; any value works.")
+
+
+@router.post("/chat/completions", summary="Chat completion (Azure AI Model Inference)")
+async def azure_chat(
+    body: AzureChatCompletionRequest,
+    request: Request,
+    services: ServicesDep,
+    api_version: str | None = ApiVersion,
+) -> Response:
+    data = body.model_dump(exclude_unset=True)
+    data["model"] = body.model or services.settings.default_model
+    return await run_chat(ChatCompletionRequest.model_validate(data), request, services)
+
+
+@router.get("/info", summary="Model information (Azure AI Model Inference)")
+async def azure_info(services: ServicesDep, api_version: str | None = ApiVersion) -> JSONResponse:
+    deployment = services.deployments.get(services.settings.default_model)
+    return json_response(
+        ModelInfo(
+            model_name=deployment.spec.model_id, model_type="chat-completion", model_provider_name="Alizé"
+        )
+    )

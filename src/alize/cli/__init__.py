@@ -1,0 +1,1 @@
+"""The ``alize`` command line (Typer)."""

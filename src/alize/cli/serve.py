@@ -1,0 +1,56 @@
+"""``alize serve``: the API server and chat page, with the embedded default deployment."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import typer
+
+from alize.config import Settings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1; env ALIZE_HOST)."),
+    port: int | None = typer.Option(None, help="Port to bind (default 8000; env ALIZE_PORT)."),
+    log_level: str | None = typer.Option(None, help="Log level (env ALIZE_LOG_LEVEL)."),
+) -> None:
+    """Start the server (OpenAI-, Mistral- and Azure-compatible API) with the default model."""
+    import uvicorn
+
+    from alize.api.app import create_app
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if log_level is not None:
+        overrides["log_level"] = log_level
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not _is_loopback(settings.host):
+        typer.echo(
+            f"warning: binding {settings.host}: anyone who reaches it can call the API until keys exist",
+            err=True,
+        )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    typer.echo(f"Alizé on http://{settings.host}:{settings.port} (model {settings.default_model})")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

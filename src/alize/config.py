@@ -1,0 +1,99 @@
+"""Settings: one pydantic-settings model, ``ALIZE_`` prefix, nested groups with ``__``.
+
+Built once in ``create_app(settings)`` / the CLI and passed down; never read at import time, so
+tests build as many differently-configured apps as they like in one process.
+Example: ``ALIZE_PORT=9000 ALIZE_ENGINE__PARALLEL=8 ALIZE_LIMITS__MAX_TOKENS=2048 alize serve``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class EngineSettings(BaseModel):
+    """Defaults for llama.cpp engines; a deployment may override each of them."""
+
+    parallel: int = Field(
+        16, ge=1, le=256, description="Slots: sequences decoded together (continuous batching)."
+    )
+    ctx_per_slot: int = Field(
+        4096,
+        ge=256,
+        le=1_048_576,
+        description="Context tokens each slot may use (capped at the model's own).",
+    )
+    threads: int = Field(default_factory=_default_threads, ge=1, description="CPU threads for decoding.")
+    batch_size: int = Field(512, ge=32, le=8192, description="Logical batch size for prompt processing.")
+    cache_ram_mib: int = Field(256, ge=0, description="Host RAM for llama.cpp's prompt cache across slots.")
+    load_timeout_s: float = Field(300.0, gt=0, description="How long a worker may take to load a model.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one generation request.")
+    restart_backoff_s: float = Field(1.0, ge=0, description="Pause before restarting a crashed worker.")
+
+
+class LimitSettings(BaseModel):
+    """Caps on everything a client controls; each violation is a clear 4xx, never a crash."""
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    max_messages: int = Field(512, ge=1, description="Most messages in one chat request.")
+    max_n: int = Field(8, ge=1, le=128, description="Most choices (`n`) in one request.")
+    max_tokens: int = Field(4096, ge=1, description="Largest `max_tokens` a client may ask for.")
+    max_stop: int = Field(8, ge=0, description="Most stop sequences.")
+    max_stop_length: int = Field(256, ge=1, description="Longest stop sequence, in characters.")
+    max_tools: int = Field(64, ge=0, description="Most tools in one request.")
+    max_top_logprobs: int = Field(20, ge=0, le=20, description="Largest `top_logprobs`.")
+    queue_max: int = Field(
+        64, ge=0, description="Requests that may wait for a slot per deployment; past it -> 503 queue_full."
+    )
+    queue_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a slot before 503.")
+
+
+class DeploymentSettings(BaseModel):
+    """A deployment declared in settings (the catalog adds more at run time)."""
+
+    name: str = Field(description="The `model` id clients call.")
+    model_path: Path | None = Field(None, description="A GGUF file; empty = the packaged SmolLM2 model.")
+    parallel: int | None = Field(None, ge=1, le=256, description="Slots; default engine.parallel.")
+    ctx_per_slot: int | None = Field(
+        None, ge=256, description="Context per slot; default engine.ctx_per_slot."
+    )
+
+
+def _default_deployments() -> list[DeploymentSettings]:
+    return [DeploymentSettings(name="smollm2-135m-instruct")]
+
+
+class Settings(BaseSettings):
+    """Everything Alizé reads from its environment. Every field is documented in docs/operations.md."""
+
+    model_config = SettingsConfigDict(env_prefix="ALIZE_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
+    data_dir: Path = Field(Path(".alize"), description="Where the database and caches live.")
+    log_level: str = Field("info", description="Python log level for Alizé's own loggers.")
+    default_model: str = Field(
+        "smollm2-135m-instruct",
+        description="The deployment `/ready` waits for and the chat page starts with.",
+    )
+    load_on_start: bool = Field(
+        True, description="Load the default deployment at start-up (else on first use)."
+    )
+    deployments: list[DeploymentSettings] = Field(
+        default_factory=_default_deployments, description="Deployments created at start-up."
+    )
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    safe_prompt: str = Field(
+        "Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid "
+        "harmful, unethical, prejudiced, or negative content. Ensure replies promote fairness and "
+        "positivity.",
+        description="System prompt prepended when a Mistral client sends `safe_prompt: true`.",
+    )

@@ -1,0 +1,1 @@
+"""Deployments: named endpoints over a model, loaded on demand, admitted through a fair queue."""

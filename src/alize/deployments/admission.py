@@ -1,0 +1,101 @@
+"""Admission to an engine's slots: a bounded, fair wait queue.
+
+llama.cpp queues excess requests internally without bound; Alizé admits at most ``slots``
+sequences per deployment and makes the rest wait here, so that (1) the wait is bounded and
+overflow gets a clear 503 ``queue_full`` with ``Retry-After``, and (2) waiting is fair across
+callers: each caller (API key, user or client address) has its own FIFO and freed slots go
+round-robin between callers, so one client firing 100 requests cannot starve another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+
+from alize.errors import QueueFullError
+
+
+class SlotLease:
+    """One granted slot; release exactly once (idempotent), whatever happens to the request."""
+
+    __slots__ = ("_queue", "_released", "granted_at")
+
+    def __init__(self, queue: FairQueue) -> None:
+        self._queue = queue
+        self._released = False
+        self.granted_at = time.monotonic()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._queue._release(time.monotonic() - self.granted_at)
+
+
+class FairQueue:
+    def __init__(self, slots: int, *, max_waiting: int, timeout_s: float) -> None:
+        self.slots = slots
+        self.max_waiting = max_waiting
+        self.timeout_s = timeout_s
+        self.busy = 0
+        self._waiting: OrderedDict[str, deque[asyncio.Future[SlotLease]]] = OrderedDict()
+        self._n_waiting = 0
+        self._mean_hold_s = 2.0  # moving average of slot hold time, for Retry-After
+
+    @property
+    def waiting(self) -> int:
+        return self._n_waiting
+
+    def _retry_after(self) -> float:
+        return max(1.0, self._mean_hold_s * (self._n_waiting + 1) / max(1, self.slots))
+
+    async def acquire(self, caller: str) -> SlotLease:
+        if self.busy < self.slots and self._n_waiting == 0:
+            self.busy += 1
+            return SlotLease(self)
+        if self._n_waiting >= self.max_waiting:
+            raise QueueFullError(
+                f"all {self.slots} slots are busy and {self._n_waiting} requests are waiting; retry later",
+                retry_after=self._retry_after(),
+            )
+        future: asyncio.Future[SlotLease] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(caller, deque()).append(future)
+        self._n_waiting += 1
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            self._forget(caller, future)
+            raise QueueFullError(
+                f"waited {self.timeout_s:.0f} s for a free slot; retry later", retry_after=self._retry_after()
+            ) from None
+        except asyncio.CancelledError:
+            self._forget(caller, future)
+            raise
+
+    def _forget(self, caller: str, future: asyncio.Future[SlotLease]) -> None:
+        """A waiter gave up: drop it, or hand back the slot it was granted in the meantime."""
+        if future.done() and not future.cancelled():
+            future.result().release()
+            return
+        future.cancel()
+        queue = self._waiting.get(caller)
+        if queue is not None and future in queue:
+            queue.remove(future)
+            self._n_waiting -= 1
+            if not queue:
+                del self._waiting[caller]
+
+    def _release(self, held_s: float) -> None:
+        self._mean_hold_s = 0.9 * self._mean_hold_s + 0.1 * held_s
+        while self._waiting:
+            caller, queue = next(iter(self._waiting.items()))
+            future = queue.popleft()
+            self._n_waiting -= 1
+            if queue:
+                self._waiting.move_to_end(caller)  # round-robin: this caller goes to the back
+            else:
+                del self._waiting[caller]
+            if not future.done():
+                future.set_result(SlotLease(self))  # the slot passes straight to the waiter
+                return
+        self.busy -= 1

@@ -1,0 +1,1 @@
+"""Engines: the narrow interface in ``base`` and its implementations, found through ``registry``."""

@@ -1,0 +1,63 @@
+"""The one narrow interface every engine implements.
+
+An engine turns a :class:`~alize.domain.GenerationRequest` into an async stream of
+:class:`~alize.domain.Delta` and knows nothing of HTTP, keys, prices or policies. The gateway
+owns admission (slots, queueing), metering and safety; deployments own when an engine is
+started and stopped.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What an engine needs to load one model; built by the deployment manager."""
+
+    kind: str
+    model_path: Path | None = None
+    parallel: int = 4
+    ctx_per_slot: int = 4096
+    threads: int = 2
+    batch_size: int = 512
+    cache_ram_mib: int = 256
+    load_timeout_s: float = 300.0
+    request_timeout_s: float = 600.0
+    restart_backoff_s: float = 1.0
+    #: engine-specific options (e.g. an upstream URL for a remote engine)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """A loaded (or loadable) model. Implementations must be safe to call concurrently."""
+
+    @abstractmethod
+    async def start(self) -> EngineInfo:
+        """Load the model; returns what it can do. Idempotent."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Free every resource (process, memory). Idempotent."""
+
+    @property
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """What the loaded model can do; only valid after :meth:`start`."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        """Stream the output; closing the iterator early cancels generation at once."""
+
+    @abstractmethod
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens the prompt will take after the chat template is applied."""
+
+    @abstractmethod
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        """One vector per text; engines without embeddings raise UnsupportedFeatureError."""

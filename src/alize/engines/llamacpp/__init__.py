@@ -1,0 +1,1 @@
+"""llama.cpp through xllamacpp, one worker process per loaded deployment."""

@@ -1,0 +1,1 @@
+"""OpenAI-compatible wire models (chat, completions, models, errors)."""

@@ -33,6 +33,14 @@ class EngineSettings(BaseModel):
     threads: int = Field(default_factory=_default_threads, ge=1, description="CPU threads for decoding.")
     batch_size: int = Field(512, ge=32, le=8192, description="Logical batch size for prompt processing.")
     cache_ram_mib: int = Field(256, ge=0, description="Host RAM for llama.cpp's prompt cache across slots.")
+    kv_unified: bool = Field(
+        False,
+        description=(
+            "One KV pool shared by all slots. Off by default: with a shared pool a sequence's cells move "
+            "with other traffic, float sums change order, and a seeded request stops being reproducible "
+            "under load (measured). Off, each slot owns ctx_per_slot tokens of KV."
+        ),
+    )
     load_timeout_s: float = Field(300.0, gt=0, description="How long a worker may take to load a model.")
     request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one generation request.")
     restart_backoff_s: float = Field(1.0, ge=0, description="Pause before restarting a crashed worker.")

@@ -37,6 +37,7 @@ def engine_config(settings: Settings, deployment: DeploymentSettings) -> EngineC
         threads=engine.threads,
         batch_size=engine.batch_size,
         cache_ram_mib=engine.cache_ram_mib,
+        kv_unified=engine.kv_unified,
         load_timeout_s=engine.load_timeout_s,
         request_timeout_s=engine.request_timeout_s,
         restart_backoff_s=engine.restart_backoff_s,

@@ -45,6 +45,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
     typer.echo(f"Alizé on http://{settings.host}:{settings.port} (model {settings.default_model})")
     uvicorn.run(
         create_app(settings),

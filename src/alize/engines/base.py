@@ -27,6 +27,7 @@ class EngineConfig:
     threads: int = 2
     batch_size: int = 512
     cache_ram_mib: int = 256
+    kv_unified: bool = False
     load_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
     restart_backoff_s: float = 1.0

@@ -71,6 +71,7 @@ class LlamaCppEngine(Engine):
                     "threads": cfg.threads,
                     "batch_size": cfg.batch_size,
                     "cache_ram_mib": cfg.cache_ram_mib,
+                    "kv_unified": cfg.kv_unified,
                 },
                 load_timeout_s=cfg.load_timeout_s,
             )

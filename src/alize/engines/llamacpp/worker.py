@@ -31,9 +31,10 @@ def build_params(config: dict[str, Any], secret: str) -> Any:
     params.model.path = config["model_path"]
     parallel = int(config["parallel"])
     params.n_parallel = parallel
-    # A unified KV pool of parallel * ctx_per_slot: every slot is guaranteed ctx_per_slot tokens.
+    # parallel * ctx_per_slot KV cells: every slot is guaranteed ctx_per_slot tokens. Without a
+    # unified pool each slot owns its cells, which keeps seeded sampling reproducible under load.
     params.n_ctx = parallel * int(config["ctx_per_slot"])
-    params.kv_unified = True
+    params.kv_unified = bool(config.get("kv_unified", False))
     params.n_batch = int(config["batch_size"])
     params.cpuparams.n_threads = int(config["threads"])
     params.cpuparams_batch.n_threads = int(config["threads"])

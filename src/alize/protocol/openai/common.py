@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticUndefined
 
 
 class WireModel(BaseModel):
-    """Base for response models: ``exclude_unset`` dumps keep explicit nulls, drop untouched extras."""
+    """Base for response models. Dumps keep fields that were set (explicit nulls included) and
+    fields with a non-null default (``object``, ``role``...), and drop optional fields left
+    untouched, so replies carry exactly what clients of each API expect."""
 
     model_config = ConfigDict(extra="allow")
+
+    def model_post_init(self, context: Any, /) -> None:
+        for name, info in type(self).model_fields.items():
+            if info.default is not None and info.default is not PydanticUndefined:
+                self.model_fields_set.add(name)
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_unset=True)

@@ -1,0 +1,336 @@
+"""What a GGUF model file says about itself, read without ever trusting the file.
+
+Two entry points:
+
+* :func:`inspect_gguf` / :func:`inspect_gguf_async` — for any file that came from outside
+  (``alize models add PATH``, an upload). The parsing runs in a child process
+  (:mod:`alize.catalog.inspect_worker`) under a memory ceiling and a timeout, so a forged or
+  corrupt file can at worst kill that child; the server sees an :class:`InvalidRequestError`
+  with code ``invalid_model_file`` and carries on.
+* :func:`read_gguf_info` — the same parsing in-process; the worker calls it, and so may code
+  that reads files it shipped itself (the packaged models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from alize.catalog.gguf_reader import (
+    GGML_TYPES,
+    ArraySummary,
+    GGUFFormatError,
+    GGUFHeader,
+    Value,
+    read_header,
+)
+from alize.errors import InvalidRequestError
+
+INVALID_MODEL_FILE = "invalid_model_file"
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
+MAX_LANGUAGES = 64
+
+# Names llama.cpp gives ``general.file_type`` values (enum llama_ftype), without "MOSTLY_".
+FILE_TYPES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M",
+    30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4",
+    40: "Q1_0",
+}  # fmt: skip
+
+# (prefix, suffix, middle) token spellings used by the FIM-trained model families we know.
+FIM_TOKEN_TRIPLES: tuple[tuple[str, str, str], ...] = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder, SantaCoder, SmolLM-style
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder, CodeGemma
+    ("<fim-prefix>", "<fim-suffix>", "<fim-middle>"),
+    ("<|fim▁begin|>", "<|fim▁hole|>", "<|fim▁end|>"),  # DeepSeek-Coder
+    ("<|fim_begin|>", "<|fim_hole|>", "<|fim_end|>"),
+    ("▁<PRE>", "▁<SUF>", "▁<MID>"),  # CodeLlama
+    ("<PRE>", "<SUF>", "<MID>"),
+)
+# metadata keys naming the FIM token ids: current names first, then the older CodeLlama ones
+_FIM_KEYS = (
+    ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.fim_mid_token_id"),
+    ("tokenizer.ggml.prefix_token_id", "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.middle_token_id"),
+)
+_TOKENS_KEY = "tokenizer.ggml.tokens"
+_ARCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_TOOLS_RE = re.compile(r"\btools\b|tool_call")
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFInfo:
+    """The facts about a GGUF file that the catalog and the engines need."""
+
+    path: str
+    size_bytes: int
+    version: int
+    architecture: str
+    parameter_count: int
+    tensor_count: int
+    name: str | None = None
+    organization: str | None = None
+    license: str | None = None
+    size_label: str | None = None
+    languages: tuple[str, ...] = ()
+    context_length: int | None = None
+    embedding_length: int | None = None
+    block_count: int | None = None
+    vocab_size: int | None = None
+    tokenizer_model: str | None = None
+    pooling_type: int | None = None
+    file_type: int | None = None
+    quantization: str | None = None
+    chat_template: str | None = None
+    template_mentions_tools: bool = False
+    fim_prefix_token_id: int | None = None
+    fim_suffix_token_id: int | None = None
+    fim_middle_token_id: int | None = None
+
+    @property
+    def supports_fim(self) -> bool:
+        ids = (self.fim_prefix_token_id, self.fim_suffix_token_id, self.fim_middle_token_id)
+        return all(i is not None for i in ids)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.chat_template)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GGUFInfo:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["languages"] = tuple(kwargs.get("languages", ()))
+        return cls(**kwargs)
+
+
+def _typed(md: dict[str, Value], key: str, kind: type[int] | type[str]) -> Any:
+    """``md[key]`` if present; a wrong type is an error, as it is for llama.cpp."""
+    value = md.get(key)
+    if value is None:
+        return None
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise GGUFFormatError(f"metadata {key!r} should be an integer, not {type(value).__name__}")
+    if kind is str and not isinstance(value, str):
+        raise GGUFFormatError(f"metadata {key!r} should be a string, not {type(value).__name__}")
+    return value
+
+
+def _quantization(header: GGUFHeader, file_type: int | None) -> str | None:
+    if file_type is not None and file_type in FILE_TYPES:
+        return FILE_TYPES[file_type]
+    # No (known) file type: name the type holding most weights among the matrices.
+    weights: Counter[int] = Counter()
+    for t in header.tensors:
+        if len(t.shape) >= 2:
+            weights[t.ggml_type] += t.n_elements
+    if not weights:
+        return None
+    return GGML_TYPES[weights.most_common(1)[0][0]][0]
+
+
+def _fim_ids(md: dict[str, Value], vocab: list[str] | None) -> tuple[int | None, int | None, int | None]:
+    n_vocab = len(vocab) if vocab is not None else None
+    for keys in _FIM_KEYS:
+        ids = [_typed(md, k, int) for k in keys]
+        if all(i is not None for i in ids):
+            if n_vocab is not None and any(not 0 <= i < n_vocab for i in ids):
+                raise GGUFFormatError(f"FIM token ids {ids} lie outside the vocabulary of {n_vocab}")
+            return ids[0], ids[1], ids[2]
+    if vocab:
+        wanted = {tok for triple in FIM_TOKEN_TRIPLES for tok in triple}
+        index: dict[str, int] = {}
+        for i, tok in enumerate(vocab):
+            if tok in wanted:
+                index.setdefault(tok, i)
+        for triple in FIM_TOKEN_TRIPLES:
+            if all(t in index for t in triple):
+                return index[triple[0]], index[triple[1]], index[triple[2]]
+    return None, None, None
+
+
+def _languages(md: dict[str, Value]) -> tuple[str, ...]:
+    value = md.get("general.languages")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in value if isinstance(v, str) and 0 < len(v) <= 16)[:MAX_LANGUAGES]
+
+
+def info_from_header(path: Path, header: GGUFHeader) -> GGUFInfo:
+    """Interpret a validated header: pick out architecture, context, template, FIM tokens…"""
+    md = header.metadata
+    arch = _typed(md, "general.architecture", str)
+    if arch is None:
+        raise GGUFFormatError("the file has no general.architecture; it is not a model llama.cpp can load")
+    if not _ARCH_RE.match(arch):
+        raise GGUFFormatError(f"general.architecture {arch[:80]!r} is not a valid architecture name")
+    tokens = md.get(_TOKENS_KEY)
+    vocab = [t for t in tokens if isinstance(t, str)] if isinstance(tokens, list) else None
+    vocab_size = len(vocab) if vocab is not None else None
+    if isinstance(tokens, ArraySummary):
+        vocab_size = tokens.length
+    if vocab_size is None:
+        vocab_size = _typed(md, f"{arch}.vocab_size", int)
+    template = _typed(md, "tokenizer.chat_template", str)
+    file_type = _typed(md, "general.file_type", int)
+    pre, suf, mid = _fim_ids(md, vocab)
+    return GGUFInfo(
+        path=str(path),
+        size_bytes=header.file_size,
+        version=header.version,
+        architecture=arch,
+        parameter_count=sum(t.n_elements for t in header.tensors),
+        tensor_count=len(header.tensors),
+        name=_typed(md, "general.name", str),
+        organization=_typed(md, "general.organization", str),
+        license=_typed(md, "general.license", str),
+        size_label=_typed(md, "general.size_label", str),
+        languages=_languages(md),
+        context_length=_typed(md, f"{arch}.context_length", int),
+        embedding_length=_typed(md, f"{arch}.embedding_length", int),
+        block_count=_typed(md, f"{arch}.block_count", int),
+        vocab_size=vocab_size,
+        tokenizer_model=_typed(md, "tokenizer.ggml.model", str),
+        pooling_type=_typed(md, f"{arch}.pooling_type", int),
+        file_type=file_type,
+        quantization=_quantization(header, file_type),
+        chat_template=template or None,
+        template_mentions_tools=bool(template and _TOOLS_RE.search(template)),
+        fim_prefix_token_id=pre,
+        fim_suffix_token_id=suf,
+        fim_middle_token_id=mid,
+    )
+
+
+def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
+    """Parse ``path`` in this process. Raises :class:`GGUFFormatError`. Use only on trusted files
+    or inside the inspector process; for anything else call :func:`inspect_gguf`."""
+    p = Path(path).absolute()
+    return info_from_header(p, read_header(p, keep_arrays=(_TOKENS_KEY,)))
+
+
+# --- running the parser in an isolated child process -------------------------------------------
+
+
+def _invalid(path: Path, reason: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"'{path.name}' is not a usable GGUF model file: {reason}", param="path", code=INVALID_MODEL_FILE
+    )
+
+
+def _precheck(path: str | os.PathLike[str]) -> Path:
+    p = Path(path).expanduser().absolute()
+    if not p.exists():
+        raise _invalid(p, f"no such file: {p}")
+    if not p.is_file():
+        raise _invalid(p, "it is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise _invalid(p, "the server cannot read it (permission denied)")
+    return p
+
+
+def _worker_command(path: Path, timeout_s: float, memory_limit: int) -> list[str]:
+    return [
+        sys.executable,
+        "-s",
+        "-m",
+        "alize.catalog.inspect_worker",
+        "--memory-limit",
+        str(memory_limit),
+        "--cpu-seconds",
+        str(max(1, int(timeout_s + 1))),
+        str(path),
+    ]
+
+
+def _worker_env() -> dict[str, str]:
+    """A minimal environment: the child must import this very ``alize`` (wherever it was imported
+    from), and has no business seeing the server's secrets while it reads a hostile file."""
+    root = str(Path(__file__).resolve().parents[2])
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": pythonpath, "PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8"}
+
+
+def _result(path: Path, returncode: int, stdout: bytes) -> GGUFInfo:
+    try:
+        reply = json.loads(stdout.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        reply = None
+    if isinstance(reply, dict) and reply.get("ok") is True and isinstance(reply.get("info"), dict):
+        return GGUFInfo.from_json(reply["info"])
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        raise _invalid(path, reply["error"])
+    if returncode < 0:
+        try:
+            how = signal.Signals(-returncode).name
+        except ValueError:
+            how = f"signal {-returncode}"
+        raise _invalid(path, f"the inspector process was killed ({how}) while reading it")
+    raise _invalid(path, f"the inspector process failed (exit status {returncode}) while reading it")
+
+
+def inspect_gguf(
+    path: str | os.PathLike[str],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
+) -> GGUFInfo:
+    """Inspect an untrusted GGUF file in a sandboxed child; blocking (run it in a thread from
+    async code, or use :func:`inspect_gguf_async`). Raises :class:`InvalidRequestError`."""
+    p = _precheck(path)
+    try:
+        proc = subprocess.run(
+            _worker_command(p, timeout_s, memory_limit_bytes),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout_s,
+            env=_worker_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _invalid(p, f"reading its header took longer than {timeout_s:g} s") from None
+    return _result(p, proc.returncode, proc.stdout)
+
+
+async def inspect_gguf_async(
+    path: str | os.PathLike[str],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
+) -> GGUFInfo:
+    """:func:`inspect_gguf` for the event loop: the child is killed if it overruns or if the
+    awaiting task is cancelled."""
+    p = _precheck(path)
+    proc = await asyncio.create_subprocess_exec(
+        *_worker_command(p, timeout_s, memory_limit_bytes),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_worker_env(),
+    )
+    try:
+        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        raise _invalid(p, f"reading its header took longer than {timeout_s:g} s") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return _result(p, proc.returncode if proc.returncode is not None else -signal.SIGKILL, stdout)

@@ -1,0 +1,1 @@
+"""Gateway: the policy pipeline between the HTTP layer and deployments (no web framework here)."""

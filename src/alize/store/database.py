@@ -1,0 +1,188 @@
+"""Opening the database: the async engine, per-connection settings, and migrations to head.
+
+One ``Database`` is built in the app's lifespan (never at import time) and handed to services.
+Services own transactions: ``async with db.transaction() as session`` commits on success and
+rolls back on error; repositories only ever receive the session.
+
+SQLite gets, on every connection: WAL (readers never block the writer), ``synchronous=FULL``
+(a committed ledger row survives a power cut, not just a process crash), foreign keys on, a
+busy timeout, and ``BEGIN IMMEDIATE`` for transactions. The last one matters for correctness
+under concurrency: a deferred transaction that reads and then writes can fail with
+SQLITE_BUSY_SNAPSHOT instead of waiting, while ``BEGIN IMMEDIATE`` takes the write lock up front
+and waits on the busy timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+#: key of the PostgreSQL advisory lock that serialises concurrent migrations (several workers
+#: starting at once against one database)
+_MIGRATION_LOCK_KEY = 0x616C697A65  # "alize"
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+}
+_SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite+pysqlite", "postgresql+psycopg": "postgresql+psycopg"}
+
+
+def database_urls(url: str | URL) -> tuple[URL, URL]:
+    """The (async, sync) URL pair for a configured URL; only SQLite and PostgreSQL are supported.
+
+    The sync twin is used by Alembic in a worker thread. URL objects are returned rather than
+    strings because ``str(url)`` masks the password.
+    """
+    parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database driver {parsed.drivername!r}: use sqlite+aiosqlite:// or postgresql+psycopg://"
+        )
+    async_url = parsed.set(drivername=driver)
+    return async_url, async_url.set(drivername=_SYNC_DRIVERS[driver])
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Install the per-connection pragmas and ``BEGIN IMMEDIATE`` on a (sync or sync-facade) engine."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control away from the sqlite3 module; "begin" below emits BEGIN
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The process's handle on the database: an async engine and a session factory."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # SQLite has one writer at a time; queueing writers here instead of in SQLite's busy
+        # handler (which sleeps with backoff) keeps commits back to back under load
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``: repositories pick dialect-specific SQL with it."""
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session without an explicit transaction (it autobegins); the caller commits."""
+        async with self._sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on normal exit, rolled back on error.
+
+        Do not nest: on SQLite transactions of one ``Database`` run one at a time.
+        """
+        if self._write_lock is None:
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self._sessions() as session, session.begin():
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade_on(connection: Connection) -> None:
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _upgrade_in_thread(sync_url: URL) -> None:
+    engine = sa.create_engine(sync_url, poolclass=NullPool)
+    is_postgres = sync_url.get_backend_name() == "postgresql"
+    if not is_postgres:
+        if sync_url.database:
+            Path(sync_url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        configure_sqlite(engine)
+    try:
+        with engine.connect() as connection:
+            if is_postgres:
+                connection.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                connection.commit()
+            try:
+                _upgrade_on(connection)
+            finally:
+                if is_postgres:
+                    connection.rollback()
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                    connection.commit()
+    finally:
+        engine.dispose()
+
+
+async def open_database(url: str | URL, *, echo: bool = False) -> Database:
+    """Connect, bring the schema to the latest migration, and return the ``Database``.
+
+    Alembic is synchronous, so migrations run in a worker thread on a short-lived sync engine
+    (an in-memory SQLite database, which only exists inside its one connection, is migrated on
+    the async engine's own connection instead).
+    """
+    async_url, sync_url = database_urls(url)
+    memory = _is_memory_sqlite(async_url)
+    engine = create_async_engine(async_url, echo=echo, pool_pre_ping=not memory)
+    if async_url.get_backend_name() == "sqlite":
+        configure_sqlite(engine.sync_engine)
+    try:
+        if memory:
+            async with engine.connect() as connection:
+                await connection.run_sync(_upgrade_on)
+                await connection.commit()
+        else:
+            await asyncio.to_thread(_upgrade_in_thread, sync_url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Database(engine)

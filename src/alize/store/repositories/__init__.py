@@ -1,0 +1,20 @@
+"""Repositories: the only code that issues SQL. Each takes the service's ``AsyncSession``."""
+
+from alize.store.repositories.api_keys import ApiKeyRepository
+from alize.store.repositories.audit import AuditRepository
+from alize.store.repositories.budget import BudgetRepository
+from alize.store.repositories.catalog import CatalogModelRepository, DeploymentRepository
+from alize.store.repositories.projects import ProjectRepository
+from alize.store.repositories.usage import GroupBy, UsageAggregate, UsageRepository
+
+__all__ = [
+    "ApiKeyRepository",
+    "AuditRepository",
+    "BudgetRepository",
+    "CatalogModelRepository",
+    "DeploymentRepository",
+    "GroupBy",
+    "ProjectRepository",
+    "UsageAggregate",
+    "UsageRepository",
+]

@@ -1,0 +1,213 @@
+"""Serving behaviour on the real engine: concurrency, usage, disconnects, queue bound, prompt cache,
+and a crashed worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from tests.e2e.conftest import MODEL
+from tests.e2e.server import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+
+def _body(content: str, max_tokens: int, *, stream: bool = True, **extra: object) -> dict[str, object]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+
+
+async def _stream(client: httpx.AsyncClient, body: dict[str, object]) -> dict[str, object]:
+    """Returns the text, content-chunk count, finish reason, usage and time to first token."""
+    started = time.perf_counter()
+    ttft = None
+    text, chunks, finish, usage = "", 0, None, None
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            assert "error" not in chunk, chunk
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk["choices"]:
+                piece = choice["delta"].get("content")
+                if piece:
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+                    text += piece
+                    chunks += 1
+                finish = choice.get("finish_reason") or finish
+    return {"text": text, "chunks": chunks, "finish": finish, "usage": usage, "ttft": ttft}
+
+
+def test_32_concurrent_mixed_requests_complete_with_exact_usage(server: LiveServer) -> None:
+    lengths = [4, 16, 48, 96] * 8
+
+    async def run() -> list[dict[str, object]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+            prompt_tokens = {}
+            for n in set(lengths):  # the same prompt alone, for the expected prompt size
+                alone = await client.post(
+                    "/v1/chat/completions", json=_body(f"Write {n} words about rivers.", 1, stream=False)
+                )
+                prompt_tokens[n] = alone.json()["usage"]["prompt_tokens"]
+            results = await asyncio.gather(
+                *(
+                    _stream(client, _body(f"Write {n} words about rivers.", n, temperature=0.8, seed=i))
+                    for i, n in enumerate(lengths)
+                )
+            )
+            for n, result in zip(lengths, results, strict=True):
+                result["expected_prompt"] = prompt_tokens[n]
+            return list(results)
+
+    results = asyncio.run(run())
+    assert len(results) == 32
+    for n, result in zip(lengths, results, strict=True):
+        usage = result["usage"]
+        assert isinstance(usage, dict)
+        assert usage["prompt_tokens"] == result["expected_prompt"]
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert 1 <= usage["completion_tokens"] <= n
+        if result["finish"] == "length":
+            assert usage["completion_tokens"] == n
+        # one streamed chunk per generated token (English text: no split UTF-8 sequences)
+        assert abs(int(result["chunks"]) - usage["completion_tokens"]) <= 1
+
+
+def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server: LiveServer) -> None:
+    async def run() -> tuple[float, dict[str, object]]:
+        async with httpx.AsyncClient(base_url=one_slot_server.url, timeout=120) as client:
+            first = client.stream(
+                "POST", "/v1/chat/completions", json=_body("Tell me a very long story.", 1000)
+            )
+            response = await first.__aenter__()
+            seen = 0
+            lines = response.aiter_lines()
+            async for line in lines:
+                if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+                    seen += 1
+                    if seen == 3:
+                        break
+            # The second request waits for the only slot, which the first still holds.
+            waiting = asyncio.create_task(_stream(client, _body("Say yes.", 3)))
+            await asyncio.sleep(1.0)
+            assert not waiting.done()
+            closed_at = time.perf_counter()
+            await response.aclose()
+            await first.__aexit__(None, None, None)
+            result = await waiting
+            return time.perf_counter() - closed_at, result
+
+    elapsed, result = asyncio.run(run())
+    assert result["usage"] is not None
+    # 3 tokens take well under a second here; 1000 tokens of the abandoned story would take many.
+    assert elapsed < 3.0, f"the waiting request finished {elapsed:.1f} s after the disconnect"
+
+
+def test_queue_bound_returns_503_queue_full(one_slot_server: LiveServer) -> None:
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=one_slot_server.url, timeout=120) as client:
+            body = _body("Count slowly to one hundred.", 60, stream=False)
+            tasks = [asyncio.create_task(client.post("/v1/chat/completions", json=body)) for _ in range(4)]
+            return list(await asyncio.gather(*tasks))
+
+    responses = asyncio.run(run())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 2  # one running, one waiting (queue_max = 1)
+    assert statuses.count(503) == 2
+    for r in responses:
+        if r.status_code == 503:
+            error = r.json()["error"]
+            assert error["code"] == "queue_full"
+            assert error["type"] == "service_unavailable"
+            assert int(r.headers["retry-after"]) >= 1
+            assert set(error) >= {"message", "type", "param", "code"}
+
+
+def test_shared_long_system_prompt_is_served_from_the_prompt_cache(server: LiveServer) -> None:
+    system = " ".join(
+        f"Rule {i}: answer politely, precisely and briefly about topic number {i}." for i in range(110)
+    )
+
+    async def run() -> tuple[dict[str, object], dict[str, object]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+
+            def body(question: str) -> dict[str, object]:
+                return {
+                    "model": MODEL,
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": question},
+                    ],
+                    "max_tokens": 4,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+
+            cold = await _stream(client, body("What is rule 3?"))
+            warm = await _stream(client, body("What is rule 7?"))
+            return cold, warm
+
+    cold, warm = asyncio.run(run())
+    cold_usage, warm_usage = cold["usage"], warm["usage"]
+    assert isinstance(cold_usage, dict) and isinstance(warm_usage, dict)
+    assert cold_usage["prompt_tokens"] >= 1500
+    assert warm_usage["prompt_tokens_details"]["cached_tokens"] >= 1500
+    assert float(cold["ttft"]) >= 5 * float(warm["ttft"]), (cold["ttft"], warm["ttft"])
+
+
+def test_worker_crash_gives_503_then_recovers(one_slot_server: LiveServer) -> None:
+    pids = one_slot_server.worker_pids()
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)  # what a llama.cpp assertion does to the process
+    with httpx.Client(base_url=one_slot_server.url, timeout=60) as client:
+        first = client.post("/v1/chat/completions", json=_body("Hi", 2, stream=False))
+        assert first.status_code in (200, 503)
+        if first.status_code == 503:
+            assert first.json()["error"]["code"] == "engine_unavailable"
+            assert "retry-after" in first.headers
+        deadline = time.monotonic() + 60
+        while True:
+            reply = client.post("/v1/chat/completions", json=_body("Hi", 2, stream=False))
+            if reply.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert reply.status_code == 200
+        assert client.get("/health").status_code == 200
+    assert one_slot_server.worker_pids() != pids
+
+
+def test_worker_crash_mid_stream_ends_with_an_error_event(one_slot_server: LiveServer) -> None:
+    with httpx.Client(base_url=one_slot_server.url, timeout=60) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        events = []
+        with client.stream(
+            "POST", "/v1/chat/completions", json=_body("Tell me a long story.", 500)
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 3:
+                        for pid in one_slot_server.worker_pids():
+                            os.kill(pid, signal.SIGKILL)
+    assert events[-1] != "[DONE]"
+    error = json.loads(events[-1])["error"]
+    assert error["code"] in ("engine_unavailable", "engine_error")
+    assert set(error) >= {"message", "type", "param", "code"}

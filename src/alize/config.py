@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
     data_dir: Path = Field(Path(".alize"), description="Where the database and caches live.")
     log_level: str = Field("info", description="Python log level for Alizé's own loggers.")
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the database; empty = SQLite at <data_dir>/alize.db (WAL). "
+            "PostgreSQL: postgresql+psycopg://user@host/db."
+        ),
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL for rate limits shared by several gateway processes; empty = in-process."
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="Bootstrap admin API key (16-256 URL-safe characters); created at start-up if set."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Server secret (key-hash pepper, session signing); empty = generated once in data_dir.",
+    )
     default_model: str = Field(
         "smollm2-135m-instruct",
         description="The deployment `/ready` waits for and the chat page starts with.",
@@ -99,6 +116,10 @@ class Settings(BaseSettings):
     )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under ``data_dir``."""
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'alize.db').resolve()}"
+
     safe_prompt: str = Field(
         "Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid "
         "harmful, unethical, prejudiced, or negative content. Ensure replies promote fairness and "

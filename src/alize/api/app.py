@@ -23,6 +23,7 @@ from alize.deployments.manager import DeploymentManager, DeploymentSpec, QueueLi
 from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
 from alize.gateway.generation import GenerationService
+from alize.store.database import open_database
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ def engine_config(settings: Settings, deployment: DeploymentSettings) -> EngineC
     )
 
 
-def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
+async def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await open_database(settings.resolved_database_url())
     manager = DeploymentManager(
         registry or EngineRegistry(),
         QueueLimits(max_waiting=settings.limits.queue_max, timeout_s=settings.limits.queue_timeout_s),
@@ -59,6 +62,7 @@ def build_services(settings: Settings, registry: EngineRegistry | None = None) -
         )
     return Services(
         settings=settings,
+        db=db,
         deployments=manager,
         generation=GenerationService(manager, settings.limits, settings.safe_prompt),
     )
@@ -74,7 +78,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, registry)
+        services = await build_services(settings, registry)
         app.state.services = services
         loader: asyncio.Task[object] | None = None
         if settings.load_on_start:
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             if loader is not None and not loader.done():
                 loader.cancel()
             await services.deployments.close()
+            await services.db.close()
 
     app = FastAPI(
         title="Alizé",

@@ -10,11 +10,15 @@ from fastapi import Depends, Request
 from alize.config import Settings
 from alize.deployments.manager import DeploymentManager
 from alize.gateway.generation import GenerationService
+from alize.store.database import Database
 
 
 @dataclass
 class Services:
+    """Everything a request may need; one instance per app, built in the lifespan."""
+
     settings: Settings
+    db: Database
     deployments: DeploymentManager
     generation: GenerationService
 

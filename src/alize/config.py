@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_threads() -> int:
+    """the CPUs this process may use"""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
@@ -73,10 +74,63 @@ class DeploymentSettings(BaseModel):
     ctx_per_slot: int | None = Field(
         None, ge=256, description="Context per slot; default engine.ctx_per_slot."
     )
+    model: str | None = Field(
+        None, description="Catalog model id it serves; empty = the catalog model named like the deployment."
+    )
+    replicas: int = Field(1, ge=1, le=16, description="Engine instances; requests go to the least busy.")
+    idle_timeout_s: float = Field(
+        0, ge=0, description="Unload after this many seconds without requests (0 = never)."
+    )
+
+
+class CatalogSettings(BaseModel):
+    """The model catalog and the lifecycle of run-time deployments."""
+
+    memory_budget_bytes: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Memory loaded deployments may hold (estimated: weights + KV cache); loading past it "
+            "unloads the least recently used idle deployment. 0 = no budget."
+        ),
+    )
+    idle_check_interval_s: float = Field(
+        0.5, gt=0, le=60, description="How often idle deployments are checked against their timeout."
+    )
+    inspect_timeout_s: float = Field(
+        30.0, gt=0, description="Longest time the sandboxed inspector may take to read an added GGUF file."
+    )
+
+
+class ChatSettings(BaseModel):
+    """The chat web app served at ``/``: sessions, replies and documents."""
+
+    enabled: bool = Field(True, description="Serve the chat web app at `/` and its API under `/chat/api`.")
+    session_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long a login lasts, in seconds.")
+    secure_cookies: bool | None = Field(
+        None, description="Mark cookies Secure; empty = only when the request came over HTTPS."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra origins (scheme://host[:port]) allowed to post, beside the server's own.",
+    )
+    max_tokens: int = Field(512, ge=1, description="Most tokens in one assistant reply.")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of replies.")
+    history_messages: int = Field(20, ge=1, description="Most earlier messages sent with each turn.")
+    max_upload_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
+    max_pdf_pages: int = Field(50, ge=1, description="Most pages read from an uploaded PDF.")
+    max_documents: int = Field(20, ge=1, description="Most documents in one conversation.")
+    chunk_chars: int = Field(800, ge=100, description="Target size of a document passage, in characters.")
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by consecutive passages.")
+    top_k: int = Field(3, ge=1, le=20, description="Passages put into the prompt for each turn.")
+    embedding_model: str = Field(
+        "all-minilm-l6-v2",
+        description="Embeddings deployment for documents; when absent, passages are ranked by BM25.",
+    )
 
 
 def _default_deployments() -> list[DeploymentSettings]:
-    return [DeploymentSettings(name="smollm2-135m-instruct")]
+    return [DeploymentSettings(name="smollm2-135m-instruct"), DeploymentSettings(name="all-minilm-l6-v2")]
 
 
 class Settings(BaseSettings):
@@ -117,6 +171,8 @@ class Settings(BaseSettings):
     )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""
         return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'alize.db').resolve()}"

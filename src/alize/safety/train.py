@@ -1,0 +1,244 @@
+"""Train the content classifier and rewrite ``alize/safety/data/classifier.npz``.
+
+Usage::
+
+    python -m alize.safety.train [--data shared/data/moderation-dev.jsonl] [--out PATH]
+
+What it does, deterministically (fixed seeds, no randomness left to the solver):
+
+1. Loads the dev set and keeps only the *training* part of the split defined in
+   :mod:`alize.safety.dataset` (the held-out 30 % is never read here), plus Alizé's own
+   examples in ``alize/safety/data/extra.jsonl`` (advice requests for health / financial / law,
+   requests for dangerous or criminal help, and benign texts).
+2. Builds the label matrix, one column per head, ``-1`` for unknown. Dev rows are taken as
+   negatives for health / financial / law (the dev set holds no advice requests) and for
+   ``dangerous`` unless they are flagged for something else (then unknown).
+3. For every head, fits two class-balanced logistic regressions on the rows whose label is
+   known: one on the standardised MiniLM embedding-layer features, one on hashed n-grams.
+   A ninth head, ``any``, learns "flagged for anything" (dev rows; among Alizé's examples only
+   the dangerous ones are positive) and gates the eight dev heads at inference.
+4. Chooses each head's threshold on 5-fold out-of-fold predictions (maximum F1), so thresholds
+   are data chosen without the held-out part, and prints the out-of-fold "flagged" F1.
+
+Needs scikit-learn and scipy (training only; inference is numpy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from alize.safety.categories import DEV_HEADS, HEADS
+from alize.safety.classifier import GATE_HEAD, ClassifierWeights, default_weights_path
+from alize.safety.dataset import LabelledText, load_dev, split_indices
+from alize.safety.encoder import MiniLMEncoder
+from alize.safety.ngrams import ngram_buckets
+
+F32 = npt.NDArray[np.float32]
+SEED = 0
+NUM_LAYERS = 0
+MAX_TOKENS = 256
+WINDOW_WORDS = 200
+BUCKETS = 1 << 17
+C_DENSE = 0.03
+C_NGRAM = 10.0
+FOLDS = 5
+DEFAULT_DATA = Path("/work/shared/data/moderation-dev.jsonl")
+
+
+def _training_module(name: str) -> Any:
+    """Import a training-only dependency (scikit-learn, scipy) by name.
+
+    They are not runtime dependencies of Alizé and ship no type stubs, so they are imported
+    dynamically: mypy then checks this module the same way whether or not they are installed.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise SystemExit(f"training needs {name.split('.')[0]}: pip install scikit-learn") from exc
+
+
+def extra_examples() -> list[tuple[str, dict[str, int]]]:
+    """Alizé's own labelled examples shipped with the package."""
+    path = resources.files("alize.safety").joinpath("data", "extra.jsonl")
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            raw = json.loads(line)
+            rows.append((str(raw["text"]), {str(k): int(v) for k, v in raw["labels"].items()}))
+    return rows
+
+
+def label_matrix(
+    dev: Sequence[LabelledText], extra: Sequence[tuple[str, dict[str, int]]]
+) -> npt.NDArray[np.int8]:
+    """(rows, heads) with 1 / 0 / -1 (unknown); dev rows first, then the extra examples."""
+    y = np.full((len(dev) + len(extra), len(HEADS)), -1, dtype=np.int8)
+    for i, row in enumerate(dev):
+        for j, head in enumerate(HEADS):
+            if head in row.labels:
+                y[i, j] = row.labels[head]
+            elif head == "any":
+                y[i, j] = int(row.flagged)
+            elif head in ("health", "financial", "law") or (head == "dangerous" and not row.flagged):
+                y[i, j] = 0
+    for k, (_, labels) in enumerate(extra):
+        y[len(dev) + k, HEADS.index("any")] = labels.get("dangerous", 0)
+        for j, head in enumerate(HEADS):
+            if head in labels:
+                y[len(dev) + k, j] = labels[head]
+    return y
+
+
+def ngram_matrix(texts: Sequence[str]) -> tuple[Any, F32]:
+    """CSR matrix of the texts' tf-idf n-gram vectors, and the IDF (smoothed, as scikit-learn's)."""
+    sparse = _training_module("scipy.sparse")
+
+    counts = [ngram_buckets(t, BUCKETS) for t in texts]
+    df = np.zeros(BUCKETS, dtype=np.float64)
+    for idx, _ in counts:
+        df[idx] += 1.0
+    idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
+    # the file stores float16: train on the rounded values inference will see
+    idf = idf.astype(np.float16).astype(np.float32)
+    rows, cols, vals = [], [], []
+    for r, (idx, cnt) in enumerate(counts):
+        v = (1.0 + np.log(cnt.astype(np.float32))) * idf[idx]
+        norm = float(np.linalg.norm(v)) or 1.0
+        rows.extend([r] * len(idx))
+        cols.extend(idx.tolist())
+        vals.extend((v / norm).tolist())
+    matrix = sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), BUCKETS), dtype=np.float32)
+    return matrix, idf
+
+
+def _fit(x: Any, y: npt.NDArray[np.int8], c: float) -> tuple[F32, float]:
+    linear_model = _training_module("sklearn.linear_model")
+    model = linear_model.LogisticRegression(C=c, max_iter=5000, class_weight="balanced", random_state=SEED)
+    model.fit(x, y)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+
+
+def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+def _calibrate(p: npt.NDArray[np.float64], t: F32) -> npt.NDArray[np.float64]:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return _sigmoid(np.log(q / (1 - q)) - np.log(t / (1 - t)))
+
+
+def _best_threshold(y: npt.NDArray[np.int8], p: npt.NDArray[np.float64]) -> tuple[float, float]:
+    best = (0.5, -1.0)
+    for t in np.round(np.arange(0.1, 0.91, 0.025), 3):
+        pred = p >= t
+        tp = float(np.sum(pred & (y == 1)))
+        denom = float(np.sum(pred)) + float(np.sum(y == 1))
+        f1 = 2 * tp / denom if denom else 0.0
+        if f1 > best[1]:
+            best = (float(t), f1)
+    return best
+
+
+def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
+    """Fit every head, choose thresholds out-of-fold, save and return the weights."""
+    model_selection = _training_module("sklearn.model_selection")
+    dev_all = load_dev(data)
+    train_idx, _ = split_indices(dev_all)
+    dev = [dev_all[i] for i in train_idx]
+    extra = extra_examples()
+    texts = [r.text for r in dev] + [t for t, _ in extra]
+    y = label_matrix(dev, extra)
+
+    encoder = MiniLMEncoder(num_layers=NUM_LAYERS, max_tokens=MAX_TOKENS)
+    dense = np.concatenate([encoder.encode(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    mean = dense.mean(axis=0)
+    scale = dense.std(axis=0) + 1e-6
+    dense_std = (dense - mean) / scale
+    grams, idf = ngram_matrix(texts)
+
+    heads = len(HEADS)
+    dense_w = np.zeros((dense.shape[1], heads), dtype=np.float32)
+    dense_b = np.zeros(heads, dtype=np.float32)
+    ngram_w = np.zeros((BUCKETS, heads), dtype=np.float32)
+    ngram_b = np.zeros(heads, dtype=np.float32)
+    thresholds = np.full(heads, 0.5, dtype=np.float32)
+    oof = np.full((len(texts), heads), np.nan)
+    for j, head in enumerate(HEADS):
+        known = np.flatnonzero(y[:, j] >= 0)
+        yk = y[known, j]
+        dense_w[:, j], dense_b[j] = _fit(dense_std[known], yk, C_DENSE)
+        coef, ngram_b[j] = _fit(grams[known], yk, C_NGRAM)
+        ngram_w[:, j] = coef.astype(np.float16).astype(np.float32)
+        folds = model_selection.StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+        for a, b in folds.split(known, yk):
+            wd, bd = _fit(dense_std[known[a]], yk[a], C_DENSE)
+            wn, bn = _fit(grams[known[a]], yk[a], C_NGRAM)
+            pd = _sigmoid(dense_std[known[b]] @ wd + bd)
+            pn = _sigmoid(np.asarray(grams[known[b]] @ wn).ravel() + bn)
+            oof[known[b], j] = 0.5 * (pd + pn)
+        thresholds[j], f1 = _best_threshold(yk, oof[known, j])
+        print(
+            f"head {head:10s} known={len(known):4d} pos={int(yk.sum()):4d} "
+            f"thr={thresholds[j]:.3f} oof_f1={f1:.3f}",
+            file=log,
+        )
+
+    n_dev = len(dev)
+    flagged_true = np.array([r.flagged for r in dev])
+    dev_cols = [HEADS.index(h) for h in DEV_HEADS]
+    flagged_pred = np.nan_to_num(oof[:n_dev][:, dev_cols] >= thresholds[dev_cols], nan=0.0).any(axis=1)
+    tp = int(np.sum(flagged_pred & flagged_true))
+    f1_any = 2 * tp / max(int(flagged_pred.sum()) + int(flagged_true.sum()), 1)
+    print(f"out-of-fold flagged F1, union of ungated heads: {f1_any:.3f}", file=log)
+    gated = np.array([h in DEV_HEADS for h in HEADS])
+    calibrated = _calibrate(oof[:n_dev], thresholds)
+    gate = calibrated[:, [HEADS.index(GATE_HEAD)]]
+    calibrated[:, gated] = np.sqrt(calibrated[:, gated] * gate)
+    flagged_pred = np.nan_to_num(calibrated[:, dev_cols], nan=0.0).max(axis=1) >= 0.5
+    tp = int(np.sum(flagged_pred & flagged_true))
+    f1_gated = 2 * tp / max(int(flagged_pred.sum()) + int(flagged_true.sum()), 1)
+    print(f"out-of-fold flagged F1, heads gated by '{GATE_HEAD}' (shipped): {f1_gated:.3f}", file=log)
+
+    weights = ClassifierWeights(
+        heads=HEADS,
+        num_layers=NUM_LAYERS,
+        max_tokens=MAX_TOKENS,
+        window_words=WINDOW_WORDS,
+        buckets=BUCKETS,
+        dense_mean=mean.astype(np.float32),
+        dense_scale=scale.astype(np.float32),
+        dense_w=dense_w,
+        dense_b=dense_b,
+        ngram_w=ngram_w,
+        ngram_b=ngram_b,
+        idf=idf,
+        thresholds=thresholds,
+        gated=gated,
+    )
+    weights.save(out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=log)
+    return weights
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="moderation-dev.jsonl")
+    parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
+    args = parser.parse_args(argv)
+    train(args.data, args.out or default_weights_path())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import openai
 import pytest
@@ -106,3 +108,30 @@ def test_azure_ai_inference(server: LiveServer) -> None:
     info = client.get_model_info()
     assert info.model_name == MODEL
     assert info.model_type == "chat-completion"
+
+
+def test_terminal_chat_streams_a_reply(server: LiveServer) -> None:
+    """`alize chat` against the live server: a prompt in, a streamed reply out, /exit quits."""
+    result = subprocess.run(
+        [sys.executable, "-m", "alize.cli.main", "chat", "--url", server.url, "--max-tokens", "8"],
+        input="Say bonjour.\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    reply = result.stdout.split("assistant> ", 1)[1].split("you> ", 1)[0].strip()
+    assert reply, result.stdout
+
+
+def test_terminal_chat_reports_an_unknown_model(server: LiveServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alize.cli.main", "chat", "--url", server.url, "--model", "nope"],
+        input="Hi\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "error 404" in result.stderr and "does not exist" in result.stderr

@@ -36,7 +36,7 @@ async def test_migrations_create_every_table_and_match_the_models(db: Database) 
     assert set(Base.metadata.tables) <= tables
     assert "alembic_version" in tables
     assert differences == []
-    assert version == "0001"
+    assert version == "0002"
 
 
 @pytest.mark.asyncio
@@ -166,7 +166,7 @@ async def test_concurrent_startups_migrate_postgres_once() -> None:
         try:
             async with databases[0].session() as session:
                 versions = (await session.execute(sa.text("SELECT version_num FROM alembic_version"))).all()
-            assert versions == [("0001",)]
+            assert versions == [("0002",)]
         finally:
             for database in databases:
                 await database.close()

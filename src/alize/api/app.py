@@ -13,37 +13,36 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from alize.api import azure, chat, completions, health, models
+from alize.api import (
+    admin_catalog,
+    admin_tenancy,
+    azure,
+    catalog_page,
+    chat,
+    completions,
+    embeddings,
+    health,
+    models,
+)
+from alize.api.auth import AuthGate
 from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
-from alize.catalog.sources import smollm2_gguf_path
-from alize.config import DeploymentSettings, Settings
-from alize.deployments.manager import DeploymentManager, DeploymentSpec, QueueLimits
-from alize.engines.base import EngineConfig
+from alize.catalog.service import CatalogService
+from alize.chat.routes import chat_routers
+from alize.chat.service import build_chat_services
+from alize.config import Settings
+from alize.deployments.lifecycle import IdleReaper, MemoryBudget
+from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.service import DeploymentService
 from alize.engines.registry import EngineRegistry
+from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
+from alize.gateway.pipeline import PolicyPipeline
+from alize.gateway.tenancy import Tenancy, check_bind_address
 from alize.store.database import open_database
 
 log = logging.getLogger(__name__)
-
-
-def engine_config(settings: Settings, deployment: DeploymentSettings) -> EngineConfig:
-    engine = settings.engine
-    return EngineConfig(
-        kind=deployment.engine,
-        model_path=deployment.model_path
-        or (smollm2_gguf_path() if deployment.engine == "llamacpp" else None),
-        parallel=deployment.parallel or engine.parallel,
-        ctx_per_slot=deployment.ctx_per_slot or engine.ctx_per_slot,
-        threads=engine.threads,
-        batch_size=engine.batch_size,
-        cache_ram_mib=engine.cache_ram_mib,
-        kv_unified=engine.kv_unified,
-        load_timeout_s=engine.load_timeout_s,
-        request_timeout_s=engine.request_timeout_s,
-        restart_backoff_s=engine.restart_backoff_s,
-    )
 
 
 async def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
@@ -53,19 +52,34 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         registry or EngineRegistry(),
         QueueLimits(max_waiting=settings.limits.queue_max, timeout_s=settings.limits.queue_timeout_s),
     )
-    for declared in settings.deployments:
-        manager.add(
-            DeploymentSpec(
-                name=declared.name,
-                model_id=declared.name,
-                engine=engine_config(settings, declared),
-            )
-        )
+    # the catalog lives in the database; built-in cards are (re)seeded at every start, then the
+    # declared and stored deployments are created over it
+
+    def pinned() -> set[str]:
+        return {settings.default_model}  # /ready promises the default stays loaded
+
+    catalog = CatalogService(db, inspect_timeout_s=settings.catalog.inspect_timeout_s)
+    await catalog.seed_builtins()
+    memory_budget = MemoryBudget(manager, settings.catalog.memory_budget_bytes, pinned)
+    manager.before_load = memory_budget.make_room
+    deployment_admin = DeploymentService(db, manager, catalog, settings)
+    await deployment_admin.restore()
+    generation = GenerationService(manager, settings.limits, settings.safe_prompt)
+    tenancy = Tenancy.build(settings, db)
+    embeddings = EmbeddingsService(manager)
     return Services(
         settings=settings,
         db=db,
         deployments=manager,
-        generation=GenerationService(manager, settings.limits, settings.safe_prompt),
+        generation=generation,
+        tenancy=tenancy,
+        pipeline=PolicyPipeline(generation, manager, tenancy, embeddings),
+        catalog=catalog,
+        deployment_admin=deployment_admin,
+        embeddings=embeddings,
+        memory_budget=memory_budget,
+        idle_reaper=IdleReaper(manager, interval_s=settings.catalog.idle_check_interval_s, pinned=pinned),
+        chat=build_chat_services(settings.chat, db, manager, generation),
     )
 
 
@@ -81,6 +95,15 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings, registry)
         app.state.services = services
+        try:
+            await services.tenancy.bootstrap(settings)
+            await check_bind_address(settings, services.tenancy)
+        except BaseException:
+            await services.tenancy.aclose()
+            await services.deployments.close()
+            await services.db.close()
+            raise
+        services.idle_reaper.start()
         loader: asyncio.Task[object] | None = None
         if settings.load_on_start:
             names = {d.name for d in services.deployments.list()}
@@ -93,6 +116,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
+            await services.idle_reaper.stop()
+            await services.pipeline.drain()
+            await services.tenancy.aclose()
             await services.deployments.close()
             await services.db.close()
 
@@ -105,5 +131,12 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     install_error_handlers(app)
     for router in (health.router, models.router, chat.router, completions.router, azure.router):
         app.include_router(router)
+    app.include_router(admin_tenancy.router)
+    for router in (embeddings.router, admin_catalog.router, catalog_page.router):
+        app.include_router(router)
+    if settings.chat.enabled:
+        for router in chat_routers():
+            app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(AuthGate)
     return app

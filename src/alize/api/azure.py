@@ -8,9 +8,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from alize.api.auth import InferenceDep
 from alize.api.chat import run_chat
 from alize.api.deps import ServicesDep
 from alize.api.respond import json_response
+from alize.gateway.keys import authorize_deployment
 from alize.protocol.azure import AzureChatCompletionRequest, ModelInfo
 from alize.protocol.openai.chat import ChatCompletionRequest
 
@@ -23,15 +25,20 @@ async def azure_chat(
     body: AzureChatCompletionRequest,
     request: Request,
     services: ServicesDep,
+    principal: InferenceDep,
     api_version: str | None = ApiVersion,
 ) -> Response:
     data = body.model_dump(exclude_unset=True)
     data["model"] = body.model or services.settings.default_model
-    return await run_chat(ChatCompletionRequest.model_validate(data), request, services)
+    return await run_chat(ChatCompletionRequest.model_validate(data), request, services, principal)
 
 
 @router.get("/info", summary="Model information (Azure AI Model Inference)")
-async def azure_info(services: ServicesDep, api_version: str | None = ApiVersion) -> JSONResponse:
+async def azure_info(
+    services: ServicesDep, principal: InferenceDep, api_version: str | None = ApiVersion
+) -> JSONResponse:
+    if principal is not None:
+        authorize_deployment(principal, services.settings.default_model)
     deployment = services.deployments.get(services.settings.default_model)
     return json_response(
         ModelInfo(

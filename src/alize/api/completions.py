@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from alize.api.auth import InferenceDep
 from alize.api.deps import ServicesDep, caller_identity
 from alize.api.encode import collect_chat, collect_completion, stream_chat, stream_completion
 from alize.api.respond import respond
@@ -15,9 +16,11 @@ router = APIRouter(tags=["completions"])
 
 
 @router.post("/v1/completions", summary="Create a text completion (OpenAI)")
-async def completions(body: CompletionRequest, request: Request, services: ServicesDep) -> Response:
+async def completions(
+    body: CompletionRequest, request: Request, services: ServicesDep, principal: InferenceDep
+) -> Response:
     call = text_call(body)
-    generation = await services.generation.complete(call, caller_identity(request, body.user))
+    generation = await services.pipeline.complete(call, caller_identity(request, body.user), principal)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return await respond(
         generation,
@@ -28,9 +31,11 @@ async def completions(body: CompletionRequest, request: Request, services: Servi
 
 
 @router.post("/v1/fim/completions", summary="Fill in the middle between prompt and suffix (Mistral)")
-async def fim_completions(body: FimRequest, request: Request, services: ServicesDep) -> Response:
+async def fim_completions(
+    body: FimRequest, request: Request, services: ServicesDep, principal: InferenceDep
+) -> Response:
     """Mistral answers FIM in the chat-completion shape, so the chat encoders serve it."""
-    generation = await services.generation.complete(fim_call(body), caller_identity(request))
+    generation = await services.pipeline.complete(fim_call(body), caller_identity(request), principal)
     return await respond(
         generation,
         stream=body.stream,

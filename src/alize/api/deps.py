@@ -7,9 +7,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from alize.catalog.service import CatalogService
+from alize.chat.service import ChatServices
 from alize.config import Settings
+from alize.deployments.lifecycle import IdleReaper, MemoryBudget
 from alize.deployments.manager import DeploymentManager
+from alize.deployments.service import DeploymentService
+from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
+from alize.gateway.pipeline import PolicyPipeline
+from alize.gateway.tenancy import Tenancy
 from alize.store.database import Database
 
 
@@ -21,6 +28,21 @@ class Services:
     db: Database
     deployments: DeploymentManager
     generation: GenerationService
+    #: projects, keys, limits, budgets, metering, audit (see alize.gateway.tenancy)
+    tenancy: Tenancy
+    #: the policy pipeline every inference request goes through
+    pipeline: PolicyPipeline
+    #: model cards in the database (alize.catalog.service)
+    catalog: CatalogService
+    #: run-time deployments: create/update/delete, persisted and restored at start
+    deployment_admin: DeploymentService
+    embeddings: EmbeddingsService
+    #: estimated memory of loaded deployments, LRU eviction before a load
+    memory_budget: MemoryBudget
+    #: unloads deployments idle past their timeout (scale to zero)
+    idle_reaper: IdleReaper
+    #: the chat web app: users, sessions, conversations, documents, replies (alize.chat)
+    chat: ChatServices
 
 
 def get_services(request: Request) -> Services:
@@ -35,7 +57,7 @@ def caller_identity(request: Request, user: str | None = None) -> str:
     """Who waits in the fair queue: the API key once keys exist, else the end user or address."""
     principal = getattr(request.state, "principal", None)
     if principal is not None:
-        return f"key:{principal}"
+        return f"key:{principal.key_id}"
     if user:
         return f"user:{user}"
     return f"addr:{request.client.host if request.client else 'unknown'}"

@@ -15,6 +15,7 @@ def generation_headers(generation: Generation) -> dict[str, str]:
     headers = {"x-request-id": generation.request_id, "x-alize-deployment": generation.deployment}
     if generation.cold_start_s is not None:
         headers["x-alize-cold-start-ms"] = str(int(generation.cold_start_s * 1000))
+    headers.update(generation.headers)
     return headers
 
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 import typer
 
 from alize.cli import chat as chat_cmd
+from alize.cli import models as models_cmd
 from alize.cli import serve as serve_cmd
+from alize.cli import tenancy as tenancy_cmd
+from alize.cli import users as users_cmd
 
 app = typer.Typer(help="Alizé: models as a service on your own hardware.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
+app.add_typer(models_cmd.models_app, name="models")
+app.command("deploy")(models_cmd.deploy)
+app.command("undeploy")(models_cmd.undeploy)
+app.add_typer(tenancy_cmd.projects_app, name="projects")
+app.add_typer(tenancy_cmd.keys_app, name="keys")
+app.add_typer(tenancy_cmd.audit_app, name="audit")
+app.command("usage")(tenancy_cmd.usage)
+app.add_typer(users_cmd.users_app, name="users")
 
 if __name__ == "__main__":
     app()

@@ -1,8 +1,12 @@
-"""Deployments by name: load on first use, admit through a fair queue, stop on shutdown.
+"""Deployments by name: load on first use, admit through a fair queue, unload when idle.
 
-A deployment is what a client calls (the ``model`` field): a model plus engine settings.
-Loading happens on the first request (or at start-up for the default), and the time it took
-is reported to that request as its cold start.
+A deployment is what a client calls (the ``model`` field): a model plus engine settings and a
+number of replicas (a :class:`~alize.deployments.replicas.ReplicaSet`). Loading happens on the
+first request (or at start-up for the default), and the time it took is reported to that request
+as its cold start. Before a load, :class:`~alize.deployments.lifecycle.MemoryBudget` makes room by
+unloading the least recently used idle deployments; :class:`~alize.deployments.lifecycle.IdleReaper`
+unloads deployments idle past their timeout (scale to zero). Deployments are added and removed at
+run time; the manager holds only what is live, the database what should be (``service.py``).
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from alize.deployments.admission import FairQueue, SlotLease
+from alize.deployments.replicas import ReplicaSet
 from alize.domain import EngineInfo
-from alize.engines.base import Engine, EngineConfig
+from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError, ModelNotFoundError
 
@@ -31,6 +37,16 @@ class DeploymentSpec:
     created: int = field(default_factory=lambda: int(time.time()))
     #: catalog card fields shown by ``GET /v1/models`` (JSON-ready)
     card: dict[str, Any] | None = None
+    replicas: int = 1
+    #: unload after this many seconds without a request; 0 = stay loaded
+    idle_timeout_s: float = 0.0
+    #: estimated bytes of memory the loaded deployment holds (all replicas), for the budget
+    memory_bytes: int = 0
+    #: prices in micro-units per million tokens (the card's unless the deployment overrides them)
+    price_input_per_million: int = 0
+    price_output_per_million: int = 0
+    #: declared in settings (recreated at each start) rather than stored in the database
+    declared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +55,37 @@ class QueueLimits:
     timeout_s: float
 
 
+#: called before a deployment loads, to make room for it (may unload others or refuse)
+BeforeLoad = Callable[["Deployment"], Awaitable[None]]
+
+
 class Deployment:
-    def __init__(self, spec: DeploymentSpec, engine: Engine, limits: QueueLimits) -> None:
+    def __init__(
+        self,
+        spec: DeploymentSpec,
+        engine: ReplicaSet,
+        limits: QueueLimits,
+        before_load: BeforeLoad | None = None,
+    ) -> None:
         self.spec = spec
         self.engine = engine
         self.queue = FairQueue(
-            spec.engine.parallel, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s
+            spec.engine.parallel * spec.replicas, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s
         )
         self.last_used = time.monotonic()
         self.loaded = False
+        self.loads = 0
+        self._before_load = before_load
         self._load_lock = asyncio.Lock()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def busy(self) -> bool:
+        """Requests hold or wait for a slot: unloading now would cut them off."""
+        return self.queue.busy > 0 or self.queue.waiting > 0
 
     async def ensure_loaded(self) -> tuple[EngineInfo, float | None]:
         """The engine's info, and the cold-start seconds if this call had to load it."""
@@ -63,8 +96,12 @@ class Deployment:
             if self.loaded:
                 return self.engine.info, None
             started = time.perf_counter()
+            if self._before_load is not None:
+                await self._before_load(self)
             info = await self.engine.start()
             self.loaded = True
+            self.loads += 1
+            self.last_used = time.monotonic()
             cold = time.perf_counter() - started
             log.info("deployment %s loaded in %.2f s", self.name, cold)
             return info, cold
@@ -74,28 +111,49 @@ class Deployment:
 
     async def unload(self) -> None:
         async with self._load_lock:
-            self.loaded = False
+            was_loaded, self.loaded = self.loaded, False
             await self.engine.stop()
+            if was_loaded:
+                log.info("deployment %s unloaded", self.name)
 
 
 class DeploymentManager:
-    def __init__(self, registry: EngineRegistry, limits: QueueLimits) -> None:
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        limits: QueueLimits,
+        *,
+        before_load: BeforeLoad | None = None,
+    ) -> None:
         self._registry = registry
         self._limits = limits
         self._deployments: dict[str, Deployment] = {}
+        self.before_load = before_load
+
+    @property
+    def registry(self) -> EngineRegistry:
+        return self._registry
 
     def add(self, spec: DeploymentSpec) -> Deployment:
         if spec.name in self._deployments:
             raise ConflictError(f"a deployment named '{spec.name}' already exists", param="name")
-        deployment = Deployment(spec, self._registry.create(spec.engine), self._limits)
+        engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
+        deployment = Deployment(spec, engine, self._limits, self._before_load)
         self._deployments[spec.name] = deployment
         return deployment
+
+    async def _before_load(self, deployment: Deployment) -> None:
+        if self.before_load is not None:
+            await self.before_load(deployment)
 
     def get(self, name: str) -> Deployment:
         deployment = self._deployments.get(name)
         if deployment is None:
             raise ModelNotFoundError(name)
         return deployment
+
+    def find(self, name: str) -> Deployment | None:
+        return self._deployments.get(name)
 
     def list(self) -> list[Deployment]:
         return sorted(self._deployments.values(), key=lambda d: d.name)
@@ -104,6 +162,18 @@ class DeploymentManager:
         deployment = self.get(name)
         del self._deployments[name]
         await deployment.unload()
+
+    async def replace(self, spec: DeploymentSpec) -> Deployment:
+        """Swap a deployment's settings: the old engines stop, the new ones load on next use."""
+        old = self.get(spec.name)
+        del self._deployments[spec.name]
+        try:
+            new = self.add(spec)
+        except BaseException:
+            self._deployments[spec.name] = old
+            raise
+        await old.unload()
+        return new
 
     async def close(self) -> None:
         await asyncio.gather(*(d.unload() for d in self._deployments.values()), return_exceptions=True)

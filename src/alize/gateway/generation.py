@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from alize.config import LimitSettings
@@ -62,6 +62,21 @@ class ChoiceEvent:
     delta: Delta
 
 
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A request about to be admitted: what the policy gate (limits, budget) decides on."""
+
+    request_id: str
+    deployment: str
+    prompt_tokens: int
+    max_tokens: int
+    n: int
+
+
+#: called once prompt tokens are counted and before the request waits for a slot; raising refuses it
+Gate = Callable[[Planned], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class Generation:
     """A started request: headers can be sent from these fields, then ``events`` streamed."""
@@ -80,6 +95,10 @@ class Generation:
     streamed: dict[int, int] = field(default_factory=dict)
     engine_prompt_tokens: int | None = None
     cached_tokens: int = 0
+    #: extra response headers added by the policy pipeline (e.g. ``x-ratelimit-*``)
+    headers: dict[str, str] = field(default_factory=dict)
+    #: run by ``aclose`` after the events are closed (metering must happen even if never iterated)
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def usage(self) -> Usage:
@@ -91,8 +110,13 @@ class Generation:
 
     async def aclose(self) -> None:
         closer = getattr(self.events, "aclose", None)
-        if closer is not None:
-            await closer()
+        try:
+            if closer is not None:
+                await closer()
+        finally:
+            hooks, self.on_close = self.on_close, []
+            for hook in hooks:
+                await hook()
 
 
 def _check_caps(params: SamplingParams, n: int, limits: LimitSettings) -> None:
@@ -118,7 +142,7 @@ class GenerationService:
         self._limits = limits
         self._safe_prompt = safe_prompt
 
-    async def chat(self, call: ChatCall, caller: str) -> Generation:
+    async def chat(self, call: ChatCall, caller: str, *, gate: Gate | None = None) -> Generation:
         if len(call.messages) > self._limits.max_messages:
             raise InvalidRequestError(
                 f"at most {self._limits.max_messages} messages are allowed", param="messages"
@@ -146,9 +170,11 @@ class GenerationService:
             tools=plan.tools if plan.mode == "native" else (),
             tool_choice=call.tool_choice if plan.mode == "native" else None,
         )
-        return await self._start(deployment, info, cold, request, call.n, call.max_tokens_given, caller, plan)
+        return await self._start(
+            deployment, info, cold, request, call.n, call.max_tokens_given, caller, plan, gate
+        )
 
-    async def complete(self, call: TextCall, caller: str) -> Generation:
+    async def complete(self, call: TextCall, caller: str, *, gate: Gate | None = None) -> Generation:
         _check_caps(call.params, call.n, self._limits)
         deployment = self._deployments.get(call.model)
         info, cold = await deployment.ensure_loaded()
@@ -158,7 +184,9 @@ class GenerationService:
                 param="model",
             )
         request = GenerationRequest(request_id="", params=call.params, prompt=call.prompt, fim=call.fim)
-        return await self._start(deployment, info, cold, request, call.n, call.max_tokens_given, caller, None)
+        return await self._start(
+            deployment, info, cold, request, call.n, call.max_tokens_given, caller, None, gate
+        )
 
     async def _start(
         self,
@@ -170,6 +198,7 @@ class GenerationService:
         max_tokens_given: bool,
         caller: str,
         plan: ToolPlan | None,
+        gate: Gate | None = None,
     ) -> Generation:
         request.request_id = "req_" + uuid.uuid4().hex
         prompt_tokens = await deployment.engine.count_prompt_tokens(request)
@@ -182,6 +211,9 @@ class GenerationService:
                 max_tokens=request.params.max_tokens if max_tokens_given else 0,
                 context_length=info.context_length,
             )
+        if gate is not None:
+            max_tokens = request.params.max_tokens
+            await gate(Planned(request.request_id, deployment.name, prompt_tokens, max_tokens, n))
         leases: list[SlotLease] = []
         try:
             for _ in range(n):

@@ -1,0 +1,152 @@
+"""``/admin/api/models`` and ``/admin/api/deployments``: the catalog and what is deployed from it.
+
+Reading is open to any admin key; changing the catalog or the deployments is platform-wide, so
+it needs a platform admin key, and each change is written to the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from alize.api.auth import AdminDep
+from alize.api.deps import Services, ServicesDep
+from alize.catalog.cards import ModelCard
+from alize.deployments.service import deployment_view
+from alize.errors import InvalidRequestError, PermissionDeniedError
+from alize.gateway.keys import Principal
+from alize.gateway.tenancy import audit_admin_action
+
+router = APIRouter(prefix="/admin/api", tags=["admin: catalog"])
+
+
+class AddModel(BaseModel):
+    """A local GGUF file or Hugging Face folder (``path``), or a full card (a remote provider)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, min_length=1, max_length=4096)
+    id: str | None = Field(None, min_length=1, max_length=128)
+    card: dict[str, Any] | None = None
+
+
+async def _require_platform_admin(services: Services, principal: Principal | None) -> None:
+    if not await services.tenancy.is_platform_admin(principal):
+        raise PermissionDeniedError(
+            "Changing the catalog or deployments requires a platform admin key.",
+            code="platform_admin_required",
+        )
+
+
+def _model_json(card: ModelCard, services: Services) -> dict[str, Any]:
+    data = card.model_dump(mode="json")
+    data["engine"] = card.engine
+    data["deployments"] = [d.name for d in services.deployments.list() if d.spec.model_id == card.id]
+    return data
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@router.get("/models", summary="List the catalog")
+async def list_models(services: ServicesDep, _: AdminDep) -> JSONResponse:
+    cards = await services.catalog.list()
+    return JSONResponse({"object": "list", "data": [_model_json(c, services) for c in cards]})
+
+
+@router.get("/models/{model_id:path}", summary="Show one catalog model")
+async def get_model(model_id: str, services: ServicesDep, _: AdminDep) -> JSONResponse:
+    return JSONResponse(_model_json(await services.catalog.get(model_id), services))
+
+
+@router.post("/models", summary="Add a model (GGUF file, Hugging Face folder or remote card)")
+async def add_model(body: AddModel, services: ServicesDep, principal: AdminDep) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    if (body.path is None) == (body.card is None):
+        raise InvalidRequestError("give either 'path' (a local file or folder) or 'card'", param="path")
+    if body.path is not None:
+        card = await services.catalog.add_path(body.path, body.id)
+    else:
+        assert body.card is not None
+        card = await services.catalog.add_card({**body.card, **({"id": body.id} if body.id else {})})
+    await audit_admin_action(
+        services.tenancy.audit, principal, "model.create", card.id, {"source": card.source.kind}
+    )
+    return JSONResponse(_model_json(card, services), status_code=201)
+
+
+@router.patch("/models/{model_id:path}", summary="Change a model's editable fields (prices, description...)")
+async def update_model(
+    model_id: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
+) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    card = await services.catalog.update(model_id, changes)
+    await audit_admin_action(services.tenancy.audit, principal, "model.update", model_id, changes)
+    return JSONResponse(_model_json(card, services))
+
+
+@router.delete("/models/{model_id:path}", summary="Remove a model (refused while deployed)")
+async def delete_model(model_id: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    await services.deployment_admin.delete_model(model_id)
+    await audit_admin_action(services.tenancy.audit, principal, "model.delete", model_id)
+    return JSONResponse({"id": model_id, "object": "model", "deleted": True})
+
+
+# -- deployments ----------------------------------------------------------------------------------
+
+
+def _deployment_json(services: Services, name: str) -> dict[str, Any]:
+    admin = services.deployment_admin
+    return deployment_view(services.deployments.get(name), admin.config_of(name))
+
+
+@router.get("/deployments", summary="List deployments and their state")
+async def list_deployments(services: ServicesDep, _: AdminDep) -> JSONResponse:
+    budget = services.memory_budget
+    data = [_deployment_json(services, d.name) for d in services.deployments.list()]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "memory": {
+                "budget_bytes": budget.limit_bytes,
+                "estimated_in_use_bytes": budget.used_bytes(),
+                "evictions": budget.evictions,
+            },
+        }
+    )
+
+
+@router.get("/deployments/{name:path}", summary="Show one deployment")
+async def get_deployment(name: str, services: ServicesDep, _: AdminDep) -> JSONResponse:
+    return JSONResponse(_deployment_json(services, name))
+
+
+@router.post("/deployments", summary="Deploy a catalog model under a name")
+async def create_deployment(body: dict[str, Any], services: ServicesDep, principal: AdminDep) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    deployment = await services.deployment_admin.create(body)
+    view = _deployment_json(services, deployment.name)
+    await audit_admin_action(services.tenancy.audit, principal, "deployment.create", deployment.name, body)
+    return JSONResponse(view, status_code=201)
+
+
+@router.patch("/deployments/{name:path}", summary="Change a deployment (replicas, timeouts, prices...)")
+async def update_deployment(
+    name: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
+) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    await services.deployment_admin.update(name, changes)
+    await audit_admin_action(services.tenancy.audit, principal, "deployment.update", name, changes)
+    return JSONResponse(_deployment_json(services, name))
+
+
+@router.delete("/deployments/{name:path}", summary="Undeploy (stops its engines)")
+async def delete_deployment(name: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    await services.deployment_admin.delete(name)
+    await audit_admin_action(services.tenancy.audit, principal, "deployment.delete", name)
+    return JSONResponse({"name": name, "object": "deployment", "deleted": True})

@@ -1,0 +1,142 @@
+"""``GET /catalog``: the model catalog as one server-rendered page.
+
+No build step and no third-party script: the HTML is the template in ``templates/catalog.html``
+filled with escaped values, and a small inline script (allowed by a per-response CSP nonce)
+filters cards and posts the deploy form to the admin API. Every value from a card goes through
+``html.escape``; the page never shows local paths or upstream URLs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import secrets
+from importlib.resources import files
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from alize.api.deps import ServicesDep
+from alize.catalog.cards import ModelCard
+
+router = APIRouter(tags=["catalog page"])
+
+_E = html.escape
+_SLOT = re.compile(r"\{\{([A-Z_]+)\}\}")
+
+
+def _template() -> str:
+    return files("alize.api").joinpath("templates/catalog.html").read_text(encoding="utf-8")
+
+
+def _options(values: set[str]) -> str:
+    return "".join(f'<option value="{_E(v)}">{_E(v)}</option>' for v in sorted(values))
+
+
+def _price(micros: int, currency: str) -> str:
+    return f"{micros / 1_000_000:.4f} {_E(currency)} / M tokens"
+
+
+def code_sample(card: ModelCard, model: str, base: str) -> str:
+    """curl and openai-Python snippets calling ``model`` (escaped for HTML by the caller)."""
+    if "embeddings" in card.tasks:
+        body = json.dumps({"model": model, "input": ["The quick brown fox", "A fast auburn fox"]})
+        return (
+            f"curl {base}/v1/embeddings \\\n  -H 'Authorization: Bearer $ALIZE_API_KEY' \\\n"
+            f"  -H 'Content-Type: application/json' \\\n  -d '{body}'\n\n"
+            "from openai import OpenAI\n"
+            f'client = OpenAI(base_url="{base}/v1", api_key="YOUR_KEY")\n'
+            f'vectors = client.embeddings.create(model="{model}", input=["The quick brown fox"])\n'
+            "print(len(vectors.data[0].embedding))"
+        )
+    if "chat" in card.tasks:
+        body = json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64}
+        )
+        return (
+            f"curl {base}/v1/chat/completions \\\n  -H 'Authorization: Bearer $ALIZE_API_KEY' \\\n"
+            f"  -H 'Content-Type: application/json' \\\n  -d '{body}'\n\n"
+            "from openai import OpenAI\n"
+            f'client = OpenAI(base_url="{base}/v1", api_key="YOUR_KEY")\n'
+            f'reply = client.chat.completions.create(model="{model}",\n'
+            '    messages=[{"role": "user", "content": "Hello!"}], max_tokens=64)\n'
+            "print(reply.choices[0].message.content)"
+        )
+    body = json.dumps({"model": model, "prompt": "Once upon a time", "max_tokens": 64})
+    return (
+        f"curl {base}/v1/completions \\\n  -H 'Authorization: Bearer $ALIZE_API_KEY' \\\n"
+        f"  -H 'Content-Type: application/json' \\\n  -d '{body}'\n\n"
+        "from openai import OpenAI\n"
+        f'client = OpenAI(base_url="{base}/v1", api_key="YOUR_KEY")\n'
+        f'text = client.completions.create(model="{model}", prompt="Once upon a time", max_tokens=64)\n'
+        "print(text.choices[0].text)"
+    )
+
+
+def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
+    target = deployed_as[0] if deployed_as else card.id
+    facts = [
+        ("Publisher", card.publisher),
+        ("Licence", card.license),
+        ("Engine", card.engine),
+        ("Context", f"{card.context_length:,} tokens"),
+        ("Parameters", f"{card.parameter_count:,}" if card.parameter_count else "—"),
+        ("Quantization", card.quantization or "—"),
+        ("Size", f"{card.size_bytes / 1e6:,.1f} MB" if card.size_bytes else "—"),
+        ("Input price", _price(card.price_input_per_million, card.currency)),
+        ("Output price", _price(card.price_output_per_million, card.currency)),
+        ("Deployed as", ", ".join(deployed_as) or "not deployed"),
+    ]
+    if card.embedding_dimensions:
+        facts.insert(4, ("Dimensions", str(card.embedding_dimensions)))
+    rows = "".join(f"<dt>{_E(k)}</dt><dd>{_E(v)}</dd>" for k, v in facts)
+    tags = "".join(f"<span>{_E(t)}</span>" for t in (*card.tasks, *card.languages))
+    sample = code_sample(card, target, base)
+    note = "" if deployed_as else "<p class='id'>Deploy it first; the sample uses the suggested name.</p>"
+    return (
+        f'<article data-id="{_E(card.id)}" data-task="{_E(" ".join(card.tasks))}" '
+        f'data-license="{_E(card.license)}" data-language="{_E(" ".join(card.languages))}">'
+        f"<h2>{_E(card.display_name)}</h2><div class='id'>{_E(card.id)}</div>"
+        f"<div class='tags'>{tags}</div><p>{_E(card.description)}</p><dl>{rows}</dl>"
+        f"<details><summary>Code sample</summary>{note}<pre><code>{_E(sample)}</code></pre></details>"
+        f'<form class="deploy" data-model="{_E(card.id)}">'
+        f'<label>Name <input name="name" required value="{_E(card.id)}"></label>'
+        '<label>Replicas <input name="replicas" type="number" min="1" max="16" value="1"></label>'
+        '<label>Idle timeout (s) <input name="idle" type="number" min="0" value="0"></label>'
+        '<button type="submit">Deploy</button><span class="status" role="status"></span></form>'
+        "</article>"
+    )
+
+
+@router.get("/catalog", response_class=HTMLResponse, summary="The model catalog (web page)")
+async def catalog_page(request: Request, services: ServicesDep) -> HTMLResponse:
+    cards = await services.catalog.list()
+    deployed: dict[str, list[str]] = {}
+    for deployment in services.deployments.list():
+        deployed.setdefault(deployment.spec.model_id, []).append(deployment.name)
+    base = str(request.base_url).rstrip("/")
+    nonce = secrets.token_urlsafe(16)
+    values = {
+        "NONCE": nonce,
+        "COUNT": str(len(cards)),
+        "BASE": _E(base),
+        "TASK_OPTIONS": _options({t for c in cards for t in c.tasks}),
+        "LICENSE_OPTIONS": _options({c.license for c in cards}),
+        "LANGUAGE_OPTIONS": _options({lang for c in cards for lang in c.languages}),
+        "CARDS": "\n".join(render_card(c, deployed.get(c.id, []), base) for c in cards),
+    }
+    # one pass, so a value that happens to contain "{{CARDS}}" is never substituted again
+    page = _SLOT.sub(lambda m: values[m.group(1)], _template())
+    csp = (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "img-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    return HTMLResponse(
+        page,
+        headers={
+            "Content-Security-Policy": csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )

@@ -1,0 +1,165 @@
+"""The catalog as a service: model cards kept in the database, so they survive restarts.
+
+The service owns the transactions; the store only keeps each card as an opaque JSON document
+(``catalog_models.card``). Adding a model never loads it: a GGUF file is inspected in the
+sandboxed child process (:func:`alize.catalog.gguf.inspect_gguf_async`), a Hugging Face folder is
+read through its JSON and safetensors headers, and a remote provider card is plain data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
+from alize.catalog.cards import ModelCard, parse_card
+from alize.catalog.from_files import card_from_gguf_info, card_from_hf_folder
+from alize.catalog.gguf import inspect_gguf_async
+from alize.errors import ConflictError, InvalidRequestError, NotFoundError, ValidationFailedError
+from alize.store.database import Database
+from alize.store.repositories import CatalogModelRepository
+
+log = logging.getLogger(__name__)
+
+#: card fields an operator may change after adding a model (what the files say is not editable)
+EDITABLE_FIELDS = frozenset(
+    {
+        "display_name",
+        "publisher",
+        "license",
+        "languages",
+        "description",
+        "price_input_per_million",
+        "price_output_per_million",
+        "currency",
+        "tokens_per_second",
+        "quality_scores",
+        "supports_tools",
+    }
+)
+
+
+class ModelNotInCatalogError(NotFoundError):
+    default_code = "model_not_found"
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"The catalog has no model '{model_id}'.", param="model")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CatalogService:
+    """Create, read, update and delete model cards; one instance per app."""
+
+    def __init__(
+        self, db: Database, *, cache_dir: Path | None = None, inspect_timeout_s: float = 30.0
+    ) -> None:
+        self._db = db
+        self._cache_dir = cache_dir
+        self._inspect_timeout_s = inspect_timeout_s
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where assembled packaged models go (passed to :func:`alize.catalog.sources.resolve_path`)."""
+        return self._cache_dir
+
+    async def seed_builtins(self) -> list[ModelCard]:
+        """Upsert the built-in cards, keeping an operator's edits of the editable fields."""
+        cards = await asyncio.to_thread(builtin_cards, cache_dir=self._cache_dir)
+        now = _now()
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            for card in cards:
+                stored = await repo.get(card.id)
+                data = card.model_dump(mode="json")
+                if stored is not None:
+                    data.update({k: v for k, v in stored.card.items() if k in EDITABLE_FIELDS})
+                await repo.upsert(card.id, data, now)
+        return cards
+
+    async def list(self) -> list[ModelCard]:
+        async with self._db.transaction() as session:
+            rows = await CatalogModelRepository(session).list()
+        cards = []
+        for row in rows:
+            try:
+                cards.append(ModelCard.model_validate(row.card))
+            except ValueError as exc:  # a hand-edited row must not take the whole catalog down
+                log.error("skipping unreadable catalog entry %s: %s", row.id, exc)
+        order = {cid: i for i, cid in enumerate(BUILTIN_IDS)}
+        return sorted(cards, key=lambda c: (order.get(c.id, len(order)), c.id))
+
+    async def get(self, model_id: str) -> ModelCard:
+        async with self._db.transaction() as session:
+            row = await CatalogModelRepository(session).get(model_id)
+        if row is None:
+            raise ModelNotInCatalogError(model_id)
+        return ModelCard.model_validate(row.card)
+
+    async def find(self, model_id: str) -> ModelCard | None:
+        try:
+            return await self.get(model_id)
+        except ModelNotInCatalogError:
+            return None
+
+    async def draft_from_path(self, path: str, model_id: str | None = None) -> ModelCard:
+        """The card a local file or folder supports; nothing is stored."""
+        p = Path(path)
+        if not p.is_absolute():
+            raise InvalidRequestError("give an absolute path on the server's machine", param="path")
+        kind = await asyncio.to_thread(lambda: "dir" if p.is_dir() else "file" if p.exists() else None)
+        if kind == "dir":
+            return await asyncio.to_thread(card_from_hf_folder, p, model_id)
+        if kind is None:
+            raise InvalidRequestError(f"'{p}' does not exist on the server's machine", param="path")
+        info = await inspect_gguf_async(p, timeout_s=self._inspect_timeout_s)
+        return card_from_gguf_info(info, model_id)
+
+    async def add_path(self, path: str, model_id: str | None = None) -> ModelCard:
+        """Inspect a GGUF file (sandboxed) or read a Hugging Face folder, and store its card."""
+        return await self.add(await self.draft_from_path(path, model_id))
+
+    async def add_card(self, data: dict[str, Any]) -> ModelCard:
+        """Store a card given as data (a remote provider, or a fully described local model)."""
+        return await self.add(parse_card(data))
+
+    async def add(self, card: ModelCard) -> ModelCard:
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            if await repo.get(card.id) is not None:
+                raise ConflictError(
+                    f"the catalog already has a model '{card.id}'; pick another id or remove it first",
+                    param="id",
+                )
+            await repo.upsert(card.id, card.model_dump(mode="json"), _now())
+        log.info("catalog: added %s (%s)", card.id, card.source.kind)
+        return card
+
+    async def update(self, model_id: str, changes: dict[str, Any]) -> ModelCard:
+        """Change editable fields (prices, description...); others are refused by name."""
+        refused = sorted(set(changes) - EDITABLE_FIELDS)
+        if refused:
+            raise ValidationFailedError(
+                f"these fields cannot be changed: {', '.join(refused)} "
+                f"(editable: {', '.join(sorted(EDITABLE_FIELDS))})",
+                param=refused[0],
+            )
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            row = await repo.get(model_id)
+            if row is None:
+                raise ModelNotInCatalogError(model_id)
+            card = parse_card({**row.card, **changes})
+            await repo.upsert(model_id, card.model_dump(mode="json"), _now())
+        return card
+
+    async def delete(self, model_id: str) -> None:
+        async with self._db.transaction() as session:
+            if not await CatalogModelRepository(session).delete(model_id):
+                raise ModelNotInCatalogError(model_id)
+        log.info("catalog: removed %s", model_id)

@@ -1,0 +1,99 @@
+"""Who is logged in, and whether a state-changing request really comes from our own page.
+
+Reads need a live session cookie. Writes (every POST, PATCH and DELETE) also need: an
+``Origin`` (or, failing that, ``Referer``) equal to the server's own origin or one listed in
+``chat.allowed_origins``, and the session's CSRF token in the ``X-CSRF-Token`` header. The
+cookie itself is HttpOnly and SameSite=Strict, so no script can read it and no other site can
+make the browser send it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request, Response
+
+from alize.api.deps import Services, get_services
+from alize.chat.service import ChatServices
+from alize.chat.sessions import NewSession, SessionInfo
+from alize.config import ChatSettings
+from alize.errors import PermissionDeniedError
+
+SESSION_COOKIE = "alize_chat_session"
+CSRF_HEADER = "x-csrf-token"
+
+#: sent with every chat page and asset: no inline script, nothing from elsewhere, no framing
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _origin_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(request: Request, settings: ChatSettings) -> None:
+    """403 unless the request's Origin (or Referer) is this server or an allowed origin."""
+    own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}".lower()
+    allowed = {own, *(o.rstrip("/").lower() for o in settings.allowed_origins)}
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        referer = request.headers.get("referer")
+        origin = _origin_of(referer) if referer else None
+    if origin is None or origin.rstrip("/").lower() not in allowed:
+        raise PermissionDeniedError("This request did not come from the chat page.", code="bad_origin")
+
+
+def get_chat(request: Request) -> Services:
+    return get_services(request)
+
+
+AppDep = Annotated[Services, Depends(get_chat)]
+
+
+async def reader(request: Request, services: AppDep) -> SessionInfo:
+    return await services.chat.sessions.resolve(request.cookies.get(SESSION_COOKIE))
+
+
+async def writer(request: Request, services: AppDep) -> SessionInfo:
+    check_origin(request, services.chat.settings)
+    session = await services.chat.sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    session.check_csrf(request.headers.get(CSRF_HEADER))
+    return session
+
+
+ReaderDep = Annotated[SessionInfo, Depends(reader)]
+WriterDep = Annotated[SessionInfo, Depends(writer)]
+
+
+def _secure(request: Request, chat: ChatServices) -> bool:
+    configured = chat.settings.secure_cookies
+    return configured if configured is not None else request.url.scheme == "https"
+
+
+def set_session_cookie(response: Response, request: Request, chat: ChatServices, new: NewSession) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        new.token,
+        max_age=chat.settings.session_ttl_s,
+        path="/",
+        secure=_secure(request, chat),
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_session_cookie(response: Response, request: Request, chat: ChatServices) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=_secure(request, chat), httponly=True, samesite="strict"
+    )

@@ -1,0 +1,60 @@
+"""Every chat service, built once per app in the lifespan and reached through ``Services.chat``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alize.chat.accounts import UserService
+from alize.chat.conversations import ConversationService
+from alize.chat.documents import DocumentService, Embedder
+from alize.chat.language import LanguageGuesser
+from alize.chat.replies import ReplyService
+from alize.chat.sessions import SessionService
+from alize.config import ChatSettings
+from alize.deployments.manager import DeploymentManager
+from alize.gateway.generation import GenerationService
+from alize.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class ChatServices:
+    settings: ChatSettings
+    users: UserService
+    sessions: SessionService
+    conversations: ConversationService
+    documents: DocumentService
+    replies: ReplyService
+    embedder: Embedder
+
+    def chat_models(self) -> list[str]:
+        """Deployments a conversation can use: all but the embeddings one."""
+        return [
+            d.name
+            for d in self.replies.deployments.list()
+            if d.name != self.embedder.model and _chat_capable(d.spec.card)
+        ]
+
+
+def _chat_capable(card: dict[str, object] | None) -> bool:
+    if not card:
+        return True
+    tasks = card.get("tasks")
+    return not (isinstance(tasks, list) and tasks and "chat" not in tasks and "embeddings" in tasks)
+
+
+def build_chat_services(
+    settings: ChatSettings, db: Database, deployments: DeploymentManager, generation: GenerationService
+) -> ChatServices:
+    conversations = ConversationService(db)
+    embedder = Embedder(deployments, settings.embedding_model)
+    documents = DocumentService(db, settings, embedder)
+    replies = ReplyService(settings, conversations, documents, generation, deployments, LanguageGuesser())
+    return ChatServices(
+        settings=settings,
+        users=UserService(db),
+        sessions=SessionService(db, settings.session_ttl_s),
+        conversations=conversations,
+        documents=documents,
+        replies=replies,
+        embedder=embedder,
+    )

@@ -1,0 +1,147 @@
+"""``alize models list|show|add|rm``, ``alize deploy`` and ``alize undeploy``: the admin API from a terminal.
+
+The commands talk HTTP to a running server (``--url`` / ``ALIZE_URL``, ``--api-key`` /
+``ALIZE_API_KEY``), so the server stays the only writer of its catalog and the GGUF inspection
+runs there, sandboxed. Errors are the server's own messages; an unreachable server says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import typer
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+models_app = typer.Typer(help="The model catalog: list, show, add and remove models.", no_args_is_help=True)
+
+UrlOpt = typer.Option(DEFAULT_URL, "--url", envvar="ALIZE_URL", help="Server URL.")
+KeyOpt = typer.Option(
+    None, "--api-key", envvar="ALIZE_API_KEY", help="Admin API key, if the server has keys."
+)
+JsonOpt = typer.Option(False, "--json", help="Print the server's JSON.")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _call(url: str, api_key: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(120.0, connect=5.0)) as client:
+            response = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the Alizé server at {url} ({type(exc).__name__}); is `alize serve` running?")
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400:
+        message = data["error"]["message"] if isinstance(data, dict) and "error" in data else response.text
+        _fail(f"{response.status_code}: {message}")
+    return data
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _size(n: int | None) -> str:
+    return f"{n / 1e6:,.0f} MB" if n else "-"
+
+
+@models_app.command("list")
+def list_models(url: str = UrlOpt, api_key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """List the catalog's models and where they are deployed."""
+    data = _call(url, api_key, "GET", "/admin/api/models")["data"]
+    if as_json:
+        _echo_json(data)
+        return
+    typer.echo(f"{'ID':32} {'TASKS':26} {'ENGINE':9} {'SIZE':>9}  DEPLOYED AS")
+    for m in data:
+        deployed = ", ".join(m.get("deployments", [])) or "-"
+        size = _size(m.get("size_bytes"))
+        typer.echo(f"{m['id']:32} {','.join(m['tasks']):26} {m['engine']:9} {size:>9}  {deployed}")
+
+
+@models_app.command("show")
+def show_model(model_id: str, url: str = UrlOpt, api_key: str | None = KeyOpt) -> None:
+    """Show one model's card as JSON."""
+    _echo_json(_call(url, api_key, "GET", f"/admin/api/models/{model_id}"))
+
+
+@models_app.command("add")
+def add_model(
+    path: str = typer.Argument(help="A GGUF file or Hugging Face folder on the server's machine."),
+    model_id: str | None = typer.Option(None, "--id", help="Model id (default: from the file name)."),
+    url: str = UrlOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Add a local model: the server inspects it (sandboxed) and stores its card."""
+    local = Path(path).expanduser()
+    if local.exists():
+        path = str(local.resolve())  # the server is usually this machine: send an absolute path
+    body: dict[str, Any] = {"path": path}
+    if model_id:
+        body["id"] = model_id
+    card = _call(url, api_key, "POST", "/admin/api/models", body)
+    typer.echo(f"added {card['id']} ({', '.join(card['tasks'])}; {card['engine']} engine)")
+
+
+@models_app.command("rm")
+def remove_model(model_id: str, url: str = UrlOpt, api_key: str | None = KeyOpt) -> None:
+    """Remove a model from the catalog (refused while it is deployed)."""
+    _call(url, api_key, "DELETE", f"/admin/api/models/{model_id}")
+    typer.echo(f"removed {model_id}")
+
+
+def deploy(
+    model: str = typer.Argument(help="Catalog model id."),
+    name: str = typer.Option(..., "--name", help="Deployment name (the `model` clients pass)."),
+    replicas: int = typer.Option(1, min=1, help="Engine instances; requests go to the least busy."),
+    idle_timeout: float = typer.Option(
+        0, "--idle-timeout", min=0, help="Unload after S idle seconds (0 = never)."
+    ),
+    parallel: int | None = typer.Option(None, min=1, help="Sequences decoded together per replica."),
+    ctx_per_slot: int | None = typer.Option(
+        None, "--ctx-per-slot", min=64, help="Context tokens per sequence."
+    ),
+    price_input: int | None = typer.Option(
+        None, "--price-input", min=0, help="Micro-units per million input tokens (default: the card's)."
+    ),
+    price_output: int | None = typer.Option(
+        None, "--price-output", min=0, help="Micro-units per million output tokens (default: the card's)."
+    ),
+    url: str = UrlOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Deploy a catalog model under a name; it loads on its first request."""
+    body: dict[str, Any] = {
+        "model": model,
+        "name": name,
+        "replicas": replicas,
+        "idle_timeout_s": idle_timeout,
+    }
+    optional = {
+        "parallel": parallel,
+        "ctx_per_slot": ctx_per_slot,
+        "price_input_per_million": price_input,
+        "price_output_per_million": price_output,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    view = _call(url, api_key, "POST", "/admin/api/deployments", body)
+    typer.echo(
+        f"deployed {view['name']} ({view['model']}, {view['replicas']} replica(s), "
+        f"{view['parallel']} slots of {view['ctx_per_slot']} tokens)"
+    )
+
+
+def undeploy(name: str, url: str = UrlOpt, api_key: str | None = KeyOpt) -> None:
+    """Remove a deployment (its engines stop at once)."""
+    _call(url, api_key, "DELETE", f"/admin/api/deployments/{name}")
+    typer.echo(f"undeployed {name}")

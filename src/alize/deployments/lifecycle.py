@@ -1,0 +1,158 @@
+"""When deployments leave memory: idle timeouts (scale to zero) and a memory budget (LRU eviction).
+
+Both act only on deployments with no request holding or waiting for a slot, so unloading never
+cuts a request off; the next request reloads the deployment and reports its cold start.
+
+Memory is *estimated* before loading (the point is to decide before paying): the weights' size
+plus the KV cache of every slot plus llama.cpp's prompt cache and a fixed per-process overhead,
+times the replicas. The KV size per token is not on the card, so it is approximated as
+``parameters ** (2/3)`` bytes — K and V in f16 over ``layers × kv width``, which grows roughly
+like that with model size (SmolLM2-135M: 23 KB/token actual vs 26 KB estimated; 7B llama: 512 KB
+vs 366 KB). It is a planning figure, not an accounting one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from alize.deployments.manager import Deployment, DeploymentManager
+from alize.engines.base import EngineConfig
+from alize.errors import EngineUnavailableError
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+#: resident memory of a worker process before any model: runtime, buffers, compute graph
+PROCESS_OVERHEAD_BYTES = 64 * MIB
+#: a PyTorch model in process: the framework's own allocations beside the weights
+TORCH_OVERHEAD_BYTES = 160 * MIB
+
+
+class MemoryBudgetExceededError(EngineUnavailableError):
+    default_code = "memory_budget_exceeded"
+
+
+def estimate_memory(
+    engine: EngineConfig, *, size_bytes: int | None, parameter_count: int | None, replicas: int
+) -> int:
+    """Bytes a loaded deployment is expected to hold (see the module docstring)."""
+    if engine.kind == "remote":
+        return 0
+    weights = size_bytes or 0
+    if engine.kind == "torch":
+        return replicas * (weights + TORCH_OVERHEAD_BYTES)
+    kv_per_token = int((parameter_count or weights) ** (2 / 3))
+    kv = engine.parallel * engine.ctx_per_slot * kv_per_token
+    return replicas * (weights + kv + engine.cache_ram_mib * MIB + PROCESS_OVERHEAD_BYTES)
+
+
+class MemoryBudget:
+    """Before a load, unload least-recently-used idle deployments until the new one fits.
+
+    ``limit_bytes`` 0 means no budget. Pinned deployments (the default one, which ``/ready``
+    promises is loaded) are never evicted. If the deployment cannot fit even after evicting
+    everything evictable, the load is refused with a 503 rather than risking the machine."""
+
+    def __init__(
+        self, manager: DeploymentManager, limit_bytes: int, pinned: Callable[[], set[str]] | None = None
+    ) -> None:
+        self._manager = manager
+        self.limit_bytes = limit_bytes
+        self._pinned = pinned or (lambda: set())
+        self._lock = asyncio.Lock()
+        self.evictions = 0
+
+    def used_bytes(self, exclude: Deployment | None = None) -> int:
+        return sum(d.spec.memory_bytes for d in self._manager.list() if d.loaded and d is not exclude)
+
+    async def make_room(self, deployment: Deployment) -> None:
+        if self.limit_bytes <= 0:
+            return
+        need = deployment.spec.memory_bytes
+        if need > self.limit_bytes:
+            raise MemoryBudgetExceededError(
+                f"'{deployment.name}' needs about {need // MIB} MiB, more than the whole memory budget "
+                f"({self.limit_bytes // MIB} MiB); lower its slots or context, or raise the budget",
+                retry_after=60,
+            )
+        async with self._lock:
+            pinned = self._pinned()
+            while self.used_bytes(exclude=deployment) + need > self.limit_bytes:
+                candidates = [
+                    d
+                    for d in self._manager.list()
+                    if d.loaded and d is not deployment and not d.busy and d.name not in pinned
+                ]
+                if not candidates:
+                    raise MemoryBudgetExceededError(
+                        f"loading '{deployment.name}' (about {need // MIB} MiB) would exceed the memory "
+                        f"budget ({self.limit_bytes // MIB} MiB, {self.used_bytes() // MIB} MiB in use) "
+                        "and every loaded deployment is busy or pinned; retry later",
+                        retry_after=10,
+                    )
+                victim = min(candidates, key=lambda d: d.last_used)
+                log.info(
+                    "memory budget: unloading %s (least recently used) to make room for %s",
+                    victim.name,
+                    deployment.name,
+                )
+                await victim.unload()
+                self.evictions += 1
+
+
+class IdleReaper:
+    """A background task that unloads deployments idle past their ``idle_timeout_s``."""
+
+    def __init__(
+        self,
+        manager: DeploymentManager,
+        *,
+        interval_s: float = 0.5,
+        pinned: Callable[[], set[str]] | None = None,
+    ) -> None:
+        self._manager = manager
+        self._interval_s = interval_s
+        self._pinned = pinned or (lambda: set())
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="alize-idle-reaper")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reap_once(self) -> list[str]:
+        """Unload every deployment idle past its timeout now; returns their names."""
+        now = time.monotonic()
+        pinned = self._pinned()
+        unloaded = []
+        for deployment in self._manager.list():
+            timeout = deployment.spec.idle_timeout_s
+            if (
+                timeout > 0
+                and deployment.loaded
+                and not deployment.busy
+                and deployment.name not in pinned
+                and now - deployment.last_used >= timeout
+            ):
+                log.info("deployment %s idle for %.0f s: unloading (scale to zero)", deployment.name, timeout)
+                await deployment.unload()
+                unloaded.append(deployment.name)
+        return unloaded
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.reap_once()
+            except Exception:  # one failed unload must not stop the reaper
+                log.exception("idle reaper: unloading failed")

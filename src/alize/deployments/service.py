@@ -1,0 +1,303 @@
+"""Deployments as a service: what should be live (the database) turned into what is (the manager).
+
+Two kinds of deployments exist side by side:
+
+* *declared* ones come from settings (``ALIZE_DEPLOYMENTS``; by default SmolLM2 for chat and
+  MiniLM for embeddings) and are recreated at every start; the admin API cannot change them;
+* *stored* ones are created at run time (admin API, CLI) and kept in the ``deployments`` table,
+  so they are restored at the next start.
+
+Every deployment carries its card (what ``GET /v1/models`` shows, with the deployment's own
+prices and settings merged in) and an estimate of the memory it will hold once loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alize.catalog.cards import ModelCard, RemoteSource
+from alize.catalog.service import CatalogService
+from alize.catalog.sources import resolve_path, smollm2_gguf_path
+from alize.config import DeploymentSettings, Settings
+from alize.deployments.config import UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
+from alize.deployments.lifecycle import estimate_memory
+from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec
+from alize.engines.base import EngineConfig
+from alize.errors import AlizeError, ConflictError, InvalidRequestError, ValidationFailedError
+from alize.store.database import Database
+from alize.store.repositories import DeploymentRepository
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentService:
+    def __init__(
+        self, db: Database, manager: DeploymentManager, catalog: CatalogService, settings: Settings
+    ) -> None:
+        self._db = db
+        self._manager = manager
+        self._catalog = catalog
+        self._settings = settings
+        self._configs: dict[str, DeploymentConfig] = {}
+
+    # ------------------------------------------------------------------ building specs
+
+    def _engine_config(
+        self, card: ModelCard | None, config: DeploymentConfig, path: Path | None, kind: str | None = None
+    ) -> EngineConfig:
+        engine = self._settings.engine
+        kind = kind or (card.engine if card is not None else "llamacpp")
+        if kind not in self._manager.registry.kinds:
+            hint = (
+                "this build has no engine for remote providers: remote cards are listed, not deployed"
+                if kind == "remote"
+                else f"install the engine '{kind}'"
+            )
+            raise InvalidRequestError(
+                f"'{config.model}' needs the '{kind}' engine, which is not installed: {hint}",
+                param="model",
+                code="engine_not_installed",
+            )
+        ctx = config.ctx_per_slot or engine.ctx_per_slot
+        if card is not None:
+            ctx = min(ctx, card.context_length)
+        options: dict[str, str] = {}
+        if card is not None and isinstance(card.source, RemoteSource):
+            options = {"base_url": card.source.base_url, "upstream_model": card.source.upstream_model}
+            if card.source.api_key_env:
+                options["api_key_env"] = card.source.api_key_env
+        return EngineConfig(
+            kind=kind,
+            model_path=path,
+            parallel=config.parallel or engine.parallel,
+            ctx_per_slot=max(64, ctx),
+            threads=engine.threads,
+            batch_size=engine.batch_size,
+            cache_ram_mib=engine.cache_ram_mib,
+            kv_unified=engine.kv_unified,
+            load_timeout_s=engine.load_timeout_s,
+            request_timeout_s=engine.request_timeout_s,
+            restart_backoff_s=engine.restart_backoff_s,
+            options=options,
+        )
+
+    async def _spec(
+        self,
+        config: DeploymentConfig,
+        card: ModelCard | None,
+        *,
+        path: Path | None = None,
+        declared: bool,
+        kind: str | None = None,
+    ) -> DeploymentSpec:
+        if card is not None and path is None and not isinstance(card.source, RemoteSource):
+            path = await asyncio.to_thread(resolve_path, card.source, cache_dir=self._catalog.cache_dir)
+        engine = self._engine_config(card, config, path, kind)
+        price_in = config.price_input_per_million
+        price_out = config.price_output_per_million
+        if price_in is None:
+            price_in = card.price_input_per_million if card is not None else 0
+        if price_out is None:
+            price_out = card.price_output_per_million if card is not None else 0
+        size = card.size_bytes if card is not None else None
+        if size is None and path is not None and path.is_file():
+            size = path.stat().st_size
+        shown: dict[str, Any] = card.model_dump(mode="json") if card is not None else {"id": config.model}
+        shown.pop("source", None)  # local paths and upstream URLs are the operator's business
+        shown.update(
+            model=config.model,
+            engine=engine.kind,
+            price_input_per_million=price_in,
+            price_output_per_million=price_out,
+            deployment={
+                "replicas": config.replicas,
+                "idle_timeout_s": config.idle_timeout_s,
+                "parallel": engine.parallel,
+                "ctx_per_slot": engine.ctx_per_slot,
+                "description": config.description,
+            },
+        )
+        return DeploymentSpec(
+            name=config.name,
+            model_id=config.model,
+            engine=engine,
+            card=shown,
+            replicas=config.replicas,
+            idle_timeout_s=config.idle_timeout_s,
+            memory_bytes=estimate_memory(
+                engine,
+                size_bytes=size,
+                parameter_count=card.parameter_count if card is not None else None,
+                replicas=config.replicas,
+            ),
+            price_input_per_million=price_in,
+            price_output_per_million=price_out,
+            declared=declared,
+        )
+
+    async def _checked_card(self, config: DeploymentConfig) -> ModelCard:
+        card = await self._catalog.get(config.model)
+        if card.engine == "torch" and "embeddings" not in card.tasks:
+            raise InvalidRequestError(
+                f"'{card.id}' is a Hugging Face text-generation folder; the PyTorch engine serves "
+                "embeddings models only. Convert it to GGUF and add that file to serve it with llama.cpp",
+                param="model",
+                code="unsupported_model",
+            )
+        if config.ctx_per_slot is not None and config.ctx_per_slot > card.context_length:
+            raise InvalidRequestError(
+                f"ctx_per_slot {config.ctx_per_slot} is more than '{card.id}' supports "
+                f"({card.context_length})",
+                param="ctx_per_slot",
+            )
+        return card
+
+    # ------------------------------------------------------------------ start-up
+
+    async def _declared_spec(self, declared: DeploymentSettings) -> DeploymentSpec:
+        model_id = declared.model or declared.name
+        card = await self._catalog.find(model_id)
+        config = DeploymentConfig(
+            name=declared.name,
+            model=model_id,
+            parallel=declared.parallel,
+            ctx_per_slot=declared.ctx_per_slot,
+            replicas=declared.replicas,
+            idle_timeout_s=declared.idle_timeout_s,
+        )
+        self._configs[declared.name] = config
+        # a non-default engine kind (e.g. a scripted test engine) is taken as declared
+        kind = declared.engine if declared.engine != "llamacpp" else None
+        if declared.model_path is not None:
+            return await self._spec(config, card, path=declared.model_path, declared=True, kind=kind)
+        if card is None or kind is not None:
+            path = smollm2_gguf_path() if kind is None else None
+            return await self._spec(config, card, path=path, declared=True, kind=kind)
+        return await self._spec(config, card, declared=True)
+
+    async def restore(self) -> None:
+        """Create the declared deployments, then the stored ones (a broken one is logged, skipped)."""
+        for declared in self._settings.deployments:
+            try:
+                self._manager.add(await self._declared_spec(declared))
+            except AlizeError as exc:
+                log.error("declared deployment %s is unavailable: %s", declared.name, exc.message)
+        async with self._db.transaction() as session:
+            rows = await DeploymentRepository(session).list()
+        for row in rows:
+            if self._manager.find(row.name) is not None:
+                log.warning("stored deployment %s is shadowed by a declared one; skipping it", row.name)
+                continue
+            try:
+                config = parse_deployment({**row.config, "name": row.name, "model": row.model_id})
+                card = await self._catalog.get(config.model)
+                spec = await self._spec(config, card, declared=False)
+                self._manager.add(spec)
+                self._configs[row.name] = config
+            except AlizeError as exc:
+                log.error("stored deployment %s cannot be restored: %s", row.name, exc.message)
+
+    # ------------------------------------------------------------------ admin operations
+
+    def list(self) -> list[Deployment]:
+        return self._manager.list()
+
+    def config_of(self, name: str) -> DeploymentConfig:
+        self._manager.get(name)  # 404 for unknown names
+        return self._configs[name]
+
+    async def create(self, data: dict[str, Any]) -> Deployment:
+        config = parse_deployment(data)
+        if self._manager.find(config.name) is not None:
+            raise ConflictError(f"a deployment named '{config.name}' already exists", param="name")
+        card = await self._checked_card(config)
+        spec = await self._spec(config, card, declared=False)
+        async with self._db.transaction() as session:
+            await DeploymentRepository(session).upsert(config.name, config.model, config.stored(), _now())
+        deployment = self._manager.add(spec)
+        self._configs[config.name] = config
+        log.info("deployed %s (model %s, %d replica(s))", config.name, config.model, config.replicas)
+        return deployment
+
+    def _stored_only(self, name: str) -> Deployment:
+        deployment = self._manager.get(name)
+        if deployment.spec.declared:
+            raise ConflictError(
+                f"'{name}' is declared in the server's settings (ALIZE_DEPLOYMENTS); change it there",
+                param="name",
+            )
+        return deployment
+
+    async def update(self, name: str, changes: dict[str, Any]) -> Deployment:
+        self._stored_only(name)
+        refused = sorted(set(changes) - UPDATABLE_FIELDS)
+        if refused:
+            raise ValidationFailedError(
+                f"these fields cannot be changed: {', '.join(refused)} "
+                f"(updatable: {', '.join(sorted(UPDATABLE_FIELDS))}); undeploy and deploy again instead",
+                param=refused[0],
+            )
+        config = parse_deployment({**self._configs[name].model_dump(), **changes})
+        card = await self._checked_card(config)
+        spec = await self._spec(config, card, declared=False)
+        async with self._db.transaction() as session:
+            await DeploymentRepository(session).upsert(config.name, config.model, config.stored(), _now())
+        deployment = await self._manager.replace(spec)
+        self._configs[name] = config
+        return deployment
+
+    async def delete(self, name: str) -> None:
+        self._stored_only(name)
+        async with self._db.transaction() as session:
+            await DeploymentRepository(session).delete(name)
+        await self._manager.remove(name)
+        self._configs.pop(name, None)
+        log.info("undeployed %s", name)
+
+    async def delete_model(self, model_id: str) -> None:
+        """Remove a catalog model, refused while a deployment serves it."""
+        users = sorted(d.name for d in self._manager.list() if d.spec.model_id == model_id)
+        if users:
+            raise ConflictError(
+                f"'{model_id}' is deployed as {', '.join(users)}; undeploy it first", param="model"
+            )
+        await self._catalog.delete(model_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[str, Any]:
+    """What the admin API shows of a deployment: its configuration and its live state."""
+    spec = deployment.spec
+    engine = deployment.engine
+    return {
+        "name": spec.name,
+        "model": spec.model_id,
+        "engine": spec.engine.kind,
+        "replicas": spec.replicas,
+        "idle_timeout_s": spec.idle_timeout_s,
+        "parallel": spec.engine.parallel,
+        "ctx_per_slot": spec.engine.ctx_per_slot,
+        "price_input_per_million": spec.price_input_per_million,
+        "price_output_per_million": spec.price_output_per_million,
+        "prices_from_card": config.price_input_per_million is None
+        and config.price_output_per_million is None,
+        "description": config.description,
+        "declared": spec.declared,
+        "created": spec.created,
+        "state": {
+            "loaded": deployment.loaded,
+            "loads": deployment.loads,
+            "busy_slots": deployment.queue.busy,
+            "waiting": deployment.queue.waiting,
+            "served_per_replica": list(engine.served),
+            "memory_estimate_bytes": spec.memory_bytes,
+            "worker_pids": engine.worker_pids() if deployment.loaded else [],
+        },
+    }

@@ -1,0 +1,164 @@
+"""The PyTorch engine: Hugging Face folders through ``transformers``, for sentence embeddings.
+
+It serves encoder models the way sentence-transformers does for all-MiniLM-L6-v2: tokenize
+(truncating at the model's ``max_seq_length``), run the encoder, mean-pool the token vectors under
+the attention mask, and L2-normalise, so cosine similarity is a dot product. Generation is not
+offered here (text models are served by llama.cpp from GGUF files).
+
+Weights are only ever read from the folder on disk (``local_files_only``, ``HF_HUB_OFFLINE``):
+nothing is downloaded at run time. The model runs in a worker thread (``asyncio.to_thread``),
+one batch at a time, so the event loop stays free; ``stop`` drops the model so its memory is
+returned when the deployment scales to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
+from alize.engines.base import Engine, EngineConfig
+from alize.errors import EngineUnavailableError, InvalidRequestError, UnsupportedFeatureError
+
+#: inputs encoded together in one forward pass (bounds the padded batch's memory)
+BATCH_SIZE = 32
+
+
+def _max_seq_length(folder: Path, config: dict[str, Any]) -> int:
+    """sentence-transformers' truncation length if the folder says it, else the position limit."""
+    st = folder / "sentence_bert_config.json"
+    if st.is_file():
+        value = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    value = config.get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else 512
+
+
+class _Loaded:
+    """The tokenizer and model, touched only from worker threads."""
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a log is no terminal
+        torch.set_num_threads(max(1, threads))
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        self.model.eval()
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self.max_tokens = _max_seq_length(folder, config)
+        self.dimensions = int(config.get("hidden_size") or self.model.config.hidden_size)
+        self.architecture = (config.get("architectures") or [config.get("model_type")])[0]
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def encode(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        torch = self.torch
+        vectors: list[tuple[float, ...]] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), BATCH_SIZE):
+                batch = self.tokenizer(
+                    list(texts[start : start + BATCH_SIZE]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    return_tensors="pt",
+                )
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                normed = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                vectors.extend(tuple(row) for row in normed.tolist())
+        return vectors
+
+
+class TorchEngine(Engine):
+    def __init__(self, config: EngineConfig) -> None:
+        if config.model_path is None:
+            raise InvalidRequestError("a PyTorch deployment needs a Hugging Face model folder", param="model")
+        self._config = config
+        self._folder = Path(config.model_path)
+        self._loaded: _Loaded | None = None
+        self._info: EngineInfo | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise EngineUnavailableError("the model is not loaded", retry_after=2)
+        return self._info
+
+    async def start(self) -> EngineInfo:
+        async with self._lock:
+            if self._info is not None:
+                return self._info
+            if not (self._folder / "config.json").is_file():
+                raise EngineUnavailableError(f"'{self._folder}' is not a Hugging Face model folder")
+            try:
+                loaded = await asyncio.to_thread(_Loaded, self._folder, self._config.threads)
+            except ImportError as exc:
+                raise EngineUnavailableError(
+                    f"the PyTorch engine needs torch and transformers installed: {exc}"
+                ) from None
+            except (OSError, ValueError) as exc:
+                raise EngineUnavailableError(f"could not load '{self._folder}': {exc}") from None
+            self._loaded = loaded
+            self._info = EngineInfo(
+                context_length=min(loaded.max_tokens, self._config.ctx_per_slot),
+                max_sequences=self._config.parallel,
+                supports_chat=False,
+                supports_embeddings=True,
+                embedding_dimensions=loaded.dimensions,
+                architecture=loaded.architecture,
+            )
+            return self._info
+
+    async def stop(self) -> None:
+        async with self._lock:
+            self._loaded, self._info = None, None
+            gc.collect()
+
+    def _ready(self) -> _Loaded:
+        if self._loaded is None:
+            raise EngineUnavailableError("the model is not loaded", retry_after=2)
+        return self._loaded
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        raise UnsupportedFeatureError(
+            "this deployment serves an embeddings model; use /v1/embeddings", param="model"
+        )
+        yield Delta()  # pragma: no cover - makes this an async generator
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        text = request.prompt or "\n".join(m.content or "" for m in request.messages)
+        counts = await asyncio.to_thread(self._ready().token_counts, [text])
+        return counts[0]
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        """Vectors for ``texts``; an input longer than the model takes is refused, not cut."""
+        loaded = self._ready()
+        counts = await asyncio.to_thread(loaded.token_counts, texts)
+        limit = self.info.context_length
+        for index, count in enumerate(counts):
+            if count > limit:
+                raise InvalidRequestError(
+                    f"input[{index}] is {count} tokens long; this model takes at most {limit} tokens "
+                    "per input. Split the text into shorter passages.",
+                    param="input",
+                    code="input_too_long",
+                )
+        vectors = await asyncio.to_thread(loaded.encode, texts)
+        return Embeddings(vectors=tuple(vectors), prompt_tokens=sum(counts))

@@ -1,0 +1,125 @@
+"""Rate limits are exact across gateway processes: two live servers share one Redis and one
+PostgreSQL database (a fresh schema), a key limited to 60 RPM, and 200 requests fired at once
+across both; at most 60 are admitted and every other one is a 429 with ``Retry-After``."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from tests.e2e.conftest import MODEL
+from tests.e2e.server import LiveServer, live_server
+
+from alize.store.testing import postgres_available, postgres_test_url, services_required
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = "e2e-limits-admin-key-0123456789abcdef"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _require_services() -> None:
+    missing = []
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        missing.append("Redis")
+    if not asyncio.run(postgres_available()):
+        missing.append("PostgreSQL")
+    if missing:
+        if services_required():
+            raise RuntimeError(f"{' and '.join(missing)} not reachable")
+        pytest.skip(f"{' and '.join(missing)} not reachable")
+
+
+@pytest.fixture(scope="module")
+def two_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LiveServer]]:
+    _require_services()
+    base = make_url(postgres_test_url())
+    schema = f"alize_e2e_{secrets.token_hex(6)}"
+    admin_engine = sa.create_engine(base.set(drivername="postgresql+psycopg"))
+    with admin_engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    env = {
+        "ALIZE_DATABASE_URL": url.render_as_string(hide_password=False),
+        "ALIZE_REDIS_URL": REDIS_URL,
+        "ALIZE_ADMIN_KEY": ADMIN,
+        "ALIZE_SECRET_KEY": "shared-secret-" + secrets.token_hex(16),
+        "ALIZE_ENGINE__PARALLEL": "4",
+        "ALIZE_ENGINE__CTX_PER_SLOT": "512",
+        "ALIZE_LIMITS__QUEUE_MAX": "200",
+    }
+    try:
+        with ExitStack() as stack:
+            servers = [
+                stack.enter_context(live_server(tmp_path_factory.mktemp(f"gw{i}"), env)) for i in range(2)
+            ]
+            yield servers
+    finally:
+        with admin_engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin_engine.dispose()
+
+
+async def _fire(servers: list[LiveServer], key: str, total: int) -> list[httpx.Response]:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    limits = httpx.Limits(max_connections=total)
+    async with httpx.AsyncClient(timeout=180, limits=limits) as client:
+        start = asyncio.Event()
+
+        async def one(i: int) -> httpx.Response:
+            await start.wait()
+            url = servers[i % len(servers)].v1 + "/chat/completions"
+            return await client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+
+        tasks = [asyncio.create_task(one(i)) for i in range(total)]
+        await asyncio.sleep(0.1)
+        start.set()
+        return await asyncio.gather(*tasks)
+
+
+def test_60_rpm_holds_across_two_gateways(two_gateways: list[LiveServer]) -> None:
+    first = two_gateways[0]
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    project = httpx.post(
+        f"{first.url}/admin/api/projects", json={"name": "rpm60", "rpm": 60}, headers=auth, timeout=10
+    )
+    assert project.status_code == 201, project.text
+    key = httpx.post(
+        f"{first.url}/admin/api/keys",
+        json={"name": "burst", "project_id": project.json()["id"]},
+        headers=auth,
+        timeout=10,
+    ).json()["key"]
+
+    responses = asyncio.run(_fire(two_gateways, key, 200))
+    statuses = [r.status_code for r in responses]
+    admitted = statuses.count(200)
+    assert admitted <= 60, statuses
+    assert admitted >= 1
+    assert set(statuses) <= {200, 429}, sorted(set(statuses))
+    for r in responses:
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1 and int(r.headers["retry-after-ms"]) >= 1
+            assert r.headers["x-ratelimit-limit-requests"] == "60"
+            assert r.json()["error"]["type"] == "rate_limit_error"
+    # both gateways admitted some: the limit really was shared, not enforced by one process
+    per_server = {s.url: 0 for s in two_gateways}
+    for i, r in enumerate(responses):
+        per_server[two_gateways[i % 2].url] += r.status_code == 200
+    assert all(count > 0 for count in per_server.values()), per_server
+    usage = httpx.get(
+        f"{first.url}/admin/api/usage",
+        params={"group_by": "project", "project_id": project.json()["id"]},
+        headers=auth,
+        timeout=10,
+    ).json()
+    assert usage["data"][0]["requests"] == admitted  # one ledger row per admitted request

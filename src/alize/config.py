@@ -173,6 +173,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""
         return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'alize.db').resolve()}"

@@ -9,7 +9,13 @@ import sqlalchemy as sa
 
 from alize.chat.accounts import UserInfo, UserService
 from alize.chat.sessions import SessionService, csrf_for, digest
-from alize.errors import AuthenticationError, ConflictError, NotFoundError, PermissionDeniedError, ValidationFailedError
+from alize.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationFailedError,
+)
 from alize.store import Database
 from alize.store.chat_models import ChatSession, ChatUser
 
@@ -20,7 +26,9 @@ async def test_passwords_are_stored_as_argon2_hashes_only(
     service, alice, _ = users
     assert alice.email == "alice@example.com"
     async with db.session() as session:
-        stored = (await session.execute(sa.select(ChatUser.password_hash).where(ChatUser.id == alice.id))).scalar_one()
+        stored = (
+            await session.execute(sa.select(ChatUser.password_hash).where(ChatUser.id == alice.id))
+        ).scalar_one()
     assert stored.startswith("$argon2id$") and "alice-password" not in stored
     assert (await service.authenticate(" ALICE@example.com", "alice-password")).id == alice.id
 
@@ -34,7 +42,9 @@ async def test_wrong_credentials_give_one_error(
     assert caught.value.code == "invalid_credentials"
 
 
-async def test_create_checks_project_email_and_password(users: tuple[UserService, UserInfo, UserInfo]) -> None:
+async def test_create_checks_project_email_and_password(
+    users: tuple[UserService, UserInfo, UserInfo],
+) -> None:
     service = users[0]
     with pytest.raises(ConflictError):
         await service.create("acme", "alice@example.com", "another-password")
@@ -74,7 +84,9 @@ async def test_sessions_store_only_digests_and_expire(
         await sessions.resolve(new.token)
 
 
-async def test_csrf_token_is_bound_to_the_session(db: Database, users: tuple[UserService, UserInfo, UserInfo]) -> None:
+async def test_csrf_token_is_bound_to_the_session(
+    db: Database, users: tuple[UserService, UserInfo, UserInfo]
+) -> None:
     _, alice, bob = users
     sessions = SessionService(db, ttl_s=3600)
     first, second = await sessions.create(alice), await sessions.create(bob)

@@ -75,8 +75,14 @@ async def test_delete_removes_messages_documents_and_chunks(
     async with db.transaction() as session:
         session.add(
             ChatDocument(
-                id="doc_1", conversation_id=c.id, name="a.txt", media_type="text/plain", size_bytes=1,
-                pages=None, embedding_model=None, created_at=utc_now(),
+                id="doc_1",
+                conversation_id=c.id,
+                name="a.txt",
+                media_type="text/plain",
+                size_bytes=1,
+                pages=None,
+                embedding_model=None,
+                created_at=utc_now(),
             )
         )
         await session.flush()
@@ -93,7 +99,12 @@ async def test_export_markdown_and_json(db: Database, users: tuple[UserService, 
     c = await service.create(alice.id, model="smollm2", title="Bread", instructions="Be brief.")
     await service.add_message(alice.id, c.id, role="user", content="How long to bake?")
     await service.add_message(
-        alice.id, c.id, role="assistant", content="About 40 minutes [1].", model="smollm2", status="stopped",
+        alice.id,
+        c.id,
+        role="assistant",
+        content="About 40 minutes [1].",
+        model="smollm2",
+        status="stopped",
         citations=[{"n": 1, "chunk_id": "c", "document": "bread.md", "text": "Bake 40 min."}],
     )
     detail = await service.detail(alice.id, c.id)
@@ -108,7 +119,9 @@ async def test_export_markdown_and_json(db: Database, users: tuple[UserService, 
     assert exported["messages"][1]["citations"][0]["document"] == "bread.md"
 
 
-async def test_agents_belong_to_their_user(db: Database, users: tuple[UserService, UserInfo, UserInfo]) -> None:
+async def test_agents_belong_to_their_user(
+    db: Database, users: tuple[UserService, UserInfo, UserInfo]
+) -> None:
     _, alice, bob = users
     service = ConversationService(db)
     agent = await service.create_agent(alice.id, name="Translator", instructions="Translate.", model="m")

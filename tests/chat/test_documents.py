@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -32,7 +33,7 @@ def test_chunks_respect_size_overlap_and_keep_every_word() -> None:
     words = set(text.split())
     assert words <= set(" ".join(chunks).split())
     # consecutive chunks share text (the overlap)
-    assert any(set(a.split()[-3:]) & set(b.split()[:12]) for a, b in zip(chunks, chunks[1:], strict=False))
+    assert any(set(a.split()[-3:]) & set(b.split()[:12]) for a, b in itertools.pairwise(chunks))
     assert chunk_text("   \n\n  ") == []
     assert chunk_text("short") == ["short"]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -43,8 +44,19 @@ XSS_PAYLOADS = (
 
 def _create_user(env: dict[str, str], email: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "alize.cli.main", "users", "create", "--project", "chat-e2e", "--email", email,
-         "--password-stdin", "--create-project"],
+        [
+            sys.executable,
+            "-m",
+            "alize.cli.main",
+            "users",
+            "create",
+            "--project",
+            "chat-e2e",
+            "--email",
+            email,
+            "--password-stdin",
+            "--create-project",
+        ],
         input=PASSWORD + "\n",
         env={**os.environ, **env},
         capture_output=True,
@@ -70,7 +82,7 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live
         ),
         "ALIZE_ENGINE__PARALLEL": "2",
         "ALIZE_ENGINE__CTX_PER_SLOT": "2048",
-        "ALIZE_CHAT__MAX_TOKENS": "120",
+        "ALIZE_CHAT__MAX_TOKENS": "64",
         "ALIZE_CHAT__TEMPERATURE": "0",
     }
     ids = {ALICE: _create_user(env, ALICE), BOB: _create_user(env, BOB)}
@@ -105,7 +117,9 @@ def _page(browser: playwright_sync.Browser, url: str, locale: str = "en-US") -> 
     return page
 
 
-def _login(browser: playwright_sync.Browser, server: LiveServer, email: str, path: str = "/") -> playwright_sync.Page:
+def _login(
+    browser: playwright_sync.Browser, server: LiveServer, email: str, path: str = "/"
+) -> playwright_sync.Page:
     page = _page(browser, server.url + path)
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
@@ -139,15 +153,18 @@ def _conversation_id(page: playwright_sync.Page) -> str:
 def test_login_send_and_watch_the_reply_stream(
     chat_server: tuple[LiveServer, dict[str, str]], browser: playwright_sync.Browser
 ) -> None:
-    server, _ = chat_server
+    server, ids = chat_server
     page = _login(browser, server, ALICE)
     # count the updates of the reply while it streams
     page.evaluate(
         """() => {
           window.__updates = 0;
           new MutationObserver((records) => {
-            for (const r of records) if (r.target.closest && r.target.closest('.message.streaming')) window.__updates++;
-          }).observe(document.querySelector('#messages'), {subtree: true, childList: true, characterData: true});
+            for (const r of records) {
+              if (r.target.closest && r.target.closest('.message.streaming')) window.__updates++;
+            }
+          }).observe(document.querySelector('#messages'),
+                     {subtree: true, childList: true, characterData: true});
         }"""
     )
     _send(page, "Write three short sentences about the sea.")
@@ -160,12 +177,23 @@ def test_login_send_and_watch_the_reply_stream(
     conversation = _conversation_id(page)
     page.reload()
     page.wait_for_selector(".message.assistant")
-    assert page.locator(".message.user .content").first.inner_text() == "Write three short sentences about the sea."
+    assert (
+        page.locator(".message.user .content").first.inner_text()
+        == "Write three short sentences about the sea."
+    )
     assert page.locator("#conversations .conv-title").count() >= 1
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMAGES / "chat.png"))
     assert conversation
     page.context.close()
+    # the reply went through the policy pipeline: metered under the user's project
+    database = Path(ids["database"].split("///", 1)[1])
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT u.completion_tokens, u.status FROM usage u JOIN projects p ON p.id = u.project_id "
+            "WHERE p.name = 'chat-e2e'"
+        ).fetchall()
+    assert rows and all(tokens > 0 for tokens, _status in rows), rows
 
 
 def test_stop_a_reply_keeps_the_partial_text(
@@ -192,7 +220,9 @@ def test_stop_a_reply_keeps_the_partial_text(
     page.context.close()
 
 
-def test_switch_model(chat_server: tuple[LiveServer, dict[str, str]], browser: playwright_sync.Browser) -> None:
+def test_switch_model(
+    chat_server: tuple[LiveServer, dict[str, str]], browser: playwright_sync.Browser
+) -> None:
     server, _ = chat_server
     page = _login(browser, server, ALICE)
     options = page.locator("#model option").all_inner_texts()
@@ -312,12 +342,14 @@ def _assert_no_injection(page: playwright_sync.Page) -> None:
     found = page.evaluate(
         """() => {
           const root = document.querySelector('#messages');
-          const bad = [...root.querySelectorAll('script, img, svg, iframe, object, embed, circle')].map(e => e.tagName);
+          const tags = 'script, img, svg, iframe, object, embed, circle';
+          const bad = [...root.querySelectorAll(tags)].map(e => e.tagName);
           for (const el of root.querySelectorAll('*')) {
             for (const a of el.attributes) if (a.name.startsWith('on')) bad.push(el.tagName + '@' + a.name);
           }
           for (const a of root.querySelectorAll('a')) {
-            if (!/^(https?:|mailto:)/.test(a.getAttribute('href') || '')) bad.push('a:' + a.getAttribute('href'));
+            const href = a.getAttribute('href') || '';
+            if (!/^(https?:|mailto:)/.test(href)) bad.push('a:' + href);
           }
           return bad;
         }"""

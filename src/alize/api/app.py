@@ -67,19 +67,20 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     generation = GenerationService(manager, settings.limits, settings.safe_prompt)
     tenancy = Tenancy.build(settings, db)
     embeddings = EmbeddingsService(manager)
+    pipeline = PolicyPipeline(generation, manager, tenancy, embeddings)
     return Services(
         settings=settings,
         db=db,
         deployments=manager,
         generation=generation,
         tenancy=tenancy,
-        pipeline=PolicyPipeline(generation, manager, tenancy, embeddings),
+        pipeline=pipeline,
         catalog=catalog,
         deployment_admin=deployment_admin,
         embeddings=embeddings,
         memory_budget=memory_budget,
         idle_reaper=IdleReaper(manager, interval_s=settings.catalog.idle_check_interval_s, pinned=pinned),
-        chat=build_chat_services(settings.chat, db, manager, generation),
+        chat=build_chat_services(settings.chat, db, manager, pipeline),
     )
 
 

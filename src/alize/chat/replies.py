@@ -26,7 +26,8 @@ from alize.config import ChatSettings
 from alize.deployments.manager import DeploymentManager
 from alize.domain import SamplingParams
 from alize.errors import AlizeError, InvalidRequestError, NotFoundError
-from alize.gateway.generation import ChatCall, Generation, GenerationService
+from alize.gateway.generation import ChatCall, Generation
+from alize.gateway.pipeline import PolicyPipeline
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class ReplyRun:
     query: str
     language: str | None
     user_message: MessageInfo | None
+    #: the user's project: replies are limited, charged and metered there like API calls
+    project_id: str | None = None
     text: str = ""
     citations: list[dict[str, Any]] = field(default_factory=list)
     generation: Generation | None = None
@@ -87,7 +90,9 @@ class ReplyRun:
             messages=turn_messages(history, system, settings.history_messages),
             params=SamplingParams(max_tokens=settings.max_tokens, temperature=settings.temperature),
         )
-        self.generation = await service.generation.chat(call, f"user:{self.user_id}")
+        self.generation = await service.pipeline.chat(
+            call, f"user:{self.user_id}", None, project_id=self.project_id
+        )
         async for event in self.generation.events:
             if event.delta.text:
                 self.text += event.delta.text
@@ -121,14 +126,14 @@ class ReplyService:
         settings: ChatSettings,
         conversations: ConversationService,
         documents: DocumentService,
-        generation: GenerationService,
+        pipeline: PolicyPipeline,
         deployments: DeploymentManager,
         language: LanguageGuesser,
     ) -> None:
         self.settings = settings
         self.conversations = conversations
         self.documents = documents
-        self.generation = generation
+        self.pipeline = pipeline
         self.deployments = deployments
         self.language = language
 
@@ -152,6 +157,7 @@ class ReplyService:
         model: str | None = None,
         language: str | None = None,
         edit_message_id: str | None = None,
+        project_id: str | None = None,
     ) -> ReplyRun:
         """A new user message (or an edited one, which drops every later message) and its reply."""
         if not content.strip():
@@ -168,10 +174,16 @@ class ReplyService:
             user_id, conversation_id, role="user", content=content, replace_from=replace_from
         )
         conversation = await self.conversations.get(user_id, conversation_id)
-        return ReplyRun(self, user_id, conversation, model, content, language, message)
+        return ReplyRun(self, user_id, conversation, model, content, language, message, project_id)
 
     async def regenerate(
-        self, user_id: str, conversation_id: str, *, model: str | None = None, language: str | None = None
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        project_id: str | None = None,
     ) -> ReplyRun:
         """A new reply to the last user message; the replies after it are dropped."""
         conversation, model = await self._prepare(user_id, conversation_id, model)
@@ -180,4 +192,4 @@ class ReplyService:
         if last_user is None:
             raise InvalidRequestError("there is no message to answer yet", code="nothing_to_regenerate")
         await self.conversations.truncate(user_id, conversation_id, last_user.seq + 1)
-        return ReplyRun(self, user_id, conversation, model, last_user.content, language, None)
+        return ReplyRun(self, user_id, conversation, model, last_user.content, language, None, project_id)

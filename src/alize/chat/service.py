@@ -12,7 +12,7 @@ from alize.chat.replies import ReplyService
 from alize.chat.sessions import SessionService
 from alize.config import ChatSettings
 from alize.deployments.manager import DeploymentManager
-from alize.gateway.generation import GenerationService
+from alize.gateway.pipeline import PolicyPipeline
 from alize.store.database import Database
 
 
@@ -43,12 +43,12 @@ def _chat_capable(card: dict[str, object] | None) -> bool:
 
 
 def build_chat_services(
-    settings: ChatSettings, db: Database, deployments: DeploymentManager, generation: GenerationService
+    settings: ChatSettings, db: Database, deployments: DeploymentManager, pipeline: PolicyPipeline
 ) -> ChatServices:
     conversations = ConversationService(db)
     embedder = Embedder(deployments, settings.embedding_model)
     documents = DocumentService(db, settings, embedder)
-    replies = ReplyService(settings, conversations, documents, generation, deployments, LanguageGuesser())
+    replies = ReplyService(settings, conversations, documents, pipeline, deployments, LanguageGuesser())
     return ChatServices(
         settings=settings,
         users=UserService(db),

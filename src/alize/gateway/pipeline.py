@@ -101,9 +101,12 @@ class PolicyPipeline:
         self._clock = clock
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def chat(self, call: ChatCall, caller: str, principal: Principal | None) -> Generation:
+    async def chat(
+        self, call: ChatCall, caller: str, principal: Principal | None, *, project_id: str | None = None
+    ) -> Generation:
+        """``project_id`` bills a caller authenticated another way (a chat-page session)."""
         return await self._run(
-            call.model, principal, lambda gate: self._generation.chat(call, caller, gate=gate)
+            call.model, principal, lambda gate: self._generation.chat(call, caller, gate=gate), project_id
         )
 
     async def complete(self, call: TextCall, caller: str, principal: Principal | None) -> Generation:
@@ -142,9 +145,13 @@ class PolicyPipeline:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def _run(
-        self, model: str, principal: Principal | None, start: Callable[[Gate], Awaitable[Generation]]
+        self,
+        model: str,
+        principal: Principal | None,
+        start: Callable[[Gate], Awaitable[Generation]],
+        project_id: str | None = None,
     ) -> Generation:
-        ticket = await self._ticket(model, principal)
+        ticket = await self._ticket(model, principal, project_id)
 
         async def gate(planned: Planned) -> None:
             await self._admit(ticket, principal, planned)
@@ -162,11 +169,15 @@ class PolicyPipeline:
         )
         return generation
 
-    async def _ticket(self, model: str, principal: Principal | None) -> _Ticket:
+    async def _ticket(
+        self, model: str, principal: Principal | None, project_id: str | None = None
+    ) -> _Ticket:
         started = self._clock()
         if principal is not None:
             authorize_deployment(principal, model)
             return _Ticket(principal.project_id, principal.key_id, model, started)
+        if project_id is not None:
+            return _Ticket(project_id, None, model, started)
         return _Ticket(await self._tenancy.default_project_id(), None, model, started)
 
     async def _settle_failure(self, ticket: _Ticket, exc: BaseException) -> None:

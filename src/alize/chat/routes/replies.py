@@ -76,6 +76,7 @@ async def send_message(
         model=body.model,
         language=body.language,
         edit_message_id=body.edit_message_id,
+        project_id=session.user.project_id,
     )
     return _respond(run)
 
@@ -85,6 +86,10 @@ async def regenerate(
     conversation_id: str, body: RegenerateBody, session: WriterDep, services: AppDep
 ) -> ClosingStreamingResponse:
     run = await services.chat.replies.regenerate(
-        session.user.id, conversation_id, model=body.model, language=body.language
+        session.user.id,
+        conversation_id,
+        model=body.model,
+        language=body.language,
+        project_id=session.user.project_id,
     )
     return _respond(run)

@@ -90,13 +90,13 @@ function route() {
   return match ? decodeURIComponent(match[1]) : null;
 }
 
-async function navigate(id) {
+async function navigate(id, push = true) {
   if (app.streaming) stop(app);
   if (id) {
-    history.pushState({}, "", `/c/${encodeURIComponent(id)}`);
+    if (push) history.pushState({}, "", `/c/${encodeURIComponent(id)}`);
     await app.open(id);
   } else {
-    history.pushState({}, "", "/");
+    if (push) history.pushState({}, "", "/");
     app.current = null;
     app.notFound = false;
     renderConversation(app);
@@ -134,7 +134,7 @@ function conversationItem(c) {
     await api("DELETE", `/conversations/${c.id}`);
     if (app.current?.conversation.id === c.id) await navigate(null);
     await app.refreshList();
-  } } }, "🗑");
+  } } }, "×");
   item.append(open, rename, remove);
   return item;
 }
@@ -198,7 +198,7 @@ function renderLayout() {
       h("div", { id: "composer" },
         h("div", { id: "documents" }),
         h("div", { class: "composer-row" },
-          h("button", { type: "button", id: "attach", class: "icon-button", "aria-label": t("chat.attach"), title: t("chat.attach"), on: { click: () => file.click() } }, "📎"),
+          h("button", { type: "button", id: "attach", class: "icon-button", "aria-label": t("chat.attach"), title: t("chat.attach"), on: { click: () => file.click() } }, "+"),
           file, prompt,
           h("button", { type: "button", id: "send", class: "primary", on: { click: () => send(app, prompt.value) } }, t("chat.send")),
           h("button", { type: "button", id: "stop", class: "danger", hidden: true, on: { click: () => stop(app) } }, t("chat.stop")),
@@ -258,9 +258,7 @@ document.addEventListener("keydown", (e) => {
 });
 window.addEventListener("popstate", () => {
   if (!app.me) return;
-  const id = route();
-  if (id) app.open(id);
-  else navigate(null);
+  navigate(route(), false);
 });
 
 async function boot() {

@@ -47,7 +47,7 @@ def prompt_speed(runs: int = 3) -> list[float]:
         prompt = f"{i} " + "The quick brown fox jumps over the lazy dog. " * 50
         server.handle_chat_completions(
             {"messages": [{"role": "user", "content": prompt}], "max_tokens": 1},
-            lambda c: out.append(c) or False,
+            lambda c, out=out: out.append(c) or False,  # type: ignore[misc]
         )
         speeds.append(float(out[0]["timings"]["prompt_per_second"]))
     return speeds

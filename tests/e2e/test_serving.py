@@ -91,8 +91,20 @@ def test_32_concurrent_mixed_requests_complete_with_exact_usage(server: LiveServ
 def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server: LiveServer) -> None:
     async def run() -> tuple[float, dict[str, object]]:
         async with httpx.AsyncClient(base_url=one_slot_server.url, timeout=120) as client:
+            # A schema that needs 900 numbers cannot finish before max_tokens: the first request
+            # surely holds the only slot until its client goes away.
+            long_reply = {"type": "array", "items": {"type": "integer"}, "minItems": 900}
             first = client.stream(
-                "POST", "/v1/chat/completions", json=_body("Tell me a very long story.", 1000)
+                "POST",
+                "/v1/chat/completions",
+                json=_body(
+                    "List numbers.",
+                    1000,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "n", "schema": long_reply},
+                    },
+                ),
             )
             response = await first.__aenter__()
             seen = 0

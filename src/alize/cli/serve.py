@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 import typer
 
 from alize.config import Settings
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from alize.gateway.tenancy import is_loopback_host
 
 
 def serve(
@@ -37,7 +28,7 @@ def serve(
     if log_level is not None:
         overrides["log_level"] = log_level
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    if not _is_loopback(settings.host):
+    if not is_loopback_host(settings.host):
         typer.echo(
             f"warning: binding {settings.host}: anyone who reaches it can call the API until keys exist",
             err=True,

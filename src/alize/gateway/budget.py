@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from alize.errors import InsufficientQuotaError, NotFoundError
 from alize.store.database import Database
 from alize.store.ids import new_id, utc_now
-from alize.store.models import BudgetReservation
+from alize.store.models import BudgetReservation, Project
 from alize.store.repositories import BudgetRepository, ProjectRepository
 
 
@@ -71,6 +73,13 @@ class BudgetStatus:
         return max(0, self.budget_micros - self.spent_micros - self.reserved_micros)
 
 
+async def _project(session: AsyncSession, project_id: str) -> Project:
+    project = await ProjectRepository(session).get(project_id)
+    if project is None:
+        raise NotFoundError(f"Project '{project_id}' not found.")
+    return project
+
+
 class BudgetService:
     def __init__(self, db: Database, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._db = db
@@ -86,9 +95,7 @@ class BudgetService:
         now = self._clock()
         period = period_of(now)
         async with self._db.transaction() as session:
-            project = await ProjectRepository(session).get(project_id)
-            if project is None:
-                raise NotFoundError(f"Project '{project_id}' not found.")
+            project = await _project(session, project_id)
             repo = BudgetRepository(session)
             await repo.ensure_period(project_id, period, now)
             if not await repo.try_reserve(
@@ -151,9 +158,7 @@ class BudgetService:
         now = self._clock()
         period = period_of(now)
         async with self._db.transaction() as session:
-            project = await ProjectRepository(session).get(project_id)
-            if project is None:
-                raise NotFoundError(f"Project '{project_id}' not found.")
+            project = await _project(session, project_id)
             row = await BudgetRepository(session).get_period(project_id, period)
             return BudgetStatus(
                 project_id=project_id,

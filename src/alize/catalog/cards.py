@@ -27,6 +27,23 @@ MICRO_UNITS = 1_000_000
 MAX_PRICE = 10**12  # a million currency units per million tokens: surely a typo beyond this
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Model ids and deployment names travel in URLs and the ``model`` field: one rule for both."""
+    if not _ID_RE.match(value) or ".." in value or "//" in value:
+        raise ValueError(
+            f"{value!r} is not a valid {what}: use 1-128 letters, digits and . _ : / -, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def readable_problems(exc: ValidationError, root: str) -> str:
+    """Every pydantic error as ``field.path: message``, joined, for one clear 4xx message."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg']}" for err in exc.errors())
+
+
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -151,12 +168,7 @@ class ModelCard(_Data):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID_RE.match(v) or ".." in v or "//" in v:
-            raise ValueError(
-                f"{v!r} is not a valid model id: use 1-128 letters, digits and . _ : / -, "
-                "starting with a letter or digit"
-            )
-        return v
+        return check_identifier(v, "model id")
 
     @field_validator("tasks")
     @classmethod
@@ -239,7 +251,6 @@ def parse_card(data: Mapping[str, Any]) -> ModelCard:
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValidationFailedError(f"Invalid model card: {problems}", param="card") from None
+        raise ValidationFailedError(
+            f"Invalid model card: {readable_problems(exc, 'card')}", param="card"
+        ) from None

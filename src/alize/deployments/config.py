@@ -7,15 +7,12 @@ the server's defaults (``Settings.engine``); prices left empty take the card's.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from alize.catalog.cards import MAX_PRICE
+from alize.catalog.cards import MAX_PRICE, check_identifier, readable_problems
 from alize.errors import ValidationFailedError
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 #: fields PATCH may change (the name and the model are what a deployment *is*)
 UPDATABLE_FIELDS = frozenset(
@@ -49,12 +46,7 @@ class DeploymentConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v) or ".." in v or "//" in v:
-            raise ValueError(
-                f"{v!r} is not a valid deployment name: use 1-128 letters, digits and . _ : / -, "
-                "starting with a letter or digit"
-            )
-        return v
+        return check_identifier(v, "deployment name")
 
     def stored(self) -> dict[str, Any]:
         """The JSON document for ``deployments.config`` (name and model have their own columns)."""
@@ -66,9 +58,7 @@ def parse_deployment(data: dict[str, Any]) -> DeploymentConfig:
     try:
         return DeploymentConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'deployment'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = readable_problems(exc, "deployment")
         first = exc.errors()[0]["loc"] if exc.errors() else ()
         raise ValidationFailedError(
             f"Invalid deployment: {problems}", param=str(first[0]) if first else None

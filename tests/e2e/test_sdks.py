@@ -13,6 +13,7 @@ from azure.core.credentials import AzureKeyCredential
 from mistralai.client import Mistral
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer
+from tests.e2e.streaming import assert_one_chunk_per_token
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Say hello to Marie."}]
@@ -50,7 +51,9 @@ def test_openai_sync_streamed_with_usage(server: LiveServer) -> None:
     assert finishes in (["stop"], ["length"])
     assert usage is not None and 1 <= usage.completion_tokens <= 12
     content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
-    assert len(content_chunks) == usage.completion_tokens or finishes == ["stop"]
+    assert_one_chunk_per_token(
+        len(content_chunks), usage.completion_tokens, text, stopped=finishes == ["stop"]
+    )
 
 
 def test_openai_async_streamed_and_not(server: LiveServer) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer
+from tests.e2e.streaming import assert_one_chunk_per_token
 
 pytestmark = pytest.mark.e2e
 
@@ -84,8 +85,12 @@ def test_32_concurrent_mixed_requests_complete_with_exact_usage(server: LiveServ
         assert 1 <= usage["completion_tokens"] <= n
         if result["finish"] == "length":
             assert usage["completion_tokens"] == n
-        # one streamed chunk per generated token (English text: no split UTF-8 sequences)
-        assert abs(int(result["chunks"]) - usage["completion_tokens"]) <= 1
+        assert_one_chunk_per_token(
+            int(result["chunks"]),
+            usage["completion_tokens"],
+            str(result["text"]),
+            stopped=result["finish"] == "stop",
+        )
 
 
 def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server: LiveServer) -> None:

@@ -79,7 +79,7 @@ async def test_paths_must_be_absolute_and_exist(db: Database, tmp_path: Path) ->
         await catalog.add_path(str(tmp_path / "missing.gguf"))
 
 
-async def test_a_remote_card_is_stored_but_not_deployable_without_a_remote_engine(
+async def test_a_remote_card_deploys_on_the_remote_engine_and_only_with_it(
     db: Database, tmp_path: Path
 ) -> None:
     catalog = CatalogService(db)
@@ -103,6 +103,18 @@ async def test_a_remote_card_is_stored_but_not_deployable_without_a_remote_engin
     with pytest.raises(InvalidRequestError) as caught:
         await service.create({"name": "up", "model": "upstream-chat"})
     assert caught.value.code == "engine_not_installed"
+    manager = DeploymentManager(EngineRegistry(), QueueLimits(max_waiting=1, timeout_s=1))
+    service = DeploymentService(db, manager, catalog, settings)
+    deployment = await service.create({"name": "up", "model": "upstream-chat"})
+    engine = deployment.spec.engine
+    assert engine.kind == "remote" and engine.model_path is None and deployment.spec.memory_bytes == 0
+    assert engine.options == {
+        "base_url": "https://api.example.com/v1",
+        "upstream_model": "x",
+        "tasks": "chat",
+        "supports_tools": "false",
+    }
+    assert deployment.loaded is False  # nothing is contacted before the first request
 
 
 async def test_deployments_are_persisted_restored_and_protect_their_model(

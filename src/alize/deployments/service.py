@@ -52,24 +52,16 @@ class DeploymentService:
         engine = self._settings.engine
         kind = kind or (card.engine if card is not None else "llamacpp")
         if kind not in self._manager.registry.kinds:
-            hint = (
-                "this build has no engine for remote providers: remote cards are listed, not deployed"
-                if kind == "remote"
-                else f"install the engine '{kind}'"
-            )
             raise InvalidRequestError(
-                f"'{config.model}' needs the '{kind}' engine, which is not installed: {hint}",
+                f"'{config.model}' needs the '{kind}' engine, which is not installed "
+                f"(installed: {', '.join(self._manager.registry.kinds) or 'none'})",
                 param="model",
                 code="engine_not_installed",
             )
         ctx = config.ctx_per_slot or engine.ctx_per_slot
         if card is not None:
             ctx = min(ctx, card.context_length)
-        options: dict[str, str] = {}
-        if card is not None and isinstance(card.source, RemoteSource):
-            options = {"base_url": card.source.base_url, "upstream_model": card.source.upstream_model}
-            if card.source.api_key_env:
-                options["api_key_env"] = card.source.api_key_env
+        options = _remote_options(card) if card is not None else {}
         return EngineConfig(
             kind=kind,
             model_path=path,
@@ -270,6 +262,27 @@ class DeploymentService:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _remote_options(card: ModelCard) -> dict[str, str]:
+    """What the remote engine needs from a remote card: where, which model, and what it can do
+    (an upstream's model list says nothing about tasks, so the card is the authority)."""
+    source = card.source
+    if not isinstance(source, RemoteSource):
+        return {}
+    options = {
+        "base_url": source.base_url,
+        "upstream_model": source.upstream_model,
+        "tasks": ",".join(card.tasks),
+        "supports_tools": "true" if card.supports_tools else "false",
+    }
+    if source.api_key_env:
+        options["api_key_env"] = source.api_key_env
+    if card.embedding_dimensions is not None:
+        options["embedding_dimensions"] = str(card.embedding_dimensions)
+    if card.architecture:
+        options["architecture"] = card.architecture
+    return options
 
 
 def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[str, Any]:

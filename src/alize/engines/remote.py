@@ -1,0 +1,397 @@
+"""The remote engine: a catalog card served by an OpenAI-compatible upstream (vLLM, llama.cpp's
+server, another Alizé, a cloud API), so it is called, limited, billed and metered like a local one.
+
+The card's ``RemoteSource`` gives ``base_url``, ``upstream_model`` and the *name* of the
+environment variable holding the API key (``api_key_env``); the key is read from the server's
+environment when the deployment loads and is never logged, stored or echoed in an error.
+
+* ``start`` checks the upstream is reachable and serves the model (``GET {base_url}/models``;
+  an upstream without that route is accepted) and takes the context length it reports
+  (vLLM's ``max_model_len``, an Alizé card's slot size) when that is smaller than the card's.
+* ``generate`` always streams from the upstream (``stream_options.include_usage``, so the
+  final usage is the upstream's own count); the gateway assembles non-streamed replies.
+  Closing the iterator closes the upstream response, which cancels the upstream generation.
+* Retries are bounded (``max_retries``, exponential backoff) and happen only before the first
+  byte of the reply: on connection failures and on 502/503/504.
+* ``count_prompt_tokens`` asks the upstream's ``POST /tokenize`` (vLLM's shape, which returns
+  ``count``) and falls back, once and for all, to the byte-length estimate of
+  :func:`alize.engines.remote_wire.estimate_prompt_tokens` (which errs high).
+
+Upstream errors become Alizé's typed errors, naming the upstream by host only: a 4xx is the
+client's request being refused (400 ``upstream_rejected``, or ``context_length_exceeded``),
+429 stays 429, a 503 is 503 ``engine_unavailable``, other failures are 502 ``upstream_error``;
+wrong credentials or an unknown upstream model are the operator's to fix and say so.
+
+Engine options (strings, set by the deployment service from the card): ``base_url``,
+``upstream_model``, ``api_key_env``, ``tasks`` (comma-separated), ``supports_tools``,
+``embedding_dimensions``, and the tunables ``max_retries`` (2), ``retry_backoff_s`` (0.5),
+``connect_timeout_s`` (10), ``tokenize`` (``auto`` or ``off``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
+from alize.engines.base import Engine, EngineConfig
+from alize.engines.llamacpp.wire import ChunkDecoder, message_json
+from alize.engines.remote_wire import (
+    chat_body,
+    completion_body,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    upstream_message,
+)
+from alize.errors import (
+    AlizeError,
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    RateLimitError,
+    UnsupportedFeatureError,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+#: the longest upstream ``Retry-After`` honoured between retries (longer ones are passed on)
+MAX_RETRY_WAIT_S = 5.0
+
+
+class UpstreamError(EngineError):
+    """The upstream provider failed or could not be used (502 Bad Gateway)."""
+
+    status_code = 502
+    default_code = "upstream_error"
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", default)))
+    except ValueError:
+        return default
+
+
+class RemoteEngine(Engine):
+    def __init__(self, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        opts = config.options
+        base_url, model = opts.get("base_url"), opts.get("upstream_model")
+        if not base_url or not model:
+            raise InvalidRequestError(
+                "a remote deployment needs the card's base_url and upstream_model", param="model"
+            )
+        self._config = config
+        self._base_url = base_url.rstrip("/")
+        self._model = model
+        self._host = urlsplit(self._base_url).netloc
+        self._key_env = opts.get("api_key_env") or None
+        self._tasks = {t for t in opts.get("tasks", "chat,completion").split(",") if t}
+        self._max_retries = max(0, int(opts.get("max_retries", "2")))
+        self._backoff_s = max(0.0, float(opts.get("retry_backoff_s", "0.5")))
+        self._connect_timeout_s = float(opts.get("connect_timeout_s", "10"))
+        self._tokenize: bool | None = None if opts.get("tokenize", "auto") == "auto" else False
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._key: str | None = None
+        self._info: EngineInfo | None = None
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise EngineUnavailableError("the model is not loaded", retry_after=2)
+        return self._info
+
+    def _read_key(self) -> str | None:
+        if self._key_env is None:
+            return None
+        key = os.environ.get(self._key_env)
+        if not key:
+            raise EngineUnavailableError(
+                f"the upstream API key is read from the environment variable {self._key_env}, "
+                "which is not set on the server",
+                retry_after=60,
+            )
+        return key
+
+    async def start(self) -> EngineInfo:
+        async with self._lock:
+            if self._info is not None:
+                return self._info
+            self._key = self._read_key()
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            cfg = self._config
+            client = httpx.AsyncClient(
+                base_url=self._base_url + "/",
+                headers=headers,
+                timeout=httpx.Timeout(cfg.request_timeout_s, connect=self._connect_timeout_s),
+                limits=httpx.Limits(max_connections=cfg.parallel + 8, max_keepalive_connections=cfg.parallel),
+                transport=self._transport,
+            )
+            try:
+                context = await self._probe(client)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._client = client
+            opts = cfg.options
+            dims = opts.get("embedding_dimensions")
+            self._info = EngineInfo(
+                context_length=min(context or cfg.ctx_per_slot, cfg.ctx_per_slot),
+                max_sequences=cfg.parallel,
+                supports_chat="chat" in self._tasks,
+                supports_tools=opts.get("supports_tools") == "true",
+                supports_fim="fim" in self._tasks,
+                supports_embeddings="embeddings" in self._tasks,
+                embedding_dimensions=int(dims) if dims else None,
+                architecture=opts.get("architecture") or "remote",
+            )
+            log.info("remote engine: %s serves %s", self._host, self._model)
+            return self._info
+
+    async def _probe(self, client: httpx.AsyncClient) -> int | None:
+        """Reachable, credentials accepted, model served; returns the upstream's context length."""
+        try:
+            response = await self._send(client, "GET", "models", read_body=True)
+        except EngineUnavailableError:
+            raise
+        except AlizeError as exc:
+            if exc.extra.get("upstream_status") in (404, 405):
+                return None  # an upstream without a model list: requests will tell
+            raise EngineUnavailableError(exc.message, retry_after=10) from None
+        try:
+            listed = response.json().get("data") or []
+        except (ValueError, AttributeError):
+            return None
+        entries = {str(e.get("id")): e for e in listed if isinstance(e, dict)}
+        if entries and self._model not in entries:
+            served = ", ".join(sorted(entries)[:10])
+            raise EngineUnavailableError(
+                f"the upstream {self._host} does not serve '{self._model}' (it serves: {served})",
+                retry_after=60,
+            )
+        return _context_of(entries.get(self._model, {}))
+
+    async def stop(self) -> None:
+        async with self._lock:
+            client, self._client, self._info, self._key = self._client, None, None, None
+            if client is not None:
+                await client.aclose()
+
+    async def _ready(self) -> httpx.AsyncClient:
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        return self._client
+
+    # ------------------------------------------------------------------ HTTP with retries
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        read_body: bool,
+    ) -> httpx.Response:
+        """One request with bounded retries; a non-2xx answer raises the mapped error.
+
+        With ``read_body=False`` the response is returned unread (streaming); the caller closes it."""
+        attempt = 0
+        while True:
+            wait = self._backoff_s * 2**attempt
+            try:
+                request = client.build_request(method, path, json=body)
+                response = await client.send(request, stream=not read_body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                if attempt < self._max_retries:
+                    attempt += 1
+                    await asyncio.sleep(wait)
+                    continue
+                raise EngineUnavailableError(
+                    f"cannot reach the upstream {self._host} ({type(exc).__name__})", retry_after=5
+                ) from None
+            except httpx.TimeoutException:
+                raise UpstreamError(
+                    f"the upstream {self._host} did not answer within {self._config.request_timeout_s:g} s"
+                ) from None
+            except httpx.TransportError as exc:
+                raise UpstreamError(
+                    f"lost the connection to the upstream {self._host}: {type(exc).__name__}"
+                ) from None
+            if response.status_code < 400:
+                return response
+            retry_after = _retry_after(response, wait)
+            await response.aread()
+            await response.aclose()
+            retryable = response.status_code in RETRY_STATUSES and retry_after <= MAX_RETRY_WAIT_S
+            if retryable and attempt < self._max_retries:
+                attempt += 1
+                await asyncio.sleep(max(wait, retry_after))
+                continue
+            raise self._error_from(response, path, retry_after)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _error_from(self, response: httpx.Response, path: str, retry_after: float) -> AlizeError:
+        status = response.status_code
+        message, code = upstream_message(response.content, status)
+        message = self._redact(message)
+        where = f"the upstream {self._host}"
+        extra = {"upstream_status": status}
+        if status in (401, 403):
+            hint = f"check the key in {self._key_env}" if self._key_env else "the card names no api_key_env"
+            error: AlizeError = UpstreamError(f"{where} refused the credentials (HTTP {status}); {hint}")
+        elif status == 404:
+            error = UpstreamError(f"{where} has no '{path}' for '{self._model}' (HTTP 404): {message}")
+        elif status == 429:
+            return RateLimitError(
+                f"{where} is rate limiting requests: {message}",
+                retry_after=max(1.0, retry_after),
+                code="upstream_rate_limited",
+            )
+        elif status == 503:
+            return EngineUnavailableError(
+                f"{where} is unavailable: {message}", retry_after=max(1.0, retry_after)
+            )
+        elif 400 <= status < 500:
+            context = code is not None and "context" in code
+            error = InvalidRequestError(
+                f"{where} rejected the request (HTTP {status}): {message}",
+                code="context_length_exceeded" if context else "upstream_rejected",
+            )
+        else:
+            error = UpstreamError(f"{where} failed (HTTP {status}): {message}")
+        error.extra.update(extra)
+        return error
+
+    # ------------------------------------------------------------------ requests
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        client = await self._ready()
+        if request.messages:
+            path, body = "chat/completions", chat_body(request, self._model)
+        else:
+            path, body = "completions", completion_body(request, self._model)
+        response = await self._send(client, "POST", path, body, read_body=False)
+        decoder = ChunkDecoder()
+        streamed, finished = 0, False
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise UpstreamError(f"the upstream {self._host} sent a malformed event") from None
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    message, _ = upstream_message(payload.encode(), 500)
+                    raise UpstreamError(
+                        f"the upstream {self._host} failed mid-stream: {self._redact(message)}"
+                    )
+                delta = decoder.decode(chunk)
+                if delta is None:
+                    continue
+                streamed += delta.tokens
+                finished = finished or delta.usage is not None
+                yield delta
+        except httpx.TimeoutException:
+            raise UpstreamError(f"the upstream {self._host} stopped sending for too long") from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(f"lost the upstream {self._host} mid-stream ({type(exc).__name__})") from None
+        finally:
+            await response.aclose()  # early close: the upstream sees the disconnect and stops
+        if not finished:
+            # an upstream that ignores stream_options: count what came, estimate the prompt
+            yield Delta(
+                tool_calls=decoder.tool_calls(),
+                finish_reason=decoder.finish or FinishReason.STOP,
+                usage=Usage(prompt_tokens=estimate_prompt_tokens(request), completion_tokens=streamed),
+            )
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """The upstream's own count when it has vLLM's ``/tokenize``, else an estimate that errs high."""
+        if self._tokenize is not False and request.fim is None:
+            counted = await self._upstream_count(request)
+            if counted is not None:
+                return counted
+        return estimate_prompt_tokens(request)
+
+    async def _upstream_count(self, request: GenerationRequest) -> int | None:
+        client = await self._ready()
+        body: dict[str, Any] = {"model": self._model}
+        if request.messages:
+            body["messages"] = [message_json(m) for m in request.messages]
+        else:
+            body["prompt"] = request.prompt or ""
+        root = self._base_url.removesuffix("/v1")
+        try:
+            response = await client.post(root + "/tokenize", json=body, timeout=10.0)
+            count = response.json().get("count") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            count = None
+        if isinstance(count, int) and count >= 0:
+            self._tokenize = True
+            return count
+        if self._tokenize is None:
+            log.info("remote engine: %s has no /tokenize; prompt tokens are estimated", self._host)
+            self._tokenize = False
+        return None
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        client = await self._ready()
+        if not self.info.supports_embeddings:
+            raise UnsupportedFeatureError(
+                "this deployment serves a generative model; use an embeddings model for /v1/embeddings",
+                param="model",
+            )
+        body = {"model": self._model, "input": list(texts), "encoding_format": "float"}
+        response = await self._send(client, "POST", "embeddings", body, read_body=True)
+        try:
+            data = response.json()
+            rows = sorted(data["data"], key=lambda r: int(r.get("index", 0)))
+            vectors = tuple(tuple(float(x) for x in row["embedding"]) for row in rows)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError(f"the upstream {self._host} sent malformed embeddings ({exc})") from None
+        if len(vectors) != len(texts):
+            raise UpstreamError(
+                f"the upstream {self._host} sent {len(vectors)} vectors for {len(texts)} inputs"
+            )
+        usage = data.get("usage") or {}
+        tokens = usage.get("prompt_tokens")
+        if not isinstance(tokens, int):
+            tokens = sum(estimate_text_tokens(t) for t in texts)
+        return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+
+def _context_of(entry: dict[str, Any]) -> int | None:
+    """The context an upstream's model entry reports: vLLM's ``max_model_len``, a generic
+    ``context_length``, or an Alizé deployment's slot size (its card)."""
+    card = entry.get("card")
+    card = card if isinstance(card, dict) else {}
+    deployment = card.get("deployment")
+    deployment = deployment if isinstance(deployment, dict) else {}
+    for value in (
+        entry.get("max_model_len"),
+        entry.get("context_length"),
+        deployment.get("ctx_per_slot"),
+        card.get("context_length"),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

@@ -1,0 +1,136 @@
+"""What the remote engine sends to and reads from an OpenAI-compatible upstream.
+
+Pure functions over Alizé's domain values, kept apart from the HTTP client so they are tested
+without a network: request bodies for ``/chat/completions``, ``/completions`` and
+``/embeddings``, the upstream's error body turned into a readable message, and the prompt-size
+estimate used when the upstream cannot count tokens for us.
+
+Only fields of the public OpenAI API are sent (no llama.cpp extras such as ``cache_prompt``):
+an upstream may be strict about unknown fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from alize.domain import GenerationRequest
+from alize.engines.llamacpp.wire import message_json
+
+#: tokens a chat message costs beside its text (role markers, separators), as OpenAI counts them
+TOKENS_PER_MESSAGE = 4
+#: tokens that prime the assistant's reply after the last message
+TOKENS_PER_REPLY = 3
+#: UTF-8 bytes per token assumed by the estimate. Real tokenizers average about 4 bytes per token
+#: on English and 3-4 on other Latin-script languages, so 3 over-counts: the estimate is meant to
+#: err high (the budget holds a little more than needed and is refunded at settlement).
+BYTES_PER_TOKEN = 3
+
+
+def _sampling(request: GenerationRequest, model: str) -> dict[str, Any]:
+    p = request.params
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": p.max_tokens,
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "stream": True,
+        # the final chunk then carries the upstream's own token counts: metering stays exact
+        "stream_options": {"include_usage": True},
+    }
+    if p.presence_penalty:
+        body["presence_penalty"] = p.presence_penalty
+    if p.frequency_penalty:
+        body["frequency_penalty"] = p.frequency_penalty
+    if p.stop:
+        body["stop"] = list(p.stop)
+    if p.seed is not None:
+        body["seed"] = p.seed
+    if p.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": p.json_schema, "strict": True},
+        }
+    return body
+
+
+def chat_body(request: GenerationRequest, model: str) -> dict[str, Any]:
+    """A streamed ``/chat/completions`` request; tools are passed natively."""
+    body = _sampling(request, model)
+    body["messages"] = [message_json(m) for m in request.messages]
+    p = request.params
+    if p.logprobs:
+        body["logprobs"] = True
+        if p.top_logprobs:
+            body["top_logprobs"] = p.top_logprobs
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            }
+            for t in request.tools
+        ]
+        body["tool_choice"] = request.tool_choice or "auto"
+    return body
+
+
+def completion_body(request: GenerationRequest, model: str) -> dict[str, Any]:
+    """A streamed ``/completions`` request; fill-in-the-middle uses the API's ``suffix`` field."""
+    body = _sampling(request, model)
+    if request.fim is not None:
+        body["prompt"] = request.fim.prefix
+        body["suffix"] = request.fim.suffix
+    else:
+        body["prompt"] = request.prompt or ""
+    if request.params.logprobs:
+        body["logprobs"] = max(1, request.params.top_logprobs)
+    return body
+
+
+def estimate_prompt_tokens(request: GenerationRequest) -> int:
+    """An upper-leaning estimate of the prompt's tokens when no tokenizer is at hand.
+
+    ``ceil(utf8_bytes / 3)`` of every text the upstream will see (messages, tool definitions,
+    prompt), plus OpenAI's per-message overhead. It is high for English and most European
+    languages; scripts where one character is a whole token (CJK) come out about right. The
+    upstream's own count, reported at the end of the stream, is what gets billed."""
+    if request.messages:
+        parts: list[str] = []
+        for m in request.messages:
+            parts += [m.role, m.content or "", m.name or ""]
+            parts += [c.name + c.arguments for c in m.tool_calls]
+        parts += [json.dumps(t.parameters) + t.name + t.description for t in request.tools]
+        overhead = TOKENS_PER_MESSAGE * len(request.messages) + TOKENS_PER_REPLY
+    else:
+        parts = [request.fim.prefix, request.fim.suffix] if request.fim else [request.prompt or ""]
+        overhead = 3 if request.fim else 1
+    return overhead + estimate_text_tokens("".join(parts))
+
+
+def estimate_text_tokens(text: str) -> int:
+    """The same estimate for one bare text (an embeddings input)."""
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+
+
+def upstream_message(content: bytes, status: int) -> tuple[str, str | None]:
+    """The upstream error's message and code, from OpenAI's ``{"error": {...}}``, FastAPI's
+    ``{"detail": ...}`` or plain text (cut short)."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            code = error.get("code") or error.get("type")
+            return str(error.get("message") or f"HTTP {status}")[:500], str(code) if code else None
+        if isinstance(error, str):
+            return error[:500], None
+        if "detail" in data:
+            return str(data["detail"])[:500], None
+        if "message" in data:
+            return str(data["message"])[:500], None
+    text = content[:300].decode(errors="replace").strip()
+    return text or f"HTTP {status}", None

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from alize.safety.policy import SafetyPolicy
+
 
 def _default_threads() -> int:
     """the CPUs this process may use"""
@@ -80,6 +82,32 @@ class DeploymentSettings(BaseModel):
     replicas: int = Field(1, ge=1, le=16, description="Engine instances; requests go to the least busy.")
     idle_timeout_s: float = Field(
         0, ge=0, description="Unload after this many seconds without requests (0 = never)."
+    )
+    safety: SafetyPolicy | None = Field(
+        None, description="Content filters on input and output (see docs/safety.md); empty = none."
+    )
+
+
+class SafetySettings(BaseModel):
+    """The content classifier behind `/v1/moderations` and the deployments' content filters."""
+
+    weights_path: Path | None = Field(
+        None, description="Classifier weights (.npz); empty = the weights shipped in the package."
+    )
+    timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Longest a filter may take on one text; past it the policy's on_error applies.",
+    )
+    max_inputs: int = Field(
+        128, ge=1, le=4096, description="Most texts or conversations per moderation call."
+    )
+    max_input_chars: int = Field(
+        100_000, ge=100, description="Most characters in one moderation call, all inputs together."
+    )
+    warm_up: bool = Field(
+        False, description="Load the classifier at start-up rather than on the first filtered request."
     )
 
 
@@ -173,6 +201,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

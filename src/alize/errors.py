@@ -23,7 +23,8 @@ error by parsing its message.
     │   └── InsufficientQuotaError      code=insufficient_quota
     ├── ServiceUnavailableError (503, service_unavailable) carries retry_after
     │   ├── QueueFullError              code=queue_full
-    │   └── EngineUnavailableError      code=engine_unavailable (worker crashed, loading failed)
+    │   ├── EngineUnavailableError      code=engine_unavailable (worker crashed, loading failed)
+    │   └── ContentFilterUnavailableError code=content_filter_error (filter failed, policy fails closed)
     └── EngineError (500, api_error)    code=engine_error     (the engine failed mid-request)
 """
 
@@ -174,8 +175,15 @@ class ServiceUnavailableError(AlizeError):
     error_type = "service_unavailable"
     default_code = "service_unavailable"
 
-    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
-        super().__init__(message, code=code, headers=_retry_headers(retry_after))
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        code: str | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, headers=_retry_headers(retry_after), extra=extra)
         self.retry_after = retry_after
 
 
@@ -185,6 +193,10 @@ class QueueFullError(ServiceUnavailableError):
 
 class EngineUnavailableError(ServiceUnavailableError):
     default_code = "engine_unavailable"
+
+
+class ContentFilterUnavailableError(ServiceUnavailableError):
+    default_code = "content_filter_error"
 
 
 class EngineError(AlizeError):

@@ -23,6 +23,7 @@ from alize.api import (
     embeddings,
     health,
     models,
+    moderations,
 )
 from alize.api.auth import AuthGate
 from alize.api.body_limit import BodySizeLimit
@@ -39,7 +40,9 @@ from alize.engines.registry import EngineRegistry
 from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
 from alize.gateway.pipeline import PolicyPipeline
+from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address
+from alize.safety.moderator import create_moderator
 from alize.store.database import open_database
 
 log = logging.getLogger(__name__)
@@ -67,7 +70,9 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     generation = GenerationService(manager, settings.limits, settings.safe_prompt)
     tenancy = Tenancy.build(settings, db)
     embeddings = EmbeddingsService(manager)
-    pipeline = PolicyPipeline(generation, manager, tenancy, embeddings)
+    moderator = create_moderator(settings.safety.weights_path)  # loads on first use
+    safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
+    pipeline = PolicyPipeline(generation, manager, tenancy, embeddings, safety=safety)
     return Services(
         settings=settings,
         db=db,
@@ -78,6 +83,7 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         catalog=catalog,
         deployment_admin=deployment_admin,
         embeddings=embeddings,
+        moderator=moderator,
         memory_budget=memory_budget,
         idle_reaper=IdleReaper(manager, interval_s=settings.catalog.idle_check_interval_s, pinned=pinned),
         chat=build_chat_services(settings.chat, db, manager, pipeline),
@@ -105,6 +111,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.db.close()
             raise
         services.idle_reaper.start()
+        if settings.safety.warm_up:
+            await asyncio.to_thread(services.moderator.warm_up)
         loader: asyncio.Task[object] | None = None
         if settings.load_on_start:
             names = {d.name for d in services.deployments.list()}
@@ -133,7 +141,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (health.router, models.router, chat.router, completions.router, azure.router):
         app.include_router(router)
     app.include_router(admin_tenancy.router)
-    for router in (embeddings.router, admin_catalog.router, catalog_page.router):
+    for router in (embeddings.router, moderations.router, admin_catalog.router, catalog_page.router):
         app.include_router(router)
     if settings.chat.enabled:
         for router in chat_routers():

@@ -17,6 +17,7 @@ from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.safety.moderator import Moderator
 from alize.store.database import Database
 
 
@@ -37,6 +38,8 @@ class Services:
     #: run-time deployments: create/update/delete, persisted and restored at start
     deployment_admin: DeploymentService
     embeddings: EmbeddingsService
+    #: the content classifier behind /v1/moderations and the deployments' filters
+    moderator: Moderator
     #: estimated memory of loaded deployments, LRU eviction before a load
     memory_budget: MemoryBudget
     #: unloads deployments idle past their timeout (scale to zero)

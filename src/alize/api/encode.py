@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from alize.api.errors import error_event
 from alize.domain import Delta, FinishReason, TokenLogprob
@@ -34,8 +35,22 @@ from alize.protocol.openai.common import (
 )
 from alize.protocol.openai.completions import Completion, CompletionChoice, CompletionLogprobs
 from alize.protocol.sse import DONE, sse_data
+from alize.safety.policy import FilterReport, report_json
 
 log = logging.getLogger(__name__)
+
+
+def _filter_extras(generation: Generation) -> dict[str, Any]:
+    """Azure's ``prompt_filter_results`` when the deployment filtered the prompt."""
+    if generation.prompt_filter is None:
+        return {}
+    results = report_json(generation.prompt_filter)
+    return {"prompt_filter_results": [{"prompt_index": 0, "content_filter_results": results}]}
+
+
+def _choice_extras(report: FilterReport | None) -> dict[str, Any]:
+    """Azure's ``content_filter_results`` on a choice the output filter checked."""
+    return {"content_filter_results": report_json(report)} if report is not None else {}
 
 
 def usage_of(generation: Generation) -> CompletionUsage:
@@ -79,8 +94,10 @@ async def collect_chat(generation: Generation, *, n: int, want_logprobs: bool) -
     finish: list[FinishReason | None] = [None] * n
     calls: list[list[ToolCallOut]] = [[] for _ in range(n)]
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+    reports: list[FilterReport | None] = [None] * n
     async for event in generation.events:
         i, delta = event.index, event.delta
+        reports[i] = event.filter or reports[i]
         texts[i] += delta.text
         logprobs[i].extend(delta.logprobs)
         if delta.tool_calls:
@@ -97,6 +114,7 @@ async def collect_chat(generation: Generation, *, n: int, want_logprobs: bool) -
             ),
             finish_reason=str(finish[i] or FinishReason.STOP),
             logprobs=_logprobs(logprobs[i]) if want_logprobs else None,
+            **_choice_extras(reports[i]),
         )
         for i in range(n)
     ]
@@ -107,6 +125,7 @@ async def collect_chat(generation: Generation, *, n: int, want_logprobs: bool) -
         choices=choices,
         usage=usage_of(generation),
         system_fingerprint="alize",
+        **_filter_extras(generation),
     )
 
 
@@ -115,13 +134,14 @@ async def stream_chat(
 ) -> AsyncIterator[bytes]:
     chunk_id = f"chatcmpl-{generation.request_id[4:]}"
 
-    def chunk(choices: list[ChatChunkChoice], usage: CompletionUsage | None = None) -> bytes:
+    def chunk(choices: list[ChatChunkChoice], usage: CompletionUsage | None = None, **extras: Any) -> bytes:
         c = ChatCompletionChunk(
             id=chunk_id,
             created=generation.created,
             model=generation.deployment,
             choices=choices,
             system_fingerprint="alize",
+            **extras,
         )
         if usage is not None:
             c.usage = usage
@@ -132,7 +152,8 @@ async def stream_chat(
             [
                 ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""), finish_reason=None)
                 for i in range(n)
-            ]
+            ],
+            **_filter_extras(generation),
         )
         async for event in generation.events:
             delta = event.delta
@@ -155,6 +176,7 @@ async def stream_chat(
                 index=event.index,
                 delta=out,
                 finish_reason=str(delta.finish_reason) if delta.finish_reason else None,
+                **_choice_extras(event.filter),
             )
             if want_logprobs and delta.logprobs:
                 choice.logprobs = _logprobs(list(delta.logprobs))
@@ -173,7 +195,9 @@ async def collect_completion(generation: Generation, *, n: int, want_logprobs: b
     texts = [""] * n
     finish: list[FinishReason | None] = [None] * n
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+    reports: list[FilterReport | None] = [None] * n
     async for event in generation.events:
+        reports[event.index] = event.filter or reports[event.index]
         texts[event.index] += event.delta.text
         logprobs[event.index].extend(event.delta.logprobs)
         if event.delta.finish_reason is not None:
@@ -188,10 +212,12 @@ async def collect_completion(generation: Generation, *, n: int, want_logprobs: b
                 text=texts[i],
                 finish_reason=str(finish[i] or FinishReason.STOP),
                 logprobs=_completion_logprobs(logprobs[i]) if want_logprobs else None,
+                **_choice_extras(reports[i]),
             )
             for i in range(n)
         ],
         usage=usage_of(generation),
+        **_filter_extras(generation),
     )
 
 
@@ -205,6 +231,7 @@ def _completion_logprobs(entries: list[TokenLogprob]) -> CompletionLogprobs:
 
 async def stream_completion(generation: Generation, *, include_usage: bool) -> AsyncIterator[bytes]:
     cid = f"cmpl-{generation.request_id[4:]}"
+    prompt_extras = _filter_extras(generation)  # sent with the first chunk, as Azure does
     try:
         async for event in generation.events:
             delta = event.delta
@@ -219,9 +246,12 @@ async def stream_completion(generation: Generation, *, include_usage: bool) -> A
                         index=event.index,
                         text=delta.text,
                         finish_reason=str(delta.finish_reason) if delta.finish_reason else None,
+                        **_choice_extras(event.filter),
                     )
                 ],
+                **prompt_extras,
             )
+            prompt_extras = {}
             yield sse_data(c.to_json())
         if include_usage:
             c = Completion(id=cid, created=generation.created, model=generation.deployment, choices=[])

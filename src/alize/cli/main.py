@@ -6,6 +6,7 @@ import typer
 
 from alize.cli import chat as chat_cmd
 from alize.cli import models as models_cmd
+from alize.cli import safety as safety_cmd
 from alize.cli import serve as serve_cmd
 from alize.cli import tenancy as tenancy_cmd
 from alize.cli import users as users_cmd
@@ -16,6 +17,7 @@ app.command("chat")(chat_cmd.chat)
 app.add_typer(models_cmd.models_app, name="models")
 app.command("deploy")(models_cmd.deploy)
 app.command("undeploy")(models_cmd.undeploy)
+app.add_typer(safety_cmd.safety_app, name="safety")
 app.add_typer(tenancy_cmd.projects_app, name="projects")
 app.add_typer(tenancy_cmd.keys_app, name="keys")
 app.add_typer(tenancy_cmd.audit_app, name="audit")

@@ -2,7 +2,8 @@
 
 A deployment is a named endpoint (the ``model`` clients pass) over one catalog model, with its
 own engine settings, replica count, idle timeout and prices. Engine settings left empty take
-the server's defaults (``Settings.engine``); prices left empty take the card's.
+the server's defaults (``Settings.engine``); prices left empty take the card's. ``safety`` holds
+the deployment's content filters (:mod:`alize.safety.policy`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from alize.catalog.cards import MAX_PRICE, check_identifier, readable_problems
 from alize.errors import ValidationFailedError
+from alize.safety.policy import SafetyPolicy
 
 #: fields PATCH may change (the name and the model are what a deployment *is*)
 UPDATABLE_FIELDS = frozenset(
@@ -24,8 +26,11 @@ UPDATABLE_FIELDS = frozenset(
         "price_input_per_million",
         "price_output_per_million",
         "description",
+        "safety",
     }
 )
+#: of those, the fields that change no engine setting: applied without unloading the deployment
+LIVE_FIELDS = frozenset({"price_input_per_million", "price_output_per_million", "description", "safety"})
 
 
 class DeploymentConfig(BaseModel):
@@ -42,6 +47,7 @@ class DeploymentConfig(BaseModel):
     price_input_per_million: int | None = Field(None, ge=0, le=MAX_PRICE)
     price_output_per_million: int | None = Field(None, ge=0, le=MAX_PRICE)
     description: str = Field("", max_length=2000)
+    safety: SafetyPolicy | None = Field(None, description="input and output content filters")
 
     @field_validator("name")
     @classmethod

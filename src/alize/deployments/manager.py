@@ -24,6 +24,7 @@ from alize.domain import EngineInfo
 from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError, ModelNotFoundError
+from alize.safety.policy import SafetyPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class DeploymentSpec:
     price_output_per_million: int = 0
     #: declared in settings (recreated at each start) rather than stored in the database
     declared: bool = False
+    #: content filters on the deployment's input and output (None = not filtered)
+    safety: SafetyPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,16 @@ class DeploymentManager:
         deployment = self.get(name)
         del self._deployments[name]
         await deployment.unload()
+
+    def retune(self, spec: DeploymentSpec) -> Deployment:
+        """Swap settings that need no reload (prices, description, content filters) in place: the
+        loaded engines keep serving, and the next request sees the new settings."""
+        deployment = self.get(spec.name)
+        old = deployment.spec
+        if (spec.model_id, spec.engine, spec.replicas) != (old.model_id, old.engine, old.replicas):
+            raise ValueError(f"'{spec.name}': engine settings changed; use replace()")
+        deployment.spec = spec
+        return deployment
 
     async def replace(self, spec: DeploymentSpec) -> Deployment:
         """Swap a deployment's settings: the old engines stop, the new ones load on next use."""

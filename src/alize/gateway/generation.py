@@ -32,6 +32,7 @@ from alize.domain import (
 )
 from alize.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedFeatureError
 from alize.gateway.tools import ToolChoice, ToolPlan, may_become_call, parse_tool_call, plan_tools
+from alize.safety.policy import FilterReport
 
 
 @dataclass(slots=True)
@@ -60,6 +61,8 @@ class TextCall:
 class ChoiceEvent:
     index: int
     delta: Delta
+    #: the output filter's report, on the event that finishes a filtered choice
+    filter: FilterReport | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,10 @@ class Generation:
     headers: dict[str, str] = field(default_factory=dict)
     #: run by ``aclose`` after the events are closed (metering must happen even if never iterated)
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: choices the consumer stopped early (the output filter cut them); their engines stop
+    stopped: set[int] = field(default_factory=set)
+    #: the input filter's report, when the deployment filters its input
+    prompt_filter: FilterReport | None = None
 
     @property
     def usage(self) -> Usage:
@@ -242,7 +249,10 @@ class GenerationService:
         plan: ToolPlan | None,
         generation: Generation,
     ) -> AsyncIterator[ChoiceEvent]:
-        sources = [_choice_stream(deployment, _nth(request, i, n), i, plan, leases[i]) for i in range(n)]
+        sources = [
+            _choice_stream(deployment, _nth(request, i, n), i, plan, leases[i], generation.stopped)
+            for i in range(n)
+        ]
         try:
             merged = sources[0] if n == 1 else _merge(sources)
             async for event in merged:
@@ -283,13 +293,22 @@ def _account(generation: Generation, event: ChoiceEvent) -> None:
 
 
 async def _choice_stream(
-    deployment: Deployment, request: GenerationRequest, index: int, plan: ToolPlan | None, lease: SlotLease
+    deployment: Deployment,
+    request: GenerationRequest,
+    index: int,
+    plan: ToolPlan | None,
+    lease: SlotLease,
+    stopped: set[int],
 ) -> AsyncGenerator[ChoiceEvent, None]:
-    """One sequence, with emulated tool calls assembled; releases its slot as soon as it ends."""
+    """One sequence, with emulated tool calls assembled; releases its slot as soon as it ends
+    (or as soon as the consumer puts ``index`` in ``stopped``)."""
     stream = deployment.engine.generate(request)
     held = ""  # text withheld while it may still be a JSON tool call
     try:
         async for delta in stream:
+            if index in stopped:
+                yield ChoiceEvent(index, Delta(tokens=delta.tokens))  # generated, so metered
+                break
             if plan is None or not plan.emulated:
                 yield ChoiceEvent(index, delta)
                 continue

@@ -1,17 +1,24 @@
 """The policy pipeline around the generation service: who may run what, at what cost, and the
 one ledger row every admitted request leaves behind.
 
-Order: authorise the deployment (403) → generation validates, loads and counts prompt tokens →
-*gate*: rate limits on the key and its project (429 with ``Retry-After``), then the budget holds
-the worst case, ``prompt + n * max_tokens`` at the deployment's prices (429
-``insufficient_quota``) → wait for a slot and generate → settle.
+Order: authorise the deployment (403) → the deployment's input filter, if it has one (400
+``content_filter``, or 503 ``content_filter_error`` when the filter fails closed; PII redacted
+when the policy says so) → generation validates, loads and counts prompt tokens → *gate*: rate
+limits on the key and its project (429 with ``Retry-After``), then the budget holds the worst
+case, ``prompt + n * max_tokens`` at the deployment's prices (429 ``insufficient_quota``) →
+wait for a slot and generate, through the output filter if the deployment has one
+(:mod:`alize.gateway.output_filter`) → settle.
+
+A prompt the input filter refuses is cheap to refuse: it is judged before any model is loaded
+or any limit is consumed, and leaves a row with no tokens and no cost (status
+``content_filtered``, or ``error`` with code ``content_filter_error``).
 
 Settling happens exactly once per admitted request, whichever way it ends (finished, engine
 error, content filter, client gone, never iterated): the rate-limit lease is released with the
 actual tokens, the budget hold is replaced by the actual cost, and ``MeteringService.record``
 writes the row keyed by the request id (an idempotent insert, so even a second path could not
 add a second row). Settling is shielded from cancellation, so a disconnect cannot lose it.
-Requests refused before the gate (401/403/404/400/429) leave no row.
+Other requests refused before the gate (401/403/404/400/429) leave no row.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from alize.deployments.manager import DeploymentManager, DeploymentSpec
 from alize.domain import FinishReason, Usage
-from alize.errors import AlizeError
+from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
 from alize.gateway.budget import Reservation, cost_micros
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
 from alize.gateway.generation import (
@@ -41,9 +49,14 @@ from alize.gateway.generation import (
 from alize.gateway.keys import Principal, authorize_deployment
 from alize.gateway.limits import Lease
 from alize.gateway.metering import UsageRecord, UsageStatus
+from alize.gateway.output_filter import filter_output
+from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy
+from alize.safety.moderator import create_moderator
+from alize.safety.policy import FilterReport, SafetyPolicy
 
 log = logging.getLogger(__name__)
+_S = TypeVar("_S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +105,12 @@ class PolicyPipeline:
         tenancy: Tenancy,
         embeddings: EmbeddingsService | None = None,
         *,
+        safety: ContentSafety | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._generation = generation
+        # the classifier loads on first use, so a pipeline with no filtering deployment never pays
+        self._safety = safety or ContentSafety(create_moderator())
         self._embeddings = embeddings or EmbeddingsService(deployments)
         self._deployments = deployments
         self._tenancy = tenancy
@@ -105,14 +121,33 @@ class PolicyPipeline:
         self, call: ChatCall, caller: str, principal: Principal | None, *, project_id: str | None = None
     ) -> Generation:
         """``project_id`` bills a caller authenticated another way (a chat-page session)."""
-        return await self._run(
-            call.model, principal, lambda gate: self._generation.chat(call, caller, gate=gate), project_id
+        ticket = await self._ticket(call.model, principal, project_id)
+        policy = self._policy(call.model)
+        report: FilterReport | None = None
+        if policy is not None and policy.input is not None:
+            screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
+            call, report = replace(call, messages=screened.messages), screened.report
+        generation = await self._run(
+            ticket, principal, lambda gate: self._generation.chat(call, caller, gate=gate), policy, call.n
         )
+        generation.prompt_filter = report
+        return generation
 
     async def complete(self, call: TextCall, caller: str, principal: Principal | None) -> Generation:
-        return await self._run(
-            call.model, principal, lambda gate: self._generation.complete(call, caller, gate=gate)
+        ticket = await self._ticket(call.model, principal)
+        policy = self._policy(call.model)
+        report: FilterReport | None = None
+        if policy is not None and policy.input is not None:
+            screened = await self._screened(
+                ticket, self._safety.screen_text(policy.input, call.prompt, call.fim)
+            )
+            call = replace(call, prompt=screened.prompt, fim=screened.fim)
+            report = screened.report
+        generation = await self._run(
+            ticket, principal, lambda gate: self._generation.complete(call, caller, gate=gate), policy, call.n
         )
+        generation.prompt_filter = report
+        return generation
 
     async def embed(
         self,
@@ -144,15 +179,45 @@ class PolicyPipeline:
         while self._settling:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
+    def _policy(self, deployment: str) -> SafetyPolicy | None:
+        found = self._deployments.find(deployment)
+        return found.spec.safety if found is not None else None
+
+    async def _screened(self, ticket: _Ticket, screening: Awaitable[_S]) -> _S:
+        """Await an input screening; a refused prompt leaves a ledger row (no tokens, no cost)
+        so operators see what their filters stop, then the error goes to the client."""
+        try:
+            return await screening
+        except (ContentFilterError, ContentFilterUnavailableError) as exc:
+            filtered = isinstance(exc, ContentFilterError)
+            deployment = self._deployments.find(ticket.model)
+            await self._tenancy.metering.record(
+                UsageRecord(
+                    request_id="req_" + uuid.uuid4().hex,
+                    project_id=ticket.project_id,
+                    key_id=ticket.key_id,
+                    deployment=ticket.model,
+                    model=deployment.spec.model_id if deployment is not None else ticket.model,
+                    status=UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    cached_tokens=0,
+                    cost_micros=0,
+                    error_code=exc.code,
+                    latency_ms=max(0, int((self._clock() - ticket.started) * 1000)),
+                    ttft_ms=None,
+                )
+            )
+            raise
+
     async def _run(
         self,
-        model: str,
+        ticket: _Ticket,
         principal: Principal | None,
         start: Callable[[Gate], Awaitable[Generation]],
-        project_id: str | None = None,
+        policy: SafetyPolicy | None,
+        n: int,
     ) -> Generation:
-        ticket = await self._ticket(model, principal, project_id)
-
         async def gate(planned: Planned) -> None:
             await self._admit(ticket, principal, planned)
 
@@ -163,7 +228,12 @@ class PolicyPipeline:
             raise
         if ticket.lease is not None:
             generation.headers.update(ticket.lease.headers)
-        generation.events = self._observe(ticket, generation, generation.events)
+        events = generation.events
+        if policy is not None and policy.output is not None:
+            events = filter_output(
+                generation, events, self._safety, policy.output, window_tokens=policy.window_tokens, n=n
+            )
+        generation.events = self._observe(ticket, generation, events)
         generation.on_close.append(
             lambda: self._settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
         )

@@ -1,0 +1,101 @@
+"""``POST /v1/moderations`` (OpenAI and Mistral shapes) and ``POST /v1/chat/moderations`` (Mistral).
+
+OpenAI and Mistral use the same path with different category sets, so the reply's shape follows
+the ``model`` the client names, the way each vendor's documentation has its clients call it:
+
+* ``mistral-moderation-latest`` (any ``mistral-moderation-*``): Mistral's shape, nine categories;
+* no model, ``alize-moderation-1``, ``omni-moderation-*`` or ``text-moderation-*``: OpenAI's
+  shape, thirteen categories with ``flagged``;
+* anything else: 404 ``model_not_found`` (never a silent fallback).
+
+The classifier runs in a worker thread; inputs are capped in count and size
+(``Settings.safety``). Moderation calls are not billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from alize.api.auth import InferenceDep
+from alize.api.deps import Services, ServicesDep
+from alize.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+from alize.protocol.moderation import (
+    MistralChatModerationRequest,
+    OpenAIModerationRequest,
+    dump,
+)
+from alize.safety.moderator import ModerationResult
+from alize.safety.render import DEFAULT_MODEL, to_mistral, to_openai
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["moderations"])
+
+MISTRAL_MODEL = "mistral-moderation-latest"
+OPENAI_PREFIXES = ("omni-moderation", "text-moderation")
+
+
+def _dialect(model: str | None) -> str:
+    if model is None or model == DEFAULT_MODEL or model.startswith(OPENAI_PREFIXES):
+        return "openai"
+    if model.startswith("mistral-moderation"):
+        return "mistral"
+    raise ModelNotFoundError(model)
+
+
+def _check_size(services: Services, count: int, chars: int) -> None:
+    limits = services.settings.safety
+    if count == 0:
+        raise InvalidRequestError("input must not be empty", param="input")
+    if count > limits.max_inputs:
+        raise InvalidRequestError(f"at most {limits.max_inputs} inputs per call", param="input")
+    if chars > limits.max_input_chars:
+        raise PayloadTooLargeError(
+            f"inputs hold {chars} characters; at most {limits.max_input_chars} per call", param="input"
+        )
+
+
+async def _results(classify: Callable[[], list[ModerationResult]]) -> list[ModerationResult]:
+    try:
+        return await asyncio.to_thread(classify)
+    except Exception as exc:
+        log.error("the moderation classifier failed: %s: %s", type(exc).__name__, exc)
+        raise ServiceUnavailableError(
+            f"the moderation classifier is unavailable ({type(exc).__name__})", code="classifier_unavailable"
+        ) from None
+
+
+@router.post("/v1/moderations", summary="Classify texts (OpenAI or Mistral shape, by model)")
+async def moderations(
+    body: OpenAIModerationRequest, services: ServicesDep, principal: InferenceDep
+) -> JSONResponse:
+    dialect = _dialect(body.model)
+    texts = body.texts()
+    _check_size(services, len(texts), sum(len(t) for t in texts))
+    results = await _results(lambda: services.moderator.classify(texts))
+    if dialect == "mistral":
+        return JSONResponse(dump(to_mistral(results, body.model)))
+    return JSONResponse(dump(to_openai(results, body.model)))
+
+
+@router.post("/v1/chat/moderations", summary="Classify conversations (Mistral shape)")
+async def chat_moderations(
+    body: MistralChatModerationRequest, services: ServicesDep, principal: InferenceDep
+) -> JSONResponse:
+    if body.model is not None and body.model != DEFAULT_MODEL and _dialect(body.model) != "mistral":
+        raise ModelNotFoundError(body.model)
+    conversations = [[m.text() for m in conv] for conv in body.conversations()]
+    _check_size(services, len(conversations), sum(len(t) for conv in conversations for t in conv))
+    if any(not conv for conv in conversations):
+        raise InvalidRequestError("every conversation needs at least one message", param="input")
+    results = await _results(lambda: services.moderator.classify_conversations(conversations))
+    return JSONResponse(dump(to_mistral(results, body.model)))

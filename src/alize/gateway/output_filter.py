@@ -1,0 +1,133 @@
+"""The streamed output filter: generated text is checked in windows and released only once checked.
+
+Per choice, text is held back until ``window_tokens`` tokens have accumulated (or the choice
+finishes); the window is then classified together with the tail of what was already released
+(``CONTEXT_CHARS``, so a passage split across two windows is judged whole), and
+
+* passes → released to the client (PII redacted first when the policy redacts);
+* is blocked → nothing of it is released, the choice ends with ``finish_reason:
+  "content_filter"`` and its report, and its engine sequence is stopped at once.
+
+**The cut bound.** Released text lags generation by fewer than ``window_tokens`` tokens. When a
+check flags, the client has received none of the flagged window, and the engine is stopped
+before it produces another token for that choice (one more may already be in flight: it is
+metered, never shown). So a violating passage is cut within ``window_tokens`` tokens of the
+first window that reveals it, and everything generated until the cut is metered.
+
+**Redaction while streaming.** An identifier can straddle two windows. When the policy
+redacts, the last ``PII_HOLD_CHARS`` characters of a checked window are held until the next
+one (and the cut is moved before any identifier that crosses it), so every identifier is
+complete, and therefore detected, before any of it is released (identifiers up to 96
+characters; the longest structured one, an IBAN written with spaces, has 42; the cut also falls
+on a space, so an e-mail address is never split). Logprobs are not sent while redacting (they would spell the
+identifier out).
+
+Tool calls (native or emulated) are checked with the finishing window, as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from alize.domain import Delta, FinishReason, TokenLogprob
+from alize.gateway.generation import ChoiceEvent, Generation
+from alize.gateway.safety import ContentSafety
+from alize.safety.pii import detect, redact
+from alize.safety.policy import FilterPolicy, FilterReport, merge
+
+#: characters of released text classified again with each new window
+CONTEXT_CHARS = 400
+#: characters held back at the end of a window when redacting (longer than any identifier)
+PII_HOLD_CHARS = 96
+
+
+@dataclass(slots=True)
+class _ChoiceState:
+    pending: str = ""
+    pending_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    released_tail: str = ""
+    report: FilterReport | None = None
+    done: bool = False
+
+
+def _release_point(pending: str, finishing: bool) -> int:
+    """Where redacted text may be cut: before the held tail, at a space, before any identifier
+    that crosses the cut."""
+    if finishing:
+        return len(pending)
+    cut = max(0, len(pending) - PII_HOLD_CHARS)
+    space = pending.rfind(" ", 0, cut + 1) if cut else -1
+    if space >= 0:
+        cut = space + 1  # never split a word (an e-mail address has no space in it)
+    for span in detect(pending):
+        if span.start < cut < span.end:
+            cut = span.start
+    return cut
+
+
+async def filter_output(
+    generation: Generation,
+    events: AsyncIterator[ChoiceEvent],
+    safety: ContentSafety,
+    policy: FilterPolicy,
+    *,
+    window_tokens: int,
+    n: int,
+) -> AsyncIterator[ChoiceEvent]:
+    """``events`` with every choice's text checked in windows (see the module docstring)."""
+    states = [_ChoiceState() for _ in range(n)]
+    try:
+        async for event in events:
+            state = states[event.index]
+            if state.done:
+                continue  # tokens of a cut choice still in flight: metered upstream, never shown
+            delta = event.delta
+            finishing = delta.finish_reason is not None
+            state.pending += delta.text
+            state.pending_tokens += delta.tokens
+            if not policy.redacts:
+                state.logprobs.extend(delta.logprobs)
+            if not finishing and (state.pending_tokens < window_tokens or not state.pending.strip()):
+                continue
+            calls = " ".join(f"{c.name} {c.arguments}" for c in delta.tool_calls)
+            checked = state.released_tail + state.pending + (" " + calls if calls else "")
+            report = await safety.screen(policy, [checked])
+            state.report = merge(state.report, report)
+            if report.blocked:
+                state.done = True
+                generation.stopped.add(event.index)
+                yield ChoiceEvent(
+                    event.index,
+                    Delta(finish_reason=FinishReason.CONTENT_FILTER, usage=delta.usage),
+                    filter=state.report,
+                )
+                if all(s.done for s in states):
+                    return
+                continue
+            text = state.pending
+            if policy.redacts:
+                cut = _release_point(text, finishing)
+                text, state.pending = redact(text[:cut]), text[cut:]
+            else:
+                state.pending = ""
+            state.pending_tokens = 0
+            state.released_tail = (state.released_tail + text)[-CONTEXT_CHARS:]
+            logprobs, state.logprobs = tuple(state.logprobs), []
+            state.done = finishing
+            yield ChoiceEvent(
+                event.index,
+                Delta(
+                    text=text,
+                    tool_calls=delta.tool_calls,
+                    logprobs=logprobs,
+                    finish_reason=delta.finish_reason,
+                    usage=delta.usage,
+                ),
+                filter=state.report if finishing else None,
+            )
+    finally:
+        closer = getattr(events, "aclose", None)
+        if closer is not None:
+            await closer()

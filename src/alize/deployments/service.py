@@ -23,7 +23,7 @@ from alize.catalog.cards import ModelCard, RemoteSource
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import DeploymentSettings, Settings
-from alize.deployments.config import UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
+from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
 from alize.deployments.lifecycle import estimate_memory
 from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec
 from alize.engines.base import EngineConfig
@@ -111,6 +111,8 @@ class DeploymentService:
                 "parallel": engine.parallel,
                 "ctx_per_slot": engine.ctx_per_slot,
                 "description": config.description,
+                # callers see which filters apply to them (the policy holds no secret)
+                "safety": config.safety.model_dump(mode="json") if config.safety else None,
             },
         )
         return DeploymentSpec(
@@ -129,6 +131,7 @@ class DeploymentService:
             price_input_per_million=price_in,
             price_output_per_million=price_out,
             declared=declared,
+            safety=config.safety,
         )
 
     async def _checked_card(self, config: DeploymentConfig) -> ModelCard:
@@ -160,6 +163,7 @@ class DeploymentService:
             ctx_per_slot=declared.ctx_per_slot,
             replicas=declared.replicas,
             idle_timeout_s=declared.idle_timeout_s,
+            safety=declared.safety,
         )
         self._configs[declared.name] = config
         # a non-default engine kind (e.g. a scripted test engine) is taken as declared
@@ -238,7 +242,10 @@ class DeploymentService:
         spec = await self._spec(config, card, declared=False)
         async with self._db.transaction() as session:
             await DeploymentRepository(session).upsert(config.name, config.model, config.stored(), _now())
-        deployment = await self._manager.replace(spec)
+        if set(changes) <= LIVE_FIELDS:
+            deployment = self._manager.retune(spec)  # prices, description, filters: no reload
+        else:
+            deployment = await self._manager.replace(spec)
         self._configs[name] = config
         return deployment
 
@@ -302,6 +309,7 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         "prices_from_card": config.price_input_per_million is None
         and config.price_output_per_million is None,
         "description": config.description,
+        "safety": config.safety.model_dump(mode="json") if config.safety else None,
         "declared": spec.declared,
         "created": spec.created,
         "state": {

@@ -136,13 +136,6 @@ class DeploymentService:
 
     async def _checked_card(self, config: DeploymentConfig) -> ModelCard:
         card = await self._catalog.get(config.model)
-        if card.engine == "torch" and "embeddings" not in card.tasks:
-            raise InvalidRequestError(
-                f"'{card.id}' is a Hugging Face text-generation folder; the PyTorch engine serves "
-                "embeddings models only. Convert it to GGUF and add that file to serve it with llama.cpp",
-                param="model",
-                code="unsupported_model",
-            )
         if config.ctx_per_slot is not None and config.ctx_per_slot > card.context_length:
             raise InvalidRequestError(
                 f"ctx_per_slot {config.ctx_per_slot} is more than '{card.id}' supports "

@@ -1,9 +1,14 @@
-"""The PyTorch engine: Hugging Face folders through ``transformers``, for sentence embeddings.
+"""The PyTorch engine: Hugging Face folders through ``transformers``.
 
-It serves encoder models the way sentence-transformers does for all-MiniLM-L6-v2: tokenize
-(truncating at the model's ``max_seq_length``), run the encoder, mean-pool the token vectors under
-the attention mask, and L2-normalise, so cosine similarity is a dot product. Generation is not
-offered here (text models are served by llama.cpp from GGUF files).
+Two kinds of folders, told apart by ``config.json``'s architecture:
+
+* encoders (``*Model``, sentence-transformers folders) serve embeddings the way
+  sentence-transformers does for all-MiniLM-L6-v2: tokenize (truncating at the model's
+  ``max_seq_length``), run the encoder, mean-pool the token vectors under the attention mask, and
+  L2-normalise, so cosine similarity is a dot product;
+* causal language models (``*ForCausalLM``) generate text, streamed token by token with the
+  tokenizer's chat template (:mod:`alize.engines.torch_generate`), at most ``parallel``
+  sequences at a time, each in its own worker thread.
 
 Weights are only ever read from the folder on disk (``local_files_only``, ``HF_HUB_OFFLINE``):
 nothing is downloaded at run time. The model runs in a worker thread (``asyncio.to_thread``),
@@ -18,11 +23,13 @@ import gc
 import json
 import os
 from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig
+from alize.engines.torch_generate import CausalLM, Decoder, stream
 from alize.errors import EngineUnavailableError, InvalidRequestError, UnsupportedFeatureError
 
 #: inputs encoded together in one forward pass (bounds the padded batch's memory)
@@ -40,18 +47,36 @@ def _max_seq_length(folder: Path, config: dict[str, Any]) -> int:
     return value if isinstance(value, int) and value > 0 else 512
 
 
+def _prepare(threads: int) -> None:
+    """Offline for good (weights come from the folder only), quiet, and ``threads`` CPU threads."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a log is no terminal
+    torch.set_num_threads(max(1, threads))
+
+
+def _is_causal_lm(folder: Path) -> bool:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    archs = config.get("architectures") or []
+    return bool(archs) and isinstance(archs[0], str) and archs[0].endswith("ForCausalLM")
+
+
+def _load_causal_lm(folder: Path, threads: int) -> CausalLM:
+    _prepare(threads)
+    return CausalLM(folder, json.loads((folder / "config.json").read_text(encoding="utf-8")))
+
+
 class _Loaded:
     """The tokenizer and model, touched only from worker threads."""
 
     def __init__(self, folder: Path, threads: int) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        _prepare(threads)
         import torch
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a log is no terminal
-        torch.set_num_threads(max(1, threads))
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
@@ -92,6 +117,8 @@ class TorchEngine(Engine):
         self._config = config
         self._folder = Path(config.model_path)
         self._loaded: _Loaded | None = None
+        self._lm: CausalLM | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._info: EngineInfo | None = None
         self._lock = asyncio.Lock()
 
@@ -108,6 +135,8 @@ class TorchEngine(Engine):
             if not (self._folder / "config.json").is_file():
                 raise EngineUnavailableError(f"'{self._folder}' is not a Hugging Face model folder")
             try:
+                if await asyncio.to_thread(_is_causal_lm, self._folder):
+                    return await self._start_generator()
                 loaded = await asyncio.to_thread(_Loaded, self._folder, self._config.threads)
             except ImportError as exc:
                 raise EngineUnavailableError(
@@ -126,9 +155,25 @@ class TorchEngine(Engine):
             )
             return self._info
 
+    async def _start_generator(self) -> EngineInfo:
+        cfg = self._config
+        lm = await asyncio.to_thread(_load_causal_lm, self._folder, cfg.threads)
+        self._lm = lm
+        self._executor = ThreadPoolExecutor(cfg.parallel, thread_name_prefix="alize-torch-gen")
+        self._info = EngineInfo(
+            context_length=min(lm.context_length, cfg.ctx_per_slot),
+            max_sequences=cfg.parallel,
+            supports_chat=lm.has_chat_template,
+            architecture=lm.architecture,
+        )
+        return self._info
+
     async def stop(self) -> None:
         async with self._lock:
-            self._loaded, self._info = None, None
+            executor, self._executor = self._executor, None
+            if executor is not None:  # queued sequences are dropped; running ones see their flag
+                executor.shutdown(wait=False, cancel_futures=True)
+            self._loaded, self._lm, self._info = None, None, None
             gc.collect()
 
     def _ready(self) -> _Loaded:
@@ -137,18 +182,30 @@ class TorchEngine(Engine):
         return self._loaded
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        raise UnsupportedFeatureError(
-            "this deployment serves an embeddings model; use /v1/embeddings", param="model"
-        )
-        yield Delta()  # pragma: no cover - makes this an async generator
+        lm, executor = self._lm, self._executor
+        if lm is None or executor is None:
+            self._ready()  # not loaded at all: 503
+            raise UnsupportedFeatureError(
+                "this deployment serves an embeddings model; use /v1/embeddings", param="model"
+            )
+        prompt = await asyncio.to_thread(lm.prompt_ids, request)
+        async for delta in stream(Decoder(lm), executor, request, prompt):
+            yield delta
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        if self._lm is not None:
+            return len(await asyncio.to_thread(self._lm.prompt_ids, request))
         text = request.prompt or "\n".join(m.content or "" for m in request.messages)
         counts = await asyncio.to_thread(self._ready().token_counts, [text])
         return counts[0]
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """Vectors for ``texts``; an input longer than the model takes is refused, not cut."""
+        if self._lm is not None:
+            raise UnsupportedFeatureError(
+                "this deployment serves a generative model; use an embeddings model for /v1/embeddings",
+                param="model",
+            )
         loaded = self._ready()
         counts = await asyncio.to_thread(loaded.token_counts, texts)
         limit = self.info.context_length

@@ -1,0 +1,121 @@
+"""A Hugging Face text-generation folder on a live server: a tiny random Llama written by the test
+is added through the admin API, deployed on the PyTorch engine, and chatted with through the
+official ``openai`` SDK, streamed and not; then undeployed. The text is gibberish, so the checks
+are on structure: usage, finish reasons, max_tokens, stop strings, metering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from tests.e2e.server import LiveServer, live_server
+from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+from tests.fixtures.tiny_hf import write_tiny_causal_lm
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("torch-generate")
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path) -> Iterator[LiveServer]:
+    tiny = write_tiny_llama_gguf(workdir / "tiny.gguf")
+    env = {
+        "ALIZE_DEPLOYMENTS": json.dumps([{"name": "tiny-local", "model_path": str(tiny)}]),
+        "ALIZE_DEFAULT_MODEL": "tiny-local",
+        "ALIZE_ENGINE__PARALLEL": "2",
+        "ALIZE_ENGINE__CTX_PER_SLOT": "256",
+        "ALIZE_ENGINE__THREADS": "1",
+        "ALIZE_CHAT__ENABLED": "false",
+    }
+    with live_server(workdir, env) as s:
+        yield s
+
+
+def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=120)
+
+
+def test_an_hf_folder_is_added_deployed_chatted_with_and_undeployed(
+    server: LiveServer, workdir: Path
+) -> None:
+    folder = write_tiny_causal_lm(workdir / "tiny-hf-llama")
+    added = admin(server, "POST", "/models", {"path": str(folder), "id": "tiny-hf"})
+    assert added.status_code == 201, added.text
+    card = added.json()
+    assert card["engine"] == "torch" and card["tasks"] == ["chat", "completion"]
+    assert card["architecture"] == "LlamaForCausalLM" and card["context_length"] == 512
+    deployed = admin(
+        server,
+        "POST",
+        "/deployments",
+        {"name": "tiny-hf", "model": "tiny-hf", "parallel": 2, "price_output_per_million": 1_000_000},
+    )
+    assert deployed.status_code == 201, deployed.text
+    client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
+    messages: Any = [{"role": "user", "content": "Count from one to ten."}]
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny-hf", messages=messages, max_tokens=10, temperature=0.8, seed=7
+    )
+    assert "x-alize-cold-start-ms" in raw.headers  # loaded on first use
+    reply = raw.parse()
+    assert reply.model == "tiny-hf" and reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 10
+    assert reply.usage.prompt_tokens > 8  # ChatML markers + the message
+    row = admin(server, "GET", f"/usage/requests/{raw.headers['x-request-id']}").json()
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_micros"]) == (
+        reply.usage.prompt_tokens,
+        10,
+        10,
+    )
+
+    stream = client.chat.completions.create(
+        model="tiny-hf",
+        messages=messages,
+        max_tokens=10,
+        temperature=0.8,
+        seed=7,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) > 1  # token by token, not one blob
+    assert "".join(content) == reply.choices[0].message.content  # same seed, same sample
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "length"
+    ]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
+
+    text = reply.choices[0].message.content or ""
+    candidates = [i for i in range(2, len(text) - 2) if text[i : i + 2].isalpha()]
+    if candidates:  # cut the same sample at a stop string taken from its middle
+        stop = text[candidates[0] : candidates[0] + 2]
+        stopped = client.chat.completions.create(
+            model="tiny-hf", messages=messages, max_tokens=10, temperature=0.8, seed=7, stop=[stop]
+        )
+        assert stopped.choices[0].message.content == text[: text.find(stop)]
+        assert stopped.choices[0].finish_reason == "stop"
+
+    completion = client.completions.create(model="tiny-hf", prompt="The quick", max_tokens=4, temperature=0)
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="tiny-hf", messages=messages, max_tokens=4, response_format={"type": "json_object"}
+        )
+    assert "llama.cpp" in refused.value.message
+
+    gone = admin(server, "DELETE", "/deployments/tiny-hf")
+    assert gone.status_code == 200, gone.text
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="tiny-hf", messages=messages, max_tokens=2)

@@ -1,0 +1,139 @@
+"""Text generation on the PyTorch engine with a tiny random Llama folder built by the test: exact
+usage, max_tokens, seeded sampling, stop strings, logprobs, bounded concurrency and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from tests.fixtures.tiny_hf import write_tiny_causal_lm
+
+from alize.domain import Delta, FinishReason, GenerationRequest, Message, SamplingParams
+from alize.engines.base import EngineConfig
+from alize.engines.torch import TorchEngine
+from alize.errors import UnsupportedFeatureError
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_causal_lm(tmp_path_factory.mktemp("tiny-hf") / "tiny-llama")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(folder: Path) -> AsyncIterator[TorchEngine]:
+    eng = TorchEngine(EngineConfig(kind="torch", model_path=folder, threads=1, parallel=2, ctx_per_slot=256))
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+def chat(max_tokens: int = 24, **params: object) -> GenerationRequest:
+    return GenerationRequest(
+        request_id="r",
+        params=SamplingParams(max_tokens=max_tokens, **params),  # type: ignore[arg-type]
+        messages=(Message(role="system", content="Be brief."), Message(role="user", content="Count to ten.")),
+    )
+
+
+async def run(engine: TorchEngine, request: GenerationRequest) -> list[Delta]:
+    return [d async for d in engine.generate(request)]
+
+
+def text_of(deltas: list[Delta]) -> str:
+    return "".join(d.text for d in deltas)
+
+
+async def test_info_describes_a_chat_model(engine: TorchEngine) -> None:
+    info = engine.info
+    assert info.supports_chat and not info.supports_embeddings and not info.supports_fim
+    assert info.context_length == 256 and info.max_sequences == 2
+    assert info.architecture == "LlamaForCausalLM"
+
+
+async def test_usage_is_exact_and_max_tokens_honoured(engine: TorchEngine) -> None:
+    request = chat(max_tokens=12, temperature=1.0, seed=3)
+    prompt_tokens = await engine.count_prompt_tokens(request)
+    deltas = await run(engine, request)
+    final = deltas[-1]
+    assert final.finish_reason is FinishReason.LENGTH and final.usage is not None
+    assert final.usage.prompt_tokens == prompt_tokens > 10  # the ChatML template is counted
+    assert final.usage.completion_tokens == 12 == sum(d.tokens for d in deltas)
+    assert all(d.usage is None for d in deltas[:-1]) and len(deltas) > 2  # streamed, not one blob
+
+
+async def test_a_seed_reproduces_a_sample_and_greedy_is_deterministic(engine: TorchEngine) -> None:
+    first = text_of(await run(engine, chat(temperature=1.0, top_p=0.9, seed=11)))
+    again = text_of(await run(engine, chat(temperature=1.0, top_p=0.9, seed=11)))
+    other = text_of(await run(engine, chat(temperature=1.0, top_p=0.9, seed=12)))
+    assert first == again and first != other
+    assert text_of(await run(engine, chat(temperature=0))) == text_of(await run(engine, chat(temperature=0)))
+
+
+async def test_a_stop_string_ends_the_reply_before_it(engine: TorchEngine) -> None:
+    full = text_of(await run(engine, chat(max_tokens=40, temperature=1.0, seed=5)))
+    printable = [i for i in range(4, len(full) - 3) if full[i : i + 2].isalpha()]
+    assert printable, full
+    stop = full[printable[0] : printable[0] + 2]
+    deltas = await run(engine, chat(max_tokens=40, temperature=1.0, seed=5, stop=("\x00never", stop)))
+    assert text_of(deltas) == full[: full.find(stop)]
+    final = deltas[-1]
+    assert final.finish_reason is FinishReason.STOP and final.usage is not None
+    assert final.usage.completion_tokens < 40
+
+
+async def test_raw_prompts_logprobs_and_refusals(engine: TorchEngine) -> None:
+    raw = GenerationRequest(
+        "r", SamplingParams(max_tokens=5, temperature=0, logprobs=True, top_logprobs=2), prompt="The quick"
+    )
+    deltas = await run(engine, raw)
+    logprobs = [lp for d in deltas for lp in d.logprobs]
+    assert len(logprobs) == 5 and all(len(lp.top_logprobs) == 2 and lp.logprob <= 0 for lp in logprobs)
+    assert logprobs[0].top_logprobs[0].logprob == logprobs[0].logprob  # greedy takes the best
+    assert await engine.count_prompt_tokens(raw) == deltas[-1].usage.prompt_tokens  # type: ignore[union-attr]
+    with pytest.raises(UnsupportedFeatureError, match=r"llama\.cpp"):
+        await run(engine, chat(json_schema={"type": "object"}))
+    with pytest.raises(UnsupportedFeatureError):
+        await engine.embed(["text"])
+
+
+def generation_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("alize-torch-gen"))
+
+
+async def test_concurrency_is_bounded_and_closing_early_frees_the_thread(folder: Path) -> None:
+    engine = TorchEngine(
+        EngineConfig(kind="torch", model_path=folder, threads=1, parallel=1, ctx_per_slot=512)
+    )
+    before = generation_threads()  # the module's engine has its own
+    await engine.start()
+    try:
+        # two sequences on a one-sequence engine: the second starts only when the first ends
+        both = await asyncio.gather(
+            run(engine, chat(max_tokens=30, seed=1)), run(engine, chat(max_tokens=30, seed=2))
+        )
+        assert [d[-1].usage.completion_tokens for d in both] == [30, 30]  # type: ignore[union-attr]
+        assert generation_threads() <= before + 1
+
+        stream = engine.generate(chat(max_tokens=450, temperature=1.0, seed=4))
+        received = 0
+        async for delta in stream:
+            received += delta.tokens
+            if received >= 3:
+                break
+        started = time.perf_counter()
+        await stream.aclose()  # returns once the worker thread has left its loop
+        assert time.perf_counter() - started < 2
+        # the single slot is free at once: a new request does not wait for 450 tokens
+        started = time.perf_counter()
+        quick = await run(engine, chat(max_tokens=3))
+        assert quick[-1].usage is not None and quick[-1].usage.completion_tokens == 3
+        assert time.perf_counter() - started < 5
+    finally:
+        await engine.stop()

@@ -80,9 +80,7 @@ async def _run(
     generation: Generation | None = None,
 ) -> list[ChoiceEvent]:
     generation = generation or _generation()
-    return [
-        e async for e in filter_output(generation, events, safety, policy, window_tokens=window, n=n)
-    ]
+    return [e async for e in filter_output(generation, events, safety, policy, window_tokens=window, n=n)]
 
 
 def _words(count: int, start: int = 0) -> list[str]:
@@ -121,10 +119,9 @@ async def test_pii_is_redacted_even_when_it_straddles_windows() -> None:
         "FR76 3000 6000 0112 3456 7890 189 and that is all you need to know about the transfer."
     )
     words = [w + " " for w in text.split()]
+    policy = FilterPolicy.model_validate({"pii": "redact"})
     for window in (1, 2, 3, 5):
-        out = await _run(
-            Source(words).events(), RuleSafety(), FilterPolicy.model_validate({"pii": "redact"}), window=window
-        )
+        out = await _run(Source(words).events(), RuleSafety(), policy, window=window)
         chunks = [e.delta.text for e in out]
         assert "".join(chunks) == redact("".join(words)), window
         assert "[EMAIL]" in "".join(chunks) and "[IBAN]" in "".join(chunks)

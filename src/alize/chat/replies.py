@@ -24,8 +24,8 @@ from alize.chat.language import LanguageGuesser
 from alize.chat.prompting import system_prompt, turn_messages
 from alize.config import ChatSettings
 from alize.deployments.manager import DeploymentManager
-from alize.domain import SamplingParams
-from alize.errors import AlizeError, InvalidRequestError, NotFoundError
+from alize.domain import FinishReason, SamplingParams
+from alize.errors import AlizeError, ContentFilterError, InvalidRequestError, NotFoundError
 from alize.gateway.generation import ChatCall, Generation
 from alize.gateway.pipeline import PolicyPipeline
 
@@ -97,6 +97,11 @@ class ReplyRun:
             if event.delta.text:
                 self.text += event.delta.text
                 yield {"type": "delta", "text": event.delta.text}
+            if event.delta.finish_reason == FinishReason.CONTENT_FILTER:
+                # the deployment's output filter cut the reply: say so, keep what was shown
+                raise ContentFilterError(
+                    "The rest of this reply was withheld by the content filter of this model."
+                )
         self.done = True
 
     async def finish(self) -> MessageInfo | None:

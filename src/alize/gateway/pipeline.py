@@ -191,9 +191,11 @@ class PolicyPipeline:
         except (ContentFilterError, ContentFilterUnavailableError) as exc:
             filtered = isinstance(exc, ContentFilterError)
             deployment = self._deployments.find(ticket.model)
+            request_id = "req_" + uuid.uuid4().hex
+            exc.headers["x-request-id"] = request_id  # the client can look its row up
             await self._tenancy.metering.record(
                 UsageRecord(
-                    request_id="req_" + uuid.uuid4().hex,
+                    request_id=request_id,
                     project_id=ticket.project_id,
                     key_id=ticket.key_id,
                     deployment=ticket.model,

@@ -171,6 +171,33 @@ def test_three_deployments_over_two_models_answer_concurrently(server: LiveServe
     assert {"tiny-fast", "tiny-wide", "smollm2-135m-instruct", "all-minilm-l6-v2"} <= listed
 
 
+def test_bench_measures_a_model_and_its_card_shows_the_figures(server: LiveServer, tiny_path: Path) -> None:
+    if admin(server, "GET", "/models/tiny").status_code == 404:
+        assert admin(server, "POST", "/models", {"path": str(tiny_path), "id": "tiny"}).status_code == 201
+    if admin(server, "GET", "/deployments/tiny-fast").status_code == 404:
+        assert (
+            admin(server, "POST", "/deployments", {"name": "tiny-fast", "model": "tiny"}).status_code == 201
+        )
+    assert admin(server, "GET", "/models/tiny").json()["measured"] is None
+    done = cli(
+        server, "models", "bench", "tiny", "--runs", "2", "--prompt-tokens", "200", "--decode-tokens", "16"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "prefill" in done.stdout and "decode" in done.stdout and "tokens/s" in done.stdout
+    measured = admin(server, "GET", "/models/tiny").json()["measured"]
+    assert measured["prefill_tokens_per_second"] > 0 and measured["decode_tokens_per_second"] > 0
+    assert measured["runs"] == 2 and measured["engine"] == "llamacpp" and measured["threads"] >= 1
+    with openai.OpenAI(base_url=server.v1, api_key="x") as client:
+        listed = {m.id: m for m in client.models.list().data}
+    card = listed["tiny-fast"].model_extra["card"]  # type: ignore[index]
+    assert card["measured"] == measured and card["tokens_per_second"] == measured["decode_tokens_per_second"]
+    assert "prefill" in httpx.get(server.url + "/catalog", timeout=30).text
+    refused = admin(server, "POST", "/models/tiny/benchmark", {"runs": 0})
+    assert refused.status_code == 422, refused.text
+    missing = admin(server, "POST", "/models/nope/benchmark")
+    assert missing.status_code == 404, missing.text
+
+
 def test_catalog_page_renders_escaped_cards(server: LiveServer) -> None:
     page = httpx.get(server.url + "/catalog", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

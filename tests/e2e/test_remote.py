@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,6 +63,12 @@ def front(tmp_path_factory: pytest.TempPathFactory, upstream_key: str) -> Iterat
         yield server
 
 
+@pytest.fixture
+def client(front: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=front.v1, api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
+
+
 def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
     return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=60)
 
@@ -104,14 +109,13 @@ def totals(server: LiveServer, deployment: str, headers: dict[str, str]) -> tupl
 
 
 def test_a_remote_card_is_deployed_served_metered_and_undeployed(
-    front: LiveServer, upstream: LiveServer, upstream_key: str
+    front: LiveServer, upstream: LiveServer, upstream_key: str, client: openai.OpenAI
 ) -> None:
     added = admin(front, "POST", "/models", {"card": remote_card(upstream, "smol-remote", KEY_ENV)})
     assert added.status_code == 201, added.text
     assert added.json()["engine"] == "remote"
     deployed = admin(front, "POST", "/deployments", {"name": "smol-remote", "model": "smol-remote"})
     assert deployed.status_code == 201, deployed.text
-    client = openai.OpenAI(base_url=front.v1, api_key="unused", max_retries=0, timeout=120)
     messages: Any = [{"role": "user", "content": "Name three colours."}]
 
     raw = client.chat.completions.with_raw_response.create(
@@ -190,14 +194,13 @@ def test_a_remote_card_is_deployed_served_metered_and_undeployed(
 
 
 def test_a_missing_key_or_an_unreachable_upstream_is_a_clear_503(
-    front: LiveServer, upstream: LiveServer, tmp_path: Path
+    front: LiveServer, upstream: LiveServer, client: openai.OpenAI
 ) -> None:
     card = remote_card(upstream, "smol-nokey", "ALIZE_E2E_NOT_SET")
     assert admin(front, "POST", "/models", {"card": card}).status_code == 201
     assert (
         admin(front, "POST", "/deployments", {"name": "smol-nokey", "model": "smol-nokey"}).status_code == 201
     )
-    client = openai.OpenAI(base_url=front.v1, api_key="unused", max_retries=0, timeout=60)
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="smol-nokey", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 503

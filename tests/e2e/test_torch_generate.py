@@ -40,12 +40,18 @@ def server(workdir: Path) -> Iterator[LiveServer]:
         yield s
 
 
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
+
+
 def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
     return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=120)
 
 
 def test_an_hf_folder_is_added_deployed_chatted_with_and_undeployed(
-    server: LiveServer, workdir: Path
+    server: LiveServer, workdir: Path, client: openai.OpenAI
 ) -> None:
     folder = write_tiny_causal_lm(workdir / "tiny-hf-llama")
     added = admin(server, "POST", "/models", {"path": str(folder), "id": "tiny-hf"})
@@ -60,7 +66,6 @@ def test_an_hf_folder_is_added_deployed_chatted_with_and_undeployed(
         {"name": "tiny-hf", "model": "tiny-hf", "parallel": 2, "price_output_per_million": 1_000_000},
     )
     assert deployed.status_code == 201, deployed.text
-    client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
     messages: Any = [{"role": "user", "content": "Count from one to ten."}]
 
     raw = client.chat.completions.with_raw_response.create(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
 from alize.catalog.cards import ModelCard
+from alize.deployments.benchmark import BenchmarkPlan
 from alize.deployments.service import deployment_view
 from alize.errors import InvalidRequestError, PermissionDeniedError
 from alize.gateway.keys import Principal
@@ -75,6 +76,32 @@ async def add_model(body: AddModel, services: ServicesDep, principal: AdminDep) 
         services.tenancy.audit, principal, "model.create", card.id, {"source": card.source.kind}
     )
     return JSONResponse(_model_json(card, services), status_code=201)
+
+
+class Benchmark(BaseModel):
+    """How much to measure; the defaults take a few seconds on a small model."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_tokens: int = Field(256, ge=16, le=8192, description="Size of the measured prompt.")
+    decode_tokens: int = Field(64, ge=8, le=1024, description="Tokens generated per decode run.")
+    runs: int = Field(3, ge=1, le=10, description="Measured runs (median), after one warm-up.")
+
+
+@router.post(
+    "/models/{model_id:path}/benchmark",
+    summary="Measure prefill and decode speed on this machine and store them on the card",
+)
+async def benchmark_model(
+    model_id: str, services: ServicesDep, principal: AdminDep, body: Benchmark | None = None
+) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    plan = body or Benchmark()
+    card = await services.deployment_admin.benchmark(
+        model_id, BenchmarkPlan(plan.prompt_tokens, plan.decode_tokens, plan.runs)
+    )
+    measured = card.measured.model_dump(mode="json") if card.measured else None
+    await audit_admin_action(services.tenancy.audit, principal, "model.benchmark", model_id, measured)
+    return JSONResponse(_model_json(card, services))
 
 
 @router.patch("/models/{model_id:path}", summary="Change a model's editable fields (prices, description...)")

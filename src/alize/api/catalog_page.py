@@ -74,6 +74,18 @@ def code_sample(card: ModelCard, model: str, base: str) -> str:
     )
 
 
+def _measured(card: ModelCard) -> str:
+    """Only figures the benchmark took on this machine; nothing is shown rather than a guess."""
+    m = card.measured
+    if m is None:
+        return "not measured yet (alize models bench)"
+    decode = f"decode {m.decode_tokens_per_second:,.0f} tok/s, " if m.decode_tokens_per_second else ""
+    return (
+        f"{decode}prefill {m.prefill_tokens_per_second:,.0f} tok/s "
+        f"({m.engine}, {m.machine}; {m.measured_at[:10]})"
+    )
+
+
 def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     target = deployed_as[0] if deployed_as else card.id
     facts = [
@@ -90,6 +102,7 @@ def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     ]
     if card.embedding_dimensions:
         facts.insert(4, ("Dimensions", str(card.embedding_dimensions)))
+    facts.insert(-1, ("Measured speed", _measured(card)))
     rows = "".join(f"<dt>{_E(k)}</dt><dd>{_E(v)}</dd>" for k, v in facts)
     tags = "".join(f"<span>{_E(t)}</span>" for t in (*card.tasks, *card.languages))
     sample = code_sample(card, target, base)

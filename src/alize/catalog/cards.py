@@ -140,6 +140,30 @@ ModelSource = Annotated[
 ]
 
 
+class MeasuredFigures(_Data):
+    """Speed measured by ``alize models bench`` on this server (never typed in by hand): the model
+    loaded with the engine settings shown, a fixed prompt and a fixed decode, median of ``runs``."""
+
+    prefill_tokens_per_second: float = Field(ge=0, description="prompt tokens processed per second")
+    decode_tokens_per_second: float | None = Field(
+        default=None, ge=0, description="tokens generated per second by one sequence (None: embeddings)"
+    )
+    prompt_tokens: int = Field(ge=1, description="tokens in the measured prompt")
+    decode_tokens: int = Field(ge=0, description="tokens generated per decode run")
+    runs: int = Field(ge=1)
+    engine: str = Field(max_length=40)
+    threads: int | None = Field(default=None, ge=1, description="CPU threads the engine used")
+    machine: str = Field(max_length=300, description="CPU, core count and memory of the host")
+    measured_at: str = Field(max_length=40, description="ISO 8601 time of the measurement (UTC)")
+
+    @field_validator("prefill_tokens_per_second", "decode_tokens_per_second")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("measured speeds must be finite numbers")
+        return v
+
+
 class ModelCard(_Data):
     id: str = Field(description="the name clients pass as `model`")
     display_name: str = Field(min_length=1, max_length=200)
@@ -159,6 +183,7 @@ class ModelCard(_Data):
     currency: str = "EUR"
     tokens_per_second: float | None = Field(default=None, ge=0, description="measured on this machine")
     quality_scores: dict[str, float] = Field(default_factory=dict)
+    measured: MeasuredFigures | None = Field(default=None, description="set by the benchmark only")
     description: str = Field(default="", max_length=4000)
     has_chat_template: bool = False
     supports_fim: bool = False

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
-from alize.catalog.cards import ModelCard, parse_card
+from alize.catalog.cards import MeasuredFigures, ModelCard, parse_card
 from alize.catalog.from_files import card_from_gguf_info, card_from_hf_folder
 from alize.catalog.gguf import inspect_gguf_async
 from alize.errors import ConflictError, InvalidRequestError, NotFoundError, ValidationFailedError
@@ -40,6 +40,10 @@ EDITABLE_FIELDS = frozenset(
         "supports_tools",
     }
 )
+
+
+#: card fields written by the server itself (the benchmark) and kept when built-ins are re-seeded
+MEASURED_FIELDS = frozenset({"measured", "tokens_per_second"})
 
 
 class ModelNotInCatalogError(NotFoundError):
@@ -78,7 +82,8 @@ class CatalogService:
                 stored = await repo.get(card.id)
                 data = card.model_dump(mode="json")
                 if stored is not None:
-                    data.update({k: v for k, v in stored.card.items() if k in EDITABLE_FIELDS})
+                    kept = EDITABLE_FIELDS | MEASURED_FIELDS
+                    data.update({k: v for k, v in stored.card.items() if k in kept})
                 await repo.upsert(card.id, data, now)
         return cards
 
@@ -156,6 +161,22 @@ class CatalogService:
                 raise ModelNotInCatalogError(model_id)
             card = parse_card({**row.card, **changes})
             await repo.upsert(model_id, card.model_dump(mode="json"), _now())
+        return card
+
+    async def record_measurement(self, model_id: str, figures: MeasuredFigures) -> ModelCard:
+        """Store benchmark figures on the card; ``tokens_per_second`` becomes the measured decode
+        speed (or the prefill speed of an embeddings model), so the two never disagree."""
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            row = await repo.get(model_id)
+            if row is None:
+                raise ModelNotInCatalogError(model_id)
+            speed = figures.decode_tokens_per_second or figures.prefill_tokens_per_second
+            card = ModelCard.model_validate(
+                {**row.card, "measured": figures.model_dump(mode="json"), "tokens_per_second": speed}
+            )
+            await repo.upsert(model_id, card.model_dump(mode="json"), _now())
+        log.info("catalog: measured %s: %s", model_id, figures.model_dump(mode="json"))
         return card
 
     async def delete(self, model_id: str) -> None:

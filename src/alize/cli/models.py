@@ -93,6 +93,32 @@ def add_model(
     typer.echo(f"added {card['id']} ({', '.join(card['tasks'])}; {card['engine']} engine)")
 
 
+@models_app.command("bench")
+def bench_model(
+    model_id: str,
+    prompt_tokens: int = typer.Option(256, "--prompt-tokens", min=16, max=8192, help="Measured prompt size."),
+    decode_tokens: int = typer.Option(64, "--decode-tokens", min=8, max=1024, help="Tokens per decode run."),
+    runs: int = typer.Option(3, min=1, max=10, help="Measured runs (median), after one warm-up."),
+    url: str = UrlOpt,
+    api_key: str | None = KeyOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Measure a model's prefill and decode speed on the server's machine and store them on its card."""
+    body = {"prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens, "runs": runs}
+    card = _call(url, api_key, "POST", f"/admin/api/models/{model_id}/benchmark", body)
+    m = card["measured"]
+    if as_json:
+        _echo_json(m)
+        return
+    decode = f"{m['decode_tokens_per_second']:,.1f} tokens/s" if m["decode_tokens_per_second"] else "-"
+    threads = f", {m['threads']} threads" if m.get("threads") else ""
+    typer.echo(f"{card['id']} on {m['engine']}{threads} ({m['machine']}), median of {m['runs']} runs:")
+    typer.echo(
+        f"  prefill  {m['prefill_tokens_per_second']:,.1f} tokens/s  ({m['prompt_tokens']}-token prompt)"
+    )
+    typer.echo(f"  decode   {decode}  ({m['decode_tokens']} tokens, one sequence)")
+
+
 @models_app.command("rm")
 def remove_model(model_id: str, url: str = UrlOpt, api_key: str | None = KeyOpt) -> None:
     """Remove a model from the catalog (refused while it is deployed)."""

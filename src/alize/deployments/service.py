@@ -14,6 +14,7 @@ prices and settings merged in) and an estimate of the memory it will hold once l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +24,11 @@ from alize.catalog.cards import ModelCard, RemoteSource
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import DeploymentSettings, Settings
+from alize.deployments.benchmark import BenchmarkPlan, measure
 from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
 from alize.deployments.lifecycle import estimate_memory
-from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec
+from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
+from alize.deployments.replicas import ReplicaSet
 from alize.engines.base import EngineConfig
 from alize.errors import AlizeError, ConflictError, InvalidRequestError, ValidationFailedError
 from alize.store.database import Database
@@ -43,6 +46,7 @@ class DeploymentService:
         self._catalog = catalog
         self._settings = settings
         self._configs: dict[str, DeploymentConfig] = {}
+        self._benchmark_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ building specs
 
@@ -249,6 +253,41 @@ class DeploymentService:
         await self._manager.remove(name)
         self._configs.pop(name, None)
         log.info("undeployed %s", name)
+
+    async def benchmark(self, model_id: str, plan: BenchmarkPlan) -> ModelCard:
+        """Measure ``model_id`` on this machine and store the figures on its card (see
+        :mod:`alize.deployments.benchmark`). One at a time: two would slow each other down."""
+        if self._benchmark_lock.locked():
+            raise ConflictError("a benchmark is already running; retry when it has finished")
+        async with self._benchmark_lock:
+            card = await self._catalog.get(model_id)
+            serving = [d for d in self._manager.list() if d.spec.model_id == model_id]
+            if serving:  # measure what clients get, on one slot taken through the fair queue
+                deployment = min(serving, key=lambda d: (not d.loaded, d.spec.replicas, d.name))
+                lease = await deployment.admit("benchmark")
+                try:
+                    figures = await measure(deployment, plan)
+                finally:
+                    lease.release()
+            else:  # load it alone, one sequence, default engine settings; unload afterwards
+                config = parse_deployment({"name": "benchmark", "model": model_id, "parallel": 1})
+                card = await self._checked_card(config)
+                spec = await self._spec(config, card, declared=False)
+                engine = ReplicaSet([self._manager.registry.create(spec.engine)])
+                scratch = Deployment(spec, engine, QueueLimits(0, 1.0), self._manager.before_load)
+                try:
+                    figures = await measure(scratch, plan)
+                finally:
+                    await scratch.unload()
+            stored = await self._catalog.record_measurement(model_id, figures)
+        measured = {
+            "measured": figures.model_dump(mode="json"),
+            "tokens_per_second": stored.tokens_per_second,
+        }
+        for deployment in serving:  # GET /v1/models shows the new figures at once
+            shown = {**(deployment.spec.card or {}), **measured}
+            deployment.spec = dataclasses.replace(deployment.spec, card=shown)
+        return stored
 
     async def delete_model(self, model_id: str) -> None:
         """Remove a catalog model, refused while a deployment serves it."""

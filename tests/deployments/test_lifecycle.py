@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 
-from alize.deployments.lifecycle import IdleReaper, MemoryBudget, MemoryBudgetExceededError, estimate_memory
+from alize.deployments.lifecycle import (
+    IdleReaper,
+    MemoryBudget,
+    MemoryBudgetExceededError,
+    estimate_memory,
+    held_bytes,
+    resident_bytes,
+)
 from alize.deployments.manager import DeploymentManager, DeploymentSpec, QueueLimits
 from alize.deployments.replicas import ReplicaSet
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, SamplingParams, Usage
@@ -189,3 +197,34 @@ def test_memory_estimate_grows_with_slots_context_and_replicas() -> None:
     assert (
         estimate_memory(EngineConfig(kind="remote"), size_bytes=None, parameter_count=None, replicas=3) == 0
     )
+
+
+class WorkerProcessEngine(FakeEngine):
+    """Looks like an engine with a worker process: this test process stands in for it."""
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+
+async def test_the_budget_counts_the_resident_memory_of_worker_processes() -> None:
+    registry = EngineRegistry(load_entry_points=False)
+    registry.register("fake", FakeEngine)
+    registry.register("worker", WorkerProcessEngine)
+    manager = DeploymentManager(registry, QueueLimits(max_waiting=4, timeout_s=5))
+    rss = resident_bytes([os.getpid()])
+    assert rss is not None and rss > 10 * 1024 * 1024
+    assert resident_bytes([2**22 + 7]) is None  # no such process: nothing measured
+    worker = manager.add(
+        DeploymentSpec(name="w", model_id="m", engine=EngineConfig(kind="worker"), memory_bytes=1000)
+    )
+    in_process = manager.add(_spec("p", memory=1000))
+    # a budget that fits both estimates (2000 bytes) but not the worker's real footprint
+    budget = MemoryBudget(manager, limit_bytes=rss // 2)
+    manager.before_load = budget.make_room
+    await worker.ensure_loaded()  # its estimate fits...
+    assert held_bytes(worker) >= rss * 0.8 and budget.used_bytes() >= rss * 0.8  # ...its real size does not
+    await in_process.ensure_loaded()  # with estimates alone both would stay; measured, one must go
+    assert not worker.loaded and in_process.loaded and budget.evictions == 1
+    assert budget.used_bytes() == 1000 == held_bytes(in_process)  # in-process engines keep their estimate
+    assert held_bytes(worker) == 1000  # unloaded: back to the planning figure

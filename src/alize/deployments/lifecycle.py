@@ -8,7 +8,14 @@ plus the KV cache of every slot plus llama.cpp's prompt cache and a fixed per-pr
 times the replicas. The KV size per token is not on the card, so it is approximated as
 ``parameters ** (2/3)`` bytes — K and V in f16 over ``layers × kv width``, which grows roughly
 like that with model size (SmolLM2-135M: 23 KB/token actual vs 26 KB estimated; 7B llama: 512 KB
-vs 366 KB). It is a planning figure, not an accounting one.
+vs 366 KB). It is a planning figure, not an accounting one: once a deployment whose engines run
+in worker processes (llama.cpp) is loaded, the budget counts what those processes really hold,
+their resident memory read from ``/proc/<pid>/status`` each time it adds up (so a KV cache that
+grows with use is seen growing). In-process engines (PyTorch, remote) keep their estimate.
+The trade-off: resident memory right after a load is below what the deployment reaches once its
+slots fill (llama.cpp reserves the KV cache but pages it in as used; SmolLM2 with 4 × 2048-token
+slots: 361 MiB resident after loading vs 2465 MiB planned), so the budget may admit a deployment
+that later grows past it; the next load then sees the growth and evicts.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from alize.deployments.manager import Deployment, DeploymentManager
 from alize.engines.base import EngineConfig
@@ -50,6 +58,28 @@ def estimate_memory(
     return replicas * (weights + kv + engine.cache_ram_mib * MIB + PROCESS_OVERHEAD_BYTES)
 
 
+def resident_bytes(pids: list[int]) -> int | None:
+    """Sum of the processes' resident memory (``VmRSS``), or None when none can be read."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+                seen = True
+                break
+    return total if seen else None
+
+
+def held_bytes(deployment: Deployment) -> int:
+    """What a loaded deployment holds: measured for worker processes, else estimated."""
+    measured = resident_bytes(deployment.engine.worker_pids()) if deployment.loaded else None
+    return measured if measured is not None else deployment.spec.memory_bytes
+
+
 class MemoryBudget:
     """Before a load, unload least-recently-used idle deployments until the new one fits.
 
@@ -67,7 +97,8 @@ class MemoryBudget:
         self.evictions = 0
 
     def used_bytes(self, exclude: Deployment | None = None) -> int:
-        return sum(d.spec.memory_bytes for d in self._manager.list() if d.loaded and d is not exclude)
+        """Memory held by loaded deployments (measured where it can be, see :func:`held_bytes`)."""
+        return sum(held_bytes(d) for d in self._manager.list() if d.loaded and d is not exclude)
 
     async def make_room(self, deployment: Deployment) -> None:
         if self.limit_bytes <= 0:

@@ -26,7 +26,7 @@ from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import DeploymentSettings, Settings
 from alize.deployments.benchmark import BenchmarkPlan, measure
 from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
-from alize.deployments.lifecycle import estimate_memory
+from alize.deployments.lifecycle import estimate_memory, held_bytes
 from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
 from alize.deployments.replicas import ReplicaSet
 from alize.engines.base import EngineConfig
@@ -351,6 +351,8 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
             "waiting": deployment.queue.waiting,
             "served_per_replica": list(engine.served),
             "memory_estimate_bytes": spec.memory_bytes,
+            # measured from /proc for worker processes (llama.cpp); the estimate otherwise
+            "memory_held_bytes": held_bytes(deployment) if deployment.loaded else 0,
             "worker_pids": engine.worker_pids() if deployment.loaded else [],
         },
     }

@@ -76,8 +76,13 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         yield c
 
 
-def _chat(client: TestClient, model: str, text: str, *, stream: bool = False, **extra: Any) -> Any:
-    body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 200, **extra}
+def _chat(
+    client: TestClient, model: str, text: str, *, stream: bool = False, before: str = "", **extra: Any
+) -> Any:
+    """A chat turn; ``before`` is an earlier user message (the echo engine repeats only ``text``)."""
+    earlier = [{"role": "user", "content": before}, {"role": "assistant", "content": "OK."}] if before else []
+    messages = [*earlier, {"role": "user", "content": text}]
+    body = {"model": model, "messages": messages, "max_tokens": 200, **extra}
     return client.post("/v1/chat/completions", json={**body, "stream": stream})
 
 
@@ -118,7 +123,8 @@ def test_blocked_prompt_on_completions_too(client: TestClient) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_annotate_lets_the_prompt_through_and_reports_it(client: TestClient, stream: bool) -> None:
-    response = _chat(client, "annotate-in", f"{HEALTH} {EMAIL_TEXT}", stream=stream)
+    # the conversation is judged by its worst message: the health question in an earlier turn
+    response = _chat(client, "annotate-in", EMAIL_TEXT, before=HEALTH, stream=stream)
     assert response.status_code == 200
     body = _events(response)[0] if stream else response.json()
     [prompt] = body["prompt_filter_results"]
@@ -171,6 +177,25 @@ def test_blocked_output_stops_with_content_filter_and_is_metered(client: TestCli
     row = _row(client, response.headers["x-request-id"])
     assert row["status"] == "content_filtered"
     assert row["completion_tokens"] == usage["completion_tokens"] > 0
+
+
+def test_each_of_several_choices_is_cut_on_its_own(client: TestClient) -> None:
+    said = f"{BENIGN} {HEALTH} {BENIGN} {BENIGN}"
+    body = _chat(client, "guard-out", said, n=3).json()
+    assert [c["finish_reason"] for c in body["choices"]] == ["content_filter"] * 3
+    released = sum(len((c["message"]["content"] or "").split()) for c in body["choices"])
+    # every choice's engine stopped within one window (+1 token in flight) of its released text
+    assert body["usage"]["completion_tokens"] - released <= 3 * (WINDOW + 1)
+    assert body["usage"]["completion_tokens"] < 3 * len(said.split())
+
+
+def test_policies_are_validated_with_readable_errors(client: TestClient) -> None:
+    bad = {"model": "x", "name": "y", "safety": {"input": {"categories": {"weapons": {}}}}}
+    response = client.post("/admin/api/deployments", json=bad)
+    assert response.status_code == 422
+    assert "unknown categories ['weapons']" in response.json()["error"]["message"]
+    bad["safety"] = {"output": {"pii": "shred"}}
+    assert client.post("/admin/api/deployments", json=bad).status_code == 422
 
 
 @pytest.mark.parametrize("stream", [False, True])

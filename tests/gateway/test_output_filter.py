@@ -28,7 +28,7 @@ class RuleSafety(ContentSafety):
         self.checked: list[str] = []
 
     async def screen(self, policy: FilterPolicy, texts: Sequence[str]) -> FilterReport:
-        text = " ".join(texts)
+        text = texts[0]  # the window with its context (the second text is the window alone)
         self.checked.append(text)
         if self.fail:
             return failed(policy, "the content classifier failed (OSError)")

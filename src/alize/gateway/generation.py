@@ -253,14 +253,15 @@ class GenerationService:
             _choice_stream(deployment, _nth(request, i, n), i, plan, leases[i], generation.stopped)
             for i in range(n)
         ]
+        merged = sources[0] if n == 1 else _merge(sources)
         try:
-            merged = sources[0] if n == 1 else _merge(sources)
             async for event in merged:
                 if generation.first_token_at is None and (event.delta.text or event.delta.tool_calls):
                     generation.first_token_at = time.perf_counter()
                 _account(generation, event)
                 yield event
         finally:
+            await merged.aclose()  # stops the pumps of a merge before their sources close
             for source in sources:
                 await source.aclose()
             for lease in leases:
@@ -334,14 +335,18 @@ async def _choice_stream(
         lease.release()
 
 
-async def _merge(sources: list[AsyncGenerator[ChoiceEvent, None]]) -> AsyncIterator[ChoiceEvent]:
-    queue: asyncio.Queue[ChoiceEvent | BaseException | None] = asyncio.Queue()
+async def _merge(sources: list[AsyncGenerator[ChoiceEvent, None]]) -> AsyncGenerator[ChoiceEvent, None]:
+    # bounded: the choices run at most one event ahead of the consumer, so a consumer that stops a
+    # choice (the output filter) stops it promptly instead of after it ran to the end
+    queue: asyncio.Queue[ChoiceEvent | BaseException | None] = asyncio.Queue(maxsize=1)
 
     async def pump(source: AsyncGenerator[ChoiceEvent, None]) -> None:
         try:
             async for event in source:
                 await queue.put(event)
             await queue.put(None)
+        except asyncio.CancelledError:
+            raise  # the consumer is gone: nobody would take an item from the (full) queue
         except BaseException as exc:  # re-raised in the consumer
             await queue.put(exc)
 

@@ -1,8 +1,9 @@
 """The streamed output filter: generated text is checked in windows and released only once checked.
 
 Per choice, text is held back until ``window_tokens`` tokens have accumulated (or the choice
-finishes); the window is then classified together with the tail of what was already released
-(``CONTEXT_CHARS``, so a passage split across two windows is judged whole), and
+finishes); the window is then classified twice, in one batch: together with the tail of what was already
+released (``CONTEXT_CHARS``, so a passage split across two windows is judged whole) and alone
+(so a short passage is not diluted by a long benign context); the worse of the two counts, and
 
 * passes → released to the client (PII redacted first when the policy redacts);
 * is blocked → nothing of it is released, the choice ends with ``finish_reason:
@@ -92,8 +93,10 @@ async def filter_output(
             if not finishing and (state.pending_tokens < window_tokens or not state.pending.strip()):
                 continue
             calls = " ".join(f"{c.name} {c.arguments}" for c in delta.tool_calls)
-            checked = state.released_tail + state.pending + (" " + calls if calls else "")
-            report = await safety.screen(policy, [checked])
+            window = state.pending + (" " + calls if calls else "")
+            # the window with what came just before it (a passage split across windows is judged
+            # whole), and alone (a short passage is not diluted by a long benign context)
+            report = await safety.screen(policy, [state.released_tail + window, window])
             state.report = merge(state.report, report)
             if report.blocked:
                 state.done = True

@@ -56,6 +56,30 @@ def test_openai_sync_streamed_with_usage(server: LiveServer) -> None:
     )
 
 
+def test_openai_several_choices_streamed(server: LiveServer) -> None:
+    client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=HELLO,  # type: ignore[arg-type]
+        max_tokens=10,
+        n=3,
+        seed=7,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    texts = ["", "", ""]
+    finishes: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert sorted(finishes) == [0, 1, 2] and all(texts)
+    usage = chunks[-1].usage
+    assert usage is not None and 3 <= usage.completion_tokens <= 30
+
+
 def test_openai_async_streamed_and_not(server: LiveServer) -> None:
     async def run() -> tuple[str, str]:
         client = openai.AsyncOpenAI(base_url=server.v1, api_key="unused", max_retries=0)

@@ -118,8 +118,9 @@ class CatalogSettings(BaseModel):
         0,
         ge=0,
         description=(
-            "Memory loaded deployments may hold (estimated: weights + KV cache); loading past it "
-            "unloads the least recently used idle deployment. 0 = no budget."
+            "Memory loaded deployments may hold: measured resident memory of loaded llama.cpp "
+            "workers, an estimate (weights + KV cache) for the others and for the one about to "
+            "load; loading past it unloads the least recently used idle deployment. 0 = no budget."
         ),
     )
     idle_check_interval_s: float = Field(

@@ -48,3 +48,19 @@ def test_shipped_extra_examples_cover_every_extra_head() -> None:
     examples = extra_examples()
     for head in ("dangerous", "health", "financial", "law"):
         assert sum(labels.get(head) == 1 for _, labels in examples) >= 20
+
+
+def test_extra_examples_of_dev_categories_count_as_any() -> None:
+    dev = [LabelledText("a", {"S": 0})]
+    extra = [("b", {"SH": 1, "dangerous": 0}), ("c", {"SH": 0, "H": 0, "dangerous": 0})]
+    y = label_matrix(dev, extra)
+    col = {h: i for i, h in enumerate(HEADS)}
+    assert y[1, col["any"]] == 1 and y[1, col["SH"]] == 1
+    assert y[2, col["any"]] == 0
+
+
+def test_shipped_extra_examples_cover_every_dev_category_but_minors() -> None:
+    examples = extra_examples()
+    for head in ("S", "H", "V", "HR", "SH", "H2", "V2"):
+        assert sum(labels.get(head) == 1 for _, labels in examples) >= 8
+    assert sum(all(v == 0 for v in labels.values()) for _, labels in examples) >= 100

@@ -111,6 +111,23 @@ async def test_a_busy_deployment_is_never_reaped() -> None:
     assert await reaper.reap_once() == ["a"]
 
 
+async def test_a_request_between_loading_and_its_slot_is_not_cut_off() -> None:
+    """The gap between ensure_loaded and admit (prompt counting, limits, budget) may outlast a
+    short idle timeout; the reaper must not unload the engine under the request."""
+    manager = _manager()
+    deployment = manager.add(_spec("a", idle=0.01))
+    reaper = IdleReaper(manager)
+    async with deployment.using():
+        await deployment.ensure_loaded()
+        await asyncio.sleep(0.05)  # longer than the idle timeout
+        assert await reaper.reap_once() == []
+        lease = await deployment.admit("c")
+    assert deployment.loaded
+    lease.release()
+    await asyncio.sleep(0.05)
+    assert await reaper.reap_once() == ["a"]
+
+
 async def test_background_reaper_runs_and_stops() -> None:
     manager = _manager()
     deployment = manager.add(_spec("a", idle=0.05))

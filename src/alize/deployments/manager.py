@@ -12,9 +12,10 @@ run time; the manager holds only what is live, the database what should be (``se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ class Deployment:
         self.last_used = time.monotonic()
         self.loaded = False
         self.loads = 0
+        self._using = 0
         self._before_load = before_load
         self._load_lock = asyncio.Lock()
 
@@ -87,8 +89,19 @@ class Deployment:
 
     @property
     def busy(self) -> bool:
-        """Requests hold or wait for a slot: unloading now would cut them off."""
-        return self.queue.busy > 0 or self.queue.waiting > 0
+        """Requests hold, wait for or are about to take a slot: unloading now would cut them off."""
+        return self.queue.busy > 0 or self.queue.waiting > 0 or self._using > 0
+
+    @contextlib.asynccontextmanager
+    async def using(self) -> AsyncIterator[None]:
+        """Hold the deployment between loading it and taking a slot (counting prompt tokens,
+        limits, budget): without it, the idle reaper or the memory budget could unload the
+        engine in that gap, under a short idle timeout, and cut the request off."""
+        self._using += 1
+        try:
+            yield
+        finally:
+            self._using -= 1
 
     async def ensure_loaded(self) -> tuple[EngineInfo, float | None]:
         """The engine's info, and the cold-start seconds if this call had to load it."""

@@ -69,25 +69,26 @@ class EmbeddingsService:
         check_inputs(inputs)
         request_id = "req_" + uuid.uuid4().hex
         deployment = self._deployments.get(model)
-        info, cold = await deployment.ensure_loaded()
-        if not info.supports_embeddings:
-            raise UnsupportedFeatureError(
-                f"'{model}' is a generative model and produces no embeddings; "
-                "use an embeddings deployment such as 'all-minilm-l6-v2'",
-                param="model",
-            )
-        if dimensions is not None and dimensions != info.embedding_dimensions:
-            raise InvalidRequestError(
-                f"'{model}' produces {info.embedding_dimensions}-dimensional vectors and cannot "
-                "shorten them; leave dimensions unset",
-                param="dimensions",
-            )
-        if gate is not None:
-            # An upper bound before tokenizing: a token covers at least one character, plus the
-            # two special tokens, and no input may exceed the model's context.
-            bound = sum(min(len(text) + 2, info.context_length) for text in inputs)
-            await gate(Planned(request_id, deployment.name, bound, 0, 1))
-        lease = await deployment.admit(caller)
+        async with deployment.using():
+            info, cold = await deployment.ensure_loaded()
+            if not info.supports_embeddings:
+                raise UnsupportedFeatureError(
+                    f"'{model}' is a generative model and produces no embeddings; "
+                    "use an embeddings deployment such as 'all-minilm-l6-v2'",
+                    param="model",
+                )
+            if dimensions is not None and dimensions != info.embedding_dimensions:
+                raise InvalidRequestError(
+                    f"'{model}' produces {info.embedding_dimensions}-dimensional vectors and cannot "
+                    "shorten them; leave dimensions unset",
+                    param="dimensions",
+                )
+            if gate is not None:
+                # An upper bound before tokenizing: a token covers at least one character, plus the
+                # two special tokens, and no input may exceed the model's context.
+                bound = sum(min(len(text) + 2, info.context_length) for text in inputs)
+                await gate(Planned(request_id, deployment.name, bound, 0, 1))
+            lease = await deployment.admit(caller)
         try:
             result = await deployment.engine.embed(inputs)
         finally:

@@ -158,42 +158,44 @@ class GenerationService:
             raise InvalidRequestError(f"at most {self._limits.max_tools} tools are allowed", param="tools")
         _check_caps(call.params, call.n, self._limits)
         deployment = self._deployments.get(call.model)
-        info, cold = await deployment.ensure_loaded()
-        if not info.supports_chat:
-            raise UnsupportedFeatureError(
-                f"'{call.model}' has no chat template; use /v1/completions", param="model"
+        async with deployment.using():
+            info, cold = await deployment.ensure_loaded()
+            if not info.supports_chat:
+                raise UnsupportedFeatureError(
+                    f"'{call.model}' has no chat template; use /v1/completions", param="model"
+                )
+            messages = call.messages
+            if call.safe_prompt:
+                messages = (Message(role="system", content=self._safe_prompt), *messages)
+            plan = plan_tools(messages, call.tools, call.tool_choice, native=info.supports_tools)
+            params = call.params
+            if plan.json_schema is not None:
+                params = replace(params, json_schema=plan.json_schema)
+            request = GenerationRequest(
+                request_id="",
+                params=params,
+                messages=plan.messages,
+                tools=plan.tools if plan.mode == "native" else (),
+                tool_choice=call.tool_choice if plan.mode == "native" else None,
             )
-        messages = call.messages
-        if call.safe_prompt:
-            messages = (Message(role="system", content=self._safe_prompt), *messages)
-        plan = plan_tools(messages, call.tools, call.tool_choice, native=info.supports_tools)
-        params = call.params
-        if plan.json_schema is not None:
-            params = replace(params, json_schema=plan.json_schema)
-        request = GenerationRequest(
-            request_id="",
-            params=params,
-            messages=plan.messages,
-            tools=plan.tools if plan.mode == "native" else (),
-            tool_choice=call.tool_choice if plan.mode == "native" else None,
-        )
-        return await self._start(
-            deployment, info, cold, request, call.n, call.max_tokens_given, caller, plan, gate
-        )
+            return await self._start(
+                deployment, info, cold, request, call.n, call.max_tokens_given, caller, plan, gate
+            )
 
     async def complete(self, call: TextCall, caller: str, *, gate: Gate | None = None) -> Generation:
         _check_caps(call.params, call.n, self._limits)
         deployment = self._deployments.get(call.model)
-        info, cold = await deployment.ensure_loaded()
-        if call.fim is not None and not info.supports_fim:
-            raise UnsupportedFeatureError(
-                f"'{call.model}' has no fill-in-the-middle tokens; FIM needs a code model that has them",
-                param="model",
+        async with deployment.using():
+            info, cold = await deployment.ensure_loaded()
+            if call.fim is not None and not info.supports_fim:
+                raise UnsupportedFeatureError(
+                    f"'{call.model}' has no fill-in-the-middle tokens; FIM needs a code model that has them",
+                    param="model",
+                )
+            request = GenerationRequest(request_id="", params=call.params, prompt=call.prompt, fim=call.fim)
+            return await self._start(
+                deployment, info, cold, request, call.n, call.max_tokens_given, caller, None, gate
             )
-        request = GenerationRequest(request_id="", params=call.params, prompt=call.prompt, fim=call.fim)
-        return await self._start(
-            deployment, info, cold, request, call.n, call.max_tokens_given, caller, None, gate
-        )
 
     async def _start(
         self,

@@ -26,6 +26,7 @@ error by parsing its message.
     │   ├── EngineUnavailableError      code=engine_unavailable (worker crashed, loading failed)
     │   └── ContentFilterUnavailableError code=content_filter_error (filter failed, policy fails closed)
     └── EngineError (500, api_error)    code=engine_error     (the engine failed mid-request)
+        └── UpstreamError (502)         code=upstream_error   (a remote provider failed)
 """
 
 from __future__ import annotations
@@ -201,3 +202,10 @@ class ContentFilterUnavailableError(ServiceUnavailableError):
 
 class EngineError(AlizeError):
     default_code = "engine_error"
+
+
+class UpstreamError(EngineError):
+    """A remote provider failed or could not be used (502 Bad Gateway)."""
+
+    status_code = 502
+    default_code = "upstream_error"

@@ -21,13 +21,14 @@ from alize.domain import (
 )
 from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
-from alize.engines.remote import RemoteEngine, UpstreamError
+from alize.engines.remote import RemoteEngine
 from alize.engines.remote_wire import estimate_prompt_tokens
 from alize.errors import (
     EngineUnavailableError,
     InvalidRequestError,
     RateLimitError,
     UnsupportedFeatureError,
+    UpstreamError,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -52,11 +52,11 @@ from alize.engines.remote_wire import (
 )
 from alize.errors import (
     AlizeError,
-    EngineError,
     EngineUnavailableError,
     InvalidRequestError,
     RateLimitError,
     UnsupportedFeatureError,
+    UpstreamError,
 )
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,6 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({502, 503, 504})
 #: the longest upstream ``Retry-After`` honoured between retries (longer ones are passed on)
 MAX_RETRY_WAIT_S = 5.0
-
-
-class UpstreamError(EngineError):
-    """The upstream provider failed or could not be used (502 Bad Gateway)."""
-
-    status_code = 502
-    default_code = "upstream_error"
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

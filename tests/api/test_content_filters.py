@@ -21,6 +21,7 @@ from tests.support.scripted_engine import ScriptedEngine
 from alize.api.app import create_app
 from alize.config import DeploymentSettings, SafetySettings, Settings
 from alize.engines.registry import EngineRegistry
+from alize.gateway.projects import ProjectService
 from alize.safety.policy import SafetyPolicy
 
 BENIGN = "The weather in Lyon is mild today and the market opens at nine as usual for everyone here."
@@ -52,7 +53,7 @@ def _app(tmp_path: Path, *, weights: Path | None = None) -> TestClient:
                 name=name,
                 engine="scripted",
                 model_path=Path("echo"),
-                ctx_per_slot=512,
+                ctx_per_slot=1024,
                 safety=SafetyPolicy.model_validate(policy) if policy else None,
             )
             for name, policy in POLICIES.items()
@@ -262,3 +263,29 @@ def test_declared_policies_are_shown_to_callers(client: TestClient) -> None:
     shown = models["guard-in"]["card"]["deployment"]["safety"]
     assert shown["input"]["categories"]["health"]["action"] == "block"
     assert models["plain"]["card"]["deployment"]["safety"] is None
+
+
+def test_the_chat_assistant_says_when_the_filter_cut_a_reply(client: TestClient) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    assert client.portal is not None
+    client.portal.call(ProjectService(services.db).create, "chatters")
+    client.portal.call(services.chat.users.create, "chatters", "ana@example.org", "a-long-password")
+    origin = {"origin": "http://testserver"}
+    me = client.post(
+        "/chat/api/login", json={"email": "ana@example.org", "password": "a-long-password"}, headers=origin
+    )
+    assert me.status_code == 200, me.text
+    headers = {**origin, "x-csrf-token": me.json()["csrf_token"]}
+    conversation = client.post("/chat/api/conversations", json={"model": "guard-out"}, headers=headers).json()
+    said = f"{BENIGN} {HEALTH} {BENIGN}"
+    reply = client.post(
+        f"/chat/api/conversations/{conversation['id']}/messages", json={"content": said}, headers=headers
+    )
+    events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[-2:] == ["error", "done"]
+    assert events[-2]["error"]["code"] == "content_filter"
+    shown = "".join(e["text"] for e in events if e["type"] == "delta")
+    assert shown and said.startswith(shown.strip()) and HEALTH not in shown
+    saved = events[-1]["message"]
+    assert saved["content"] == shown and saved["status"] == "error"

@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from alize.domain import GenerationRequest
-from alize.engines.llamacpp.wire import message_json
+from alize.engines.llamacpp.wire import message_json, tools_json
 
 #: tokens a chat message costs beside its text (role markers, separators), as OpenAI counts them
 TOKENS_PER_MESSAGE = 4
@@ -65,13 +65,7 @@ def chat_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         if p.top_logprobs:
             body["top_logprobs"] = p.top_logprobs
     if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-            }
-            for t in request.tools
-        ]
+        body["tools"] = tools_json(request.tools)
         body["tool_choice"] = request.tool_choice or "auto"
     return body
 

@@ -7,6 +7,7 @@ Here it is turned into :class:`~alize.domain.Delta` values, and requests are bui
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from alize.domain import (
@@ -16,6 +17,7 @@ from alize.domain import (
     Message,
     TokenLogprob,
     ToolCall,
+    ToolSpec,
     TopLogprob,
     Usage,
 )
@@ -26,6 +28,17 @@ _FINISH = {
     "tool_calls": FinishReason.TOOL_CALLS,
     "content_filter": FinishReason.CONTENT_FILTER,
 }
+
+
+def tools_json(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tools in the OpenAI wire shape (llama.cpp's server and remote upstreams both read it)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -71,13 +84,7 @@ def chat_body(request: GenerationRequest) -> dict[str, Any]:
     if p.json_schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {"schema": p.json_schema}}
     if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-            }
-            for t in request.tools
-        ]
+        body["tools"] = tools_json(request.tools)
         body["tool_choice"] = request.tool_choice or "auto"
         body["parse_tool_calls"] = True
     return body

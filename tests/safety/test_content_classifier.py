@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +44,6 @@ def test_weights_round_trip(tmp_path: Path) -> None:
     assert again.heads == weights.heads
     np.testing.assert_array_equal(again.ngram_w, weights.ngram_w)
     np.testing.assert_array_equal(again.gated, weights.gated)
-    assert weights.profanity is not None and again.profanity is not None
-    assert again.profanity.vocabulary == weights.profanity.vocabulary
-    np.testing.assert_array_equal(again.profanity.coef, weights.profanity.coef)
-    np.testing.assert_array_equal(again.profanity_heads, weights.profanity_heads)
 
 
 def test_unreadable_weights_raise_service_unavailable(tmp_path: Path) -> None:
@@ -95,28 +90,3 @@ def test_empty_and_empty_batch(classifier: ContentClassifier) -> None:
     assert classifier.scores([]).shape == (0, len(HEADS))
     empty = classifier.scores([""])
     assert empty.shape == (1, len(HEADS)) and np.all(np.isfinite(empty))
-
-
-PROFANITY_TEXTS = [
-    *BENIGN,
-    "",
-    "!!! ??",
-    "You are a stupid idiot and everyone hates you.",
-    "What the hell is this damn thing doing in my kitchen?",
-    "Ça va? Über die Straße, naïve café — UPPER case and numbers 123 456.",
-    "kill kill kill the lights, the crowd went wild, absolutely killer show",
-]
-
-
-def test_profanity_member_matches_profanity_check() -> None:
-    """The shipped numpy reimplementation gives alt-profanity-check's own probabilities."""
-    profanity_check = pytest.importorskip("profanity_check")
-    weights = ClassifierWeights.load(default_weights_path())
-    assert weights.profanity is not None and weights.profanity_heads is not None
-    assert [HEADS[i] for i in np.flatnonzero(weights.profanity_heads)] == ["any"]
-    ours = weights.profanity.probabilities(PROFANITY_TEXTS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference = np.asarray(profanity_check.predict_prob(PROFANITY_TEXTS), dtype=np.float64)
-    np.testing.assert_allclose(ours, reference, atol=1e-6)
-    assert reference.max() > 0.9 and reference.min() < 0.1  # the texts span both classes

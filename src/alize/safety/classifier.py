@@ -1,7 +1,7 @@
 """The learned multi-label content classifier: numpy inference over shipped weights.
 
 Model (trained by :mod:`alize.safety.train`): for every head (see :mod:`alize.safety.categories`)
-two logistic regressions whose probabilities are averaged (three members for the "any" head) —
+two logistic regressions whose probabilities are averaged —
 
 * one over MiniLM features: the mean of the token embeddings after MiniLM's embedding layer
   (word + position, layer-normalised). Running no transformer layer keeps a 200-word text at
@@ -14,22 +14,7 @@ two logistic regressions whose probabilities are averaged (three members for the
   plain embedding layer (0.72 vs 0.74 alone); max/min pooling of the embedding layer, other
   regularisation strengths and softer class weights were all within noise or worse;
 * one over hashed word/character n-grams (:mod:`alize.safety.ngrams`), which catches spellings
-  and slurs that sub-word embeddings blur;
-* for the "any" gate head only, a third member: alt-profanity-check's own learned model
-  (TF-IDF words + five sigmoid-calibrated linear SVMs, trained on external data), reimplemented
-  in numpy by :mod:`alize.safety.profanity_member` from coefficients exported at training time.
-  Its errors complement ours (high precision where we have high recall). Chosen in 5-fold
-  cross-validation on the training part, out-of-fold "flagged" F1 (thresholds chosen
-  out-of-fold, as ``train.py`` prints): 0.754 without it, 0.773 with it as an equal third of
-  the "any" average (paired bootstrap of the difference: +0.018, 95 % interval -0.011 to
-  +0.047, so a small gain that may be noise); with thresholds cross-fitted (chosen on one half
-  of the training part, scored on the other, mean of 30 halvings) 0.752 -> 0.761. Averaging it
-  into every head instead (0.741 / 0.731 cross-fitted), a 0.5 weight in "any" (0.766 / 0.761),
-  or giving its logit to the MiniLM logistic heads as one more feature (0.761 / 0.751) was no
-  better. It costs about 0.2 ms per 200-word text. Attribution: alt-profanity-check, MIT
-  licence, copyright Victor Zhou, Menelaos Kotoglou and Dimitrios Mistriotis; its vocabulary,
-  IDF, coefficients and calibration parameters are shipped, as plain arrays, in
-  ``data/classifier.npz`` (see ``data/NOTICE.md``).
+  and slurs that sub-word embeddings blur.
 
 What did help, in cross-validation: more training data (hand-written examples of each dev-set
 category and of benign texts that share their vocabulary — news, history, medicine, sex
@@ -61,7 +46,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,17 +53,14 @@ import numpy.typing as npt
 from alize.errors import ServiceUnavailableError
 from alize.safety.encoder import MiniLMEncoder
 from alize.safety.ngrams import sparse_tfidf
-from alize.safety.profanity_member import ProfanityMember
 
 F32 = npt.NDArray[np.float32]
-FORMAT_VERSION = 2
+FORMAT_VERSION = 1
 WEIGHTS_NAME = "classifier.npz"
 #: windows scored per vectorised pass (64 x ~260 tokens x 384 floats is about 25 MB)
 WINDOW_CHUNK = 64
 #: the head trained on "flagged for anything" in the dev set, used to gate the per-category heads
 GATE_HEAD = "any"
-#: key prefix of the profanity member's arrays in the weights file
-PROFANITY_PREFIX = "profanity_"
 
 
 def default_weights_path() -> Path:
@@ -116,31 +97,24 @@ class ClassifierWeights:
     idf: F32  # (buckets,)
     thresholds: F32  # (heads,) on the averaged probability
     gated: npt.NDArray[np.bool_]  # (heads,) heads whose score is gated by the "any" head
-    #: alt-profanity-check's model (None: a two-member ensemble everywhere)
-    profanity: ProfanityMember | None = None
-    #: (heads,) heads whose average includes the profanity member as a third member
-    profanity_heads: npt.NDArray[np.bool_] | None = None
 
     def save(self, path: Path) -> None:
         """Write a compressed ``.npz`` (float16 for the big n-gram table: halves the file)."""
-        arrays: dict[str, Any] = {
-            "format_version": np.array(FORMAT_VERSION),
-            "heads": np.array(self.heads),
-            "config": np.array([self.num_layers, self.max_tokens, self.window_words, self.buckets]),
-            "dense_mean": self.dense_mean,
-            "dense_scale": self.dense_scale,
-            "dense_w": self.dense_w,
-            "dense_b": self.dense_b,
-            "ngram_w": self.ngram_w.astype(np.float16),
-            "ngram_b": self.ngram_b,
-            "idf": self.idf.astype(np.float16),
-            "thresholds": self.thresholds,
-            "gated": self.gated,
-        }
-        if self.profanity is not None and self.profanity_heads is not None:
-            arrays.update(self.profanity.arrays(PROFANITY_PREFIX))
-            arrays["profanity_heads"] = np.asarray(self.profanity_heads, dtype=np.bool_)
-        np.savez_compressed(path, **arrays)
+        np.savez_compressed(
+            path,
+            format_version=np.array(FORMAT_VERSION),
+            heads=np.array(self.heads),
+            config=np.array([self.num_layers, self.max_tokens, self.window_words, self.buckets]),
+            dense_mean=self.dense_mean,
+            dense_scale=self.dense_scale,
+            dense_w=self.dense_w,
+            dense_b=self.dense_b,
+            ngram_w=self.ngram_w.astype(np.float16),
+            ngram_b=self.ngram_b,
+            idf=self.idf.astype(np.float16),
+            thresholds=self.thresholds,
+            gated=self.gated,
+        )
 
     @classmethod
     def load(cls, path: Path) -> ClassifierWeights:
@@ -178,12 +152,6 @@ class ClassifierWeights:
             idf=f32("idf"),
             thresholds=f32("thresholds"),
             gated=np.asarray(arrays["gated"], dtype=np.bool_),
-            profanity=(
-                ProfanityMember.from_arrays(arrays, PROFANITY_PREFIX) if "profanity_heads" in arrays else None
-            ),
-            profanity_heads=(
-                np.asarray(arrays["profanity_heads"], dtype=np.bool_) if "profanity_heads" in arrays else None
-            ),
         )
 
 
@@ -233,11 +201,6 @@ class ContentClassifier:
             if indices.size:
                 ngram_logits[row] += values @ w.ngram_w[indices]
         probs: F32 = 0.5 * (_sigmoid(dense_logits) + _sigmoid(ngram_logits))
-        if w.profanity is not None and w.profanity_heads is not None and w.profanity_heads.any():
-            # the member joins the average as an equal third: (2 * mean of two + third) / 3
-            member = w.profanity.probabilities(texts)[:, None]
-            cols = w.profanity_heads
-            probs[:, cols] = (2.0 * probs[:, cols] + member) / 3.0
         return probs.astype(np.float32, copy=False)
 
     def scores(self, texts: list[str]) -> F32:

@@ -17,17 +17,14 @@ What it does, deterministically (fixed seeds, no randomness left to the solver):
    ``dangerous`` unless they are flagged for something else (then unknown).
 3. For every head, fits two class-balanced logistic regressions on the rows whose label is
    known: one on the standardised MiniLM embedding-layer features, one on hashed n-grams.
-   A ninth head, ``any``, learns "flagged for anything"; its average also takes
-   alt-profanity-check's fitted model as an equal third member, exported to plain arrays by
-   :func:`alize.safety.profanity_member.export_profanity_check` (its model was trained on
-   external data, so its scores on our training rows are out-of-sample).
+   A ninth head, ``any``, learns "flagged for anything".
 4. Chooses each head's threshold (maximum F1) on 5-fold out-of-fold predictions computed the
    way inference computes them: every held-out-of-fold text is cut into ``WINDOW_WORDS``-word
    windows and takes the maximum over its windows, and prints the out-of-fold "flagged" F1 of
    the plain union of the eight dev heads and of the heads gated by ``any`` (the shipped form,
    see :mod:`alize.safety.classifier`). Every choice is made without the held-out part.
 
-Needs scikit-learn, scipy and alt-profanity-check (training only; inference is numpy).
+Needs scikit-learn and scipy (training only; inference is numpy).
 """
 
 from __future__ import annotations
@@ -49,7 +46,6 @@ from alize.safety.classifier import GATE_HEAD, ClassifierWeights, default_weight
 from alize.safety.dataset import LabelledText, load_dev, split_indices
 from alize.safety.encoder import MiniLMEncoder
 from alize.safety.ngrams import ngram_buckets, sparse_tfidf
-from alize.safety.profanity_member import export_profanity_check
 
 F32 = npt.NDArray[np.float32]
 SEED = 0
@@ -60,8 +56,6 @@ BUCKETS = 1 << 17
 C_DENSE = 0.03
 C_NGRAM = 10.0
 FOLDS = 5
-#: heads whose average includes alt-profanity-check's model (chosen by 5-fold CV, see classifier.py)
-PROFANITY_HEADS: tuple[str, ...] = (GATE_HEAD,)
 DEFAULT_DATA = Path("/work/shared/data/moderation-dev.jsonl")
 
 
@@ -74,9 +68,7 @@ def _training_module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise SystemExit(
-            f"training needs {name.split('.')[0]}: pip install scikit-learn alt-profanity-check"
-        ) from exc
+        raise SystemExit(f"training needs {name.split('.')[0]}: pip install scikit-learn") from exc
 
 
 def extra_examples() -> list[tuple[str, dict[str, int]]]:
@@ -211,10 +203,6 @@ def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
     owners = np.array(owner_list, dtype=np.int64)
     win_dense = (embed(windows) - mean) / scale
     win_grams = tfidf_matrix(windows, idf)
-    _training_module("profanity_check")
-    member = export_profanity_check()
-    win_member = member.probabilities(windows).astype(np.float64)
-    profanity_heads = np.array([h in PROFANITY_HEADS for h in HEADS])
 
     heads = len(HEADS)
     dense_w = np.zeros((dense.shape[1], heads), dtype=np.float32)
@@ -236,9 +224,8 @@ def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
             rows = np.flatnonzero(np.isin(owners, known[b]))
             pd = _sigmoid(win_dense[rows] @ wd + bd)
             pn = _sigmoid(np.asarray(win_grams[rows] @ wn).ravel() + bn)
-            averaged = (pd + pn + win_member[rows]) / 3 if profanity_heads[j] else 0.5 * (pd + pn)
             best = np.full(len(texts), -1.0)
-            np.maximum.at(best, owners[rows], averaged)
+            np.maximum.at(best, owners[rows], 0.5 * (pd + pn))
             oof[known[b], j] = best[known[b]]
         thresholds[j], f1 = _best_threshold(yk, oof[known, j])
         print(
@@ -271,8 +258,6 @@ def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
         idf=idf,
         thresholds=thresholds,
         gated=gated,
-        profanity=member,
-        profanity_heads=profanity_heads,
     )
     weights.save(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=log)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,6 +43,19 @@ class LiveServer:
             ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
         )
         return [int(p) for p in out.stdout.split()]
+
+
+def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    """A call to the server's admin API (``/admin/api`` + ``path``)."""
+    return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=120)
+
+
+def cli(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``alize ARGS`` against the server, as an operator would run it."""
+    env = {**os.environ, "ALIZE_URL": server.url}
+    return subprocess.run(
+        [sys.executable, "-m", "alize.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @contextmanager

@@ -4,9 +4,6 @@ files, and find everything again after a restart."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.e2e.server import LiveServer, live_server
+from tests.e2e.server import LiveServer, admin, cli, live_server
 from tests.fixtures.tiny_gguf import write_malformed_gguf, write_tiny_llama_gguf
 
 pytestmark = pytest.mark.e2e
@@ -43,17 +40,6 @@ def tiny_path(workdir: Path) -> Path:
 def server(workdir: Path) -> Iterator[LiveServer]:
     with live_server(workdir, {**ENV, "ALIZE_DATA_DIR": str(workdir / "data")}) as s:
         yield s
-
-
-def cli(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ALIZE_URL": server.url}
-    return subprocess.run(
-        [sys.executable, "-m", "alize.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=120)
 
 
 def tree_rss_bytes(pid: int) -> int:

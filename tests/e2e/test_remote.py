@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.e2e.server import LiveServer, live_server
+from tests.e2e.server import LiveServer, admin, live_server
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -67,10 +67,6 @@ def front(tmp_path_factory: pytest.TempPathFactory, upstream_key: str) -> Iterat
 def client(front: LiveServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=front.v1, api_key="unused", max_retries=0, timeout=120) as c:
         yield c
-
-
-def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=60)
 
 
 def remote_card(upstream: LiveServer, model_id: str, key_env: str) -> dict[str, Any]:

@@ -4,17 +4,13 @@ output, metered, and changed without reloading the model."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from mistralai.client import Mistral
 from tests.e2e.conftest import MODEL
-from tests.e2e.server import LiveServer
+from tests.e2e.server import LiveServer, admin, cli
 
 pytestmark = pytest.mark.e2e
 
@@ -24,15 +20,8 @@ GUARDED = "smollm2-guarded"
 WINDOW = 8
 
 
-def cli(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ALIZE_URL": server.url}
-    return subprocess.run(
-        [sys.executable, "-m", "alize.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def admin(server: LiveServer, method: str, path: str) -> Any:
-    response = httpx.request(method, f"{server.url}/admin/api{path}", timeout=60)
+def admin_json(server: LiveServer, path: str) -> Any:
+    response = admin(server, "GET", path)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -123,9 +112,9 @@ def test_real_model_output_is_cut_within_one_window_and_metered(
     usage = chunks[-1].usage
     assert usage is not None and 0 < usage.completion_tokens <= WINDOW + 1  # far below max_tokens
     request_id = stream.response.headers["x-request-id"]
-    row = admin(server, "GET", f"/usage/requests/{request_id}")
+    row = admin_json(server, f"/usage/requests/{request_id}")
     assert row["status"] == "content_filtered" and row["completion_tokens"] == usage.completion_tokens
-    state = admin(server, "GET", f"/deployments/{GUARDED}")["state"]
+    state = admin_json(server, f"/deployments/{GUARDED}")["state"]
     assert state["busy_slots"] == 0  # the cut freed the slot
 
 
@@ -136,7 +125,7 @@ def test_mistral_sdk_sees_the_content_filter_finish(guarded: openai.OpenAI, serv
 
 
 def test_turning_the_output_filter_off_needs_no_reload(server: LiveServer, guarded: openai.OpenAI) -> None:
-    loads = admin(server, "GET", f"/deployments/{GUARDED}")["state"]["loads"]
+    loads = admin_json(server, f"/deployments/{GUARDED}")["state"]["loads"]
     assert loads == 1
     done = cli(server, "safety", "off", GUARDED, "output")
     assert done.returncode == 0, done.stderr
@@ -144,6 +133,6 @@ def test_turning_the_output_filter_off_needs_no_reload(server: LiveServer, guard
         model=GUARDED, messages=[{"role": "user", "content": BENIGN}], max_tokens=12, temperature=0
     )
     assert reply.choices[0].finish_reason in ("stop", "length") and reply.choices[0].message.content
-    view = admin(server, "GET", f"/deployments/{GUARDED}")
+    view = admin_json(server, f"/deployments/{GUARDED}")
     assert view["state"]["loads"] == 1 and view["safety"]["output"] is None
     assert view["safety"]["input"]["pii"] == "redact"

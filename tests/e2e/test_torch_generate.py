@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from tests.e2e.server import LiveServer, live_server
+from tests.e2e.server import LiveServer, admin, live_server
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.fixtures.tiny_hf import write_tiny_causal_lm
 
@@ -44,10 +43,6 @@ def server(workdir: Path) -> Iterator[LiveServer]:
 def client(server: LiveServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120) as c:
         yield c
-
-
-def admin(server: LiveServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.request(method, f"{server.url}/admin/api{path}", json=body, timeout=120)
 
 
 def test_an_hf_folder_is_added_deployed_chatted_with_and_undeployed(

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.api.app import create_app
-from alize.config import DeploymentSettings, SafetySettings, Settings
+from alize.config import ChatSettings, DeploymentSettings, SafetySettings, Settings
 from alize.engines.registry import EngineRegistry
 from alize.gateway.projects import ProjectService
 from alize.safety.policy import SafetyPolicy
@@ -59,6 +59,7 @@ def _app(tmp_path: Path, *, weights: Path | None = None) -> TestClient:
             for name, policy in POLICIES.items()
         ],
         safety=SafetySettings(weights_path=weights),
+        chat=ChatSettings(max_tokens=4000),  # more than any deployment's context here
     )
     return TestClient(create_app(settings, registry=registry))
 
@@ -289,3 +290,12 @@ def test_the_chat_assistant_says_when_the_filter_cut_a_reply(client: TestClient)
     assert shown and said.startswith(shown.strip()) and HEALTH not in shown
     saved = events[-1]["message"]
     assert saved["content"] == shown and saved["status"] == "error"
+    # an unfiltered deployment answers in full: the reply is capped by the context's room, not
+    # refused because chat.max_tokens (4000) is more than the context (1024) holds
+    plain = client.post("/chat/api/conversations", json={"model": "plain"}, headers=headers).json()
+    reply = client.post(
+        f"/chat/api/conversations/{plain['id']}/messages", json={"content": said}, headers=headers
+    )
+    events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "done" and events[-1]["message"]["status"] == "complete"
+    assert events[-1]["message"]["content"].strip() == said

@@ -89,6 +89,9 @@ class ReplyRun:
             model=self.model,
             messages=turn_messages(history, system, settings.history_messages),
             params=SamplingParams(max_tokens=settings.max_tokens, temperature=settings.temperature),
+            # a long conversation gets a shorter reply rather than a context-length error
+            max_tokens_given=False,
+            max_tokens_ceiling=settings.max_tokens,
         )
         self.generation = await service.pipeline.chat(
             call, f"user:{self.user_id}", None, project_id=self.project_id

@@ -45,6 +45,8 @@ class ChatCall:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = None
     safe_prompt: bool = False
+    #: with ``max_tokens_given`` False: at most this many tokens, fewer if the context has less room
+    max_tokens_ceiling: int | None = None
 
 
 @dataclass(slots=True)
@@ -179,7 +181,16 @@ class GenerationService:
                 tool_choice=call.tool_choice if plan.mode == "native" else None,
             )
             return await self._start(
-                deployment, info, cold, request, call.n, call.max_tokens_given, caller, plan, gate
+                deployment,
+                info,
+                cold,
+                request,
+                call.n,
+                call.max_tokens_given,
+                caller,
+                plan,
+                gate,
+                ceiling=call.max_tokens_ceiling,
             )
 
     async def complete(self, call: TextCall, caller: str, *, gate: Gate | None = None) -> Generation:
@@ -208,12 +219,15 @@ class GenerationService:
         caller: str,
         plan: ToolPlan | None,
         gate: Gate | None = None,
+        *,
+        ceiling: int | None = None,
     ) -> Generation:
         request.request_id = "req_" + uuid.uuid4().hex
         prompt_tokens = await deployment.engine.count_prompt_tokens(request)
         room = info.context_length - prompt_tokens
         if not max_tokens_given:
-            request.params.max_tokens = max(1, min(room, self._limits.max_tokens))
+            limit = min(ceiling, self._limits.max_tokens) if ceiling else self._limits.max_tokens
+            request.params.max_tokens = max(1, min(room, limit))
         if prompt_tokens + (request.params.max_tokens if max_tokens_given else 1) > info.context_length:
             raise ContextLengthExceededError(
                 prompt_tokens=prompt_tokens,

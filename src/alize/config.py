@@ -91,6 +91,9 @@ class DeploymentSettings(BaseModel):
 class SafetySettings(BaseModel):
     """The content classifier behind `/v1/moderations` and the deployments' content filters."""
 
+    classifier: str = Field(
+        "alize", description="Content classifier: a name in the `alize.moderators` entry-point group."
+    )
     weights_path: Path | None = Field(
         None, description="Classifier weights (.npz); empty = the weights shipped in the package."
     )

@@ -42,7 +42,7 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address
-from alize.safety.moderator import create_moderator
+from alize.safety.registry import load_moderator
 from alize.store.database import open_database
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     generation = GenerationService(manager, settings.limits, settings.safe_prompt)
     tenancy = Tenancy.build(settings, db)
     embeddings = EmbeddingsService(manager)
-    moderator = create_moderator(settings.safety.weights_path)  # loads on first use
+    # the classifier itself loads on first use
+    moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
     pipeline = PolicyPipeline(generation, manager, tenancy, embeddings, safety=safety)
     return Services(

@@ -85,7 +85,12 @@ def extra_examples() -> list[tuple[str, dict[str, int]]]:
 def label_matrix(
     dev: Sequence[LabelledText], extra: Sequence[tuple[str, dict[str, int]]]
 ) -> npt.NDArray[np.int8]:
-    """(rows, heads) with 1 / 0 / -1 (unknown); dev rows first, then the extra examples."""
+    """(rows, heads) with 1 / 0 / -1 (unknown); dev rows first, then the extra examples.
+
+    An extra example may set ``"any": -1`` to stay out of the gate head: benign how-to requests
+    that teach the ``dangerous`` head what is *not* dangerous ("explain step by step how bread
+    rises") without shifting the gate, which is selected on the dev set's "flagged".
+    """
     y = np.full((len(dev) + len(extra), len(HEADS)), -1, dtype=np.int8)
     for i, row in enumerate(dev):
         for j, head in enumerate(HEADS):

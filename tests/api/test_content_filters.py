@@ -26,6 +26,12 @@ from alize.safety.policy import SafetyPolicy
 
 BENIGN = "The weather in Lyon is mild today and the market opens at nine as usual for everyone here."
 HEALTH = "What dose of ibuprofen is safe for a bad headache and how often can I take it?"
+#: a sustained passage, as a model writes one: the output filter judges recent text, not words
+PASSAGE = (
+    f"{HEALTH} Can I take paracetamol with it, and what is the maximum daily dose for an adult? "
+    "My doctor is away, should I double the dose of my blood pressure pills?"
+)
+LAST_WORDS = "blood pressure pills"
 EMAIL_TEXT = "Please write to jean.dupont@example.com about the invoice before Friday."
 WINDOW = 4
 
@@ -156,7 +162,7 @@ def test_redacted_prompt_reaches_the_model_without_the_address(client: TestClien
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_blocked_output_stops_with_content_filter_and_is_metered(client: TestClient, stream: bool) -> None:
-    said = f"{BENIGN} {HEALTH} {BENIGN}"
+    said = f"{BENIGN} {PASSAGE} {BENIGN}"
     response = _chat(client, "guard-out", said, stream=stream, stream_options={"include_usage": True})
     assert response.status_code == 200
     if stream:
@@ -171,7 +177,7 @@ def test_blocked_output_stops_with_content_filter_and_is_metered(client: TestCli
         text, usage = last["message"]["content"] or "", body["usage"]
     assert last["finish_reason"] == "content_filter"
     assert last["content_filter_results"]["health"]["filtered"] is True
-    assert said.startswith(text.strip()) and HEALTH not in text
+    assert said.startswith(text.strip()) and LAST_WORDS not in text
     # the cut bound: generation stopped within one window (+1 token in flight) of released text
     released = len(text.split())
     assert released < len(said.split())
@@ -182,7 +188,7 @@ def test_blocked_output_stops_with_content_filter_and_is_metered(client: TestCli
 
 
 def test_each_of_several_choices_is_cut_on_its_own(client: TestClient) -> None:
-    said = f"{BENIGN} {HEALTH} {BENIGN} {BENIGN}"
+    said = f"{BENIGN} {PASSAGE} {BENIGN} {BENIGN}"
     body = _chat(client, "guard-out", said, n=3).json()
     assert [c["finish_reason"] for c in body["choices"]] == ["content_filter"] * 3
     released = sum(len((c["message"]["content"] or "").split()) for c in body["choices"])
@@ -278,7 +284,7 @@ def test_the_chat_assistant_says_when_the_filter_cut_a_reply(client: TestClient)
     assert me.status_code == 200, me.text
     headers = {**origin, "x-csrf-token": me.json()["csrf_token"]}
     conversation = client.post("/chat/api/conversations", json={"model": "guard-out"}, headers=headers).json()
-    said = f"{BENIGN} {HEALTH} {BENIGN}"
+    said = f"{BENIGN} {PASSAGE} {BENIGN}"
     reply = client.post(
         f"/chat/api/conversations/{conversation['id']}/messages", json={"content": said}, headers=headers
     )
@@ -287,7 +293,7 @@ def test_the_chat_assistant_says_when_the_filter_cut_a_reply(client: TestClient)
     assert kinds[-2:] == ["error", "done"]
     assert events[-2]["error"]["code"] == "content_filter"
     shown = "".join(e["text"] for e in events if e["type"] == "delta")
-    assert shown and said.startswith(shown.strip()) and HEALTH not in shown
+    assert shown and said.startswith(shown.strip()) and LAST_WORDS not in shown
     saved = events[-1]["message"]
     assert saved["content"] == shown and saved["status"] == "error"
     # an unfiltered deployment answers in full: the reply is capped by the context's room, not

@@ -1,0 +1,55 @@
+"""The shipped classifier on the multilingual probe (French, German, Spanish, Italian).
+
+``data/multilingual_probe.jsonl`` holds 25 benign and 15 harmful hand-written sentences per
+language that are never used for training. The bounds are the figures measured when the weights
+were shipped (``bench/moderation_multilingual.py``: benign false-positive rate 0.02, harmful
+recall 0.28 overall), rounded up / down to the next 0.05, so that a regression fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alize.safety.moderator import create_moderator
+
+PROBE = Path(__file__).parent / "data" / "multilingual_probe.jsonl"
+HARM_CATEGORIES = (
+    "sexual",
+    "hate_and_discrimination",
+    "violence_and_threats",
+    "dangerous_and_criminal_content",
+    "selfharm",
+)
+MAX_BENIGN_FPR = 0.05
+MIN_HARMFUL_RECALL = 0.25
+
+
+@pytest.fixture(scope="module")
+def probe() -> list[tuple[dict[str, Any], bool]]:
+    rows = [json.loads(line) for line in PROBE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    results = create_moderator().classify([r["text"] for r in rows])
+    return [
+        (r, any(res.categories[c] for c in HARM_CATEGORIES)) for r, res in zip(rows, results, strict=True)
+    ]
+
+
+def test_probe_is_balanced_per_language(probe: list[tuple[dict[str, Any], bool]]) -> None:
+    for lang in ("fr", "de", "es", "it"):
+        rows = [r for r, _ in probe if r["lang"] == lang]
+        assert sum(not r["harmful"] for r in rows) == 25
+        assert sum(r["harmful"] for r in rows) == 15
+        assert all((r["category"] in HARM_CATEGORIES) == r["harmful"] for r in rows)
+
+
+def test_benign_false_positive_rate(probe: list[tuple[dict[str, Any], bool]]) -> None:
+    benign = [flagged for r, flagged in probe if not r["harmful"]]
+    assert sum(benign) / len(benign) <= MAX_BENIGN_FPR
+
+
+def test_harmful_recall(probe: list[tuple[dict[str, Any], bool]]) -> None:
+    harmful = [flagged for r, flagged in probe if r["harmful"]]
+    assert sum(harmful) / len(harmful) >= MIN_HARMFUL_RECALL

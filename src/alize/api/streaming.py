@@ -13,6 +13,8 @@ from typing import TypeVar
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from alize.streams import aclose
+
 T = TypeVar("T")
 
 
@@ -32,9 +34,7 @@ class ClosingStreamingResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            closer = getattr(self._content, "aclose", None)
-            if closer is not None:
-                await closer()
+            await aclose(self._content)
             await self._on_close()
 
 
@@ -46,9 +46,7 @@ async def primed(source: AsyncIterator[T]) -> AsyncIterator[T]:
     except StopAsyncIteration:
         return _replay(None, source)
     except BaseException:
-        closer = getattr(source, "aclose", None)
-        if closer is not None:
-            await closer()
+        await aclose(source)
         raise
     return _replay(first, source)
 
@@ -60,6 +58,4 @@ async def _replay(first: T | None, source: AsyncIterator[T]) -> AsyncIterator[T]
         async for item in source:
             yield item
     finally:
-        closer = getattr(source, "aclose", None)
-        if closer is not None:
-            await closer()
+        await aclose(source)

@@ -33,6 +33,7 @@ from alize.domain import (
 from alize.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedFeatureError
 from alize.gateway.tools import ToolChoice, ToolPlan, may_become_call, parse_tool_call, plan_tools
 from alize.safety.policy import FilterReport
+from alize.streams import aclose
 
 
 @dataclass(slots=True)
@@ -118,10 +119,8 @@ class Generation:
         return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=self.cached_tokens)
 
     async def aclose(self) -> None:
-        closer = getattr(self.events, "aclose", None)
         try:
-            if closer is not None:
-                await closer()
+            await aclose(self.events)
         finally:
             hooks, self.on_close = self.on_close, []
             for hook in hooks:

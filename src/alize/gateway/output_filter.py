@@ -42,6 +42,7 @@ from alize.gateway.generation import ChoiceEvent, Generation
 from alize.gateway.safety import ContentSafety
 from alize.safety.pii import detect, redact
 from alize.safety.policy import FilterPolicy, FilterReport, merge
+from alize.streams import aclose
 
 #: characters of released text classified again with each new window
 CONTEXT_CHARS = 400
@@ -139,6 +140,4 @@ async def filter_output(
                 filter=state.report if finishing else None,
             )
     finally:
-        closer = getattr(events, "aclose", None)
-        if closer is not None:
-            await closer()
+        await aclose(events)

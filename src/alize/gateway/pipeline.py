@@ -54,6 +54,7 @@ from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy
 from alize.safety.moderator import create_moderator
 from alize.safety.policy import FilterReport, SafetyPolicy
+from alize.streams import aclose
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S")
@@ -311,10 +312,8 @@ class PolicyPipeline:
             raise
         finally:
             # close the engine stream first, so usage counts everything it produced
-            closer = getattr(events, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
+            with contextlib.suppress(Exception):
+                await aclose(events)
             await self._settle(ticket, generation, status, code)
 
     async def _settle(

@@ -62,19 +62,21 @@ class _ChoiceState:
     done: bool = False
 
 
-def _release_point(pending: str, finishing: bool) -> int:
-    """Where redacted text may be cut: before the held tail, at a space, before any identifier
-    that crosses the cut."""
-    if finishing:
-        return len(pending)
-    cut = max(0, len(pending) - PII_HOLD_CHARS)
-    space = pending.rfind(" ", 0, cut + 1) if cut else -1
-    if space >= 0:
-        cut = space + 1  # never split a word (an e-mail address has no space in it)
-    for span in detect(pending):
-        if span.start < cut < span.end:
-            cut = span.start
-    return cut
+def _redacted_release(pending: str, finishing: bool) -> tuple[str, str]:
+    """(text to release, redacted; text to hold). The cut falls before the held tail, at a
+    space, and before any identifier that crosses it; identifiers are detected once, in all of
+    ``pending``, so the ones released are judged with the text that follows them."""
+    spans = detect(pending)
+    cut = len(pending)
+    if not finishing:
+        cut = max(0, len(pending) - PII_HOLD_CHARS)
+        space = pending.rfind(" ", 0, cut + 1) if cut else -1
+        if space >= 0:
+            cut = space + 1  # never split a word (an e-mail address has no space in it)
+        for span in spans:
+            if span.start < cut < span.end:
+                cut = span.start
+    return redact(pending[:cut], [s for s in spans if s.end <= cut]), pending[cut:]
 
 
 async def filter_output(
@@ -118,12 +120,10 @@ async def filter_output(
                 if all(s.done for s in states):
                     return
                 continue
-            text = state.pending
             if policy.redacts:
-                cut = _release_point(text, finishing)
-                text, state.pending = redact(text[:cut]), text[cut:]
+                text, state.pending = _redacted_release(state.pending, finishing)
             else:
-                state.pending = ""
+                text, state.pending = state.pending, ""
             state.pending_tokens = 0
             state.released_tail = (state.released_tail + text)[-CONTEXT_CHARS:]
             logprobs, state.logprobs = tuple(state.logprobs), []

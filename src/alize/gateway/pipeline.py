@@ -195,20 +195,17 @@ class PolicyPipeline:
             request_id = "req_" + uuid.uuid4().hex
             exc.headers["x-request-id"] = request_id  # the client can look its row up
             await self._tenancy.metering.record(
-                UsageRecord(
+                _usage_record(
+                    ticket,
                     request_id=request_id,
-                    project_id=ticket.project_id,
-                    key_id=ticket.key_id,
                     deployment=ticket.model,
                     model=deployment.spec.model_id if deployment is not None else ticket.model,
                     status=UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR,
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    cached_tokens=0,
-                    cost_micros=0,
-                    error_code=exc.code,
-                    latency_ms=max(0, int((self._clock() - ticket.started) * 1000)),
-                    ttft_ms=None,
+                    code=exc.code,
+                    usage=Usage(),
+                    cost=0,
+                    ended=self._clock(),
+                    first=None,
                 )
             )
             raise
@@ -360,19 +357,47 @@ class PolicyPipeline:
                 await self._tenancy.budget.settle(ticket.reservation, cost)
         finally:
             await self._tenancy.metering.record(
-                UsageRecord(
+                _usage_record(
+                    ticket,
                     request_id=ticket.planned.request_id,
-                    project_id=ticket.project_id,
-                    key_id=ticket.key_id,
                     deployment=ticket.planned.deployment,
                     model=ticket.model,
                     status=status,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    cached_tokens=usage.cached_tokens,
-                    cost_micros=cost,
-                    error_code=code,
-                    latency_ms=max(0, int((now - ticket.started) * 1000)),
-                    ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
+                    code=code,
+                    usage=usage,
+                    cost=cost,
+                    ended=now,
+                    first=first,
                 )
             )
+
+
+def _usage_record(
+    ticket: _Ticket,
+    *,
+    request_id: str,
+    deployment: str,
+    model: str,
+    status: UsageStatus,
+    code: str | None,
+    usage: Usage,
+    cost: int,
+    ended: float,
+    first: float | None,
+) -> UsageRecord:
+    """The ledger row of a request, with latency and time to first token from its ticket."""
+    return UsageRecord(
+        request_id=request_id,
+        project_id=ticket.project_id,
+        key_id=ticket.key_id,
+        deployment=deployment,
+        model=model,
+        status=status,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        cost_micros=cost,
+        error_code=code,
+        latency_ms=max(0, int((ended - ticket.started) * 1000)),
+        ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
+    )

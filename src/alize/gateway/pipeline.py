@@ -128,11 +128,10 @@ class PolicyPipeline:
         if policy is not None and policy.input is not None:
             screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
             call, report = replace(call, messages=screened.messages), screened.report
-        generation = await self._run(
-            ticket, principal, lambda gate: self._generation.chat(call, caller, gate=gate), policy, call.n
+        start = self._generation.chat
+        return await self._run(
+            ticket, principal, lambda gate: start(call, caller, gate=gate), policy, call.n, report
         )
-        generation.prompt_filter = report
-        return generation
 
     async def complete(self, call: TextCall, caller: str, principal: Principal | None) -> Generation:
         ticket = await self._ticket(call.model, principal)
@@ -144,11 +143,10 @@ class PolicyPipeline:
             )
             call = replace(call, prompt=screened.prompt, fim=screened.fim)
             report = screened.report
-        generation = await self._run(
-            ticket, principal, lambda gate: self._generation.complete(call, caller, gate=gate), policy, call.n
+        start = self._generation.complete
+        return await self._run(
+            ticket, principal, lambda gate: start(call, caller, gate=gate), policy, call.n, report
         )
-        generation.prompt_filter = report
-        return generation
 
     async def embed(
         self,
@@ -217,6 +215,7 @@ class PolicyPipeline:
         start: Callable[[Gate], Awaitable[Generation]],
         policy: SafetyPolicy | None,
         n: int,
+        prompt_filter: FilterReport | None = None,
     ) -> Generation:
         async def gate(planned: Planned) -> None:
             await self._admit(ticket, principal, planned)
@@ -228,6 +227,7 @@ class PolicyPipeline:
             raise
         if ticket.lease is not None:
             generation.headers.update(ticket.lease.headers)
+        generation.prompt_filter = prompt_filter
         events = generation.events
         if policy is not None and policy.output is not None:
             events = filter_output(

@@ -134,10 +134,14 @@ class CategoryVerdict:
 
 @dataclass(frozen=True, slots=True)
 class PiiVerdict:
+    #: the kinds of identifier found (empty when none, or when the policy ignores PII)
     kinds: tuple[str, ...]
-    detected: bool
     filtered: bool
     redacted: bool
+
+    @property
+    def detected(self) -> bool:
+        return bool(self.kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +180,6 @@ def decide(policy: FilterPolicy, scores: Mapping[str, float], pii_kinds: tuple[s
     found = bool(pii_kinds) and policy.pii != "off"
     pii = PiiVerdict(
         kinds=tuple(sorted(set(pii_kinds))) if found else (),
-        detected=found,
         filtered=found and policy.pii == "block",
         redacted=found and policy.pii == "redact",
     )
@@ -194,7 +197,6 @@ def _merge_pii(a: PiiVerdict | None, b: PiiVerdict | None) -> PiiVerdict | None:
         return a or b
     return PiiVerdict(
         tuple(sorted(set(a.kinds) | set(b.kinds))),
-        a.detected or b.detected,
         a.filtered or b.filtered,
         a.redacted or b.redacted,
     )

@@ -17,7 +17,7 @@ from alize.protocol.moderation import (
 from alize.safety.categories import MISTRAL_CATEGORIES, OPENAI_CATEGORIES
 from alize.safety.classifier import ContentClassifier
 from alize.safety.moderator import Moderator, create_moderator
-from alize.safety.render import moderate_chat, to_mistral, to_openai
+from alize.safety.render import to_mistral, to_openai
 
 TEXT_WITH_PII = "Please send the invoice to jean.dupont@example.fr, thank you."
 
@@ -110,13 +110,13 @@ def test_chat_moderation_single_and_multiple_conversations(moderator: Moderator)
         }
     )
     assert len(single.conversations()) == 1
-    body = dump(moderate_chat(moderator, single))
+    body = dump(to_mistral(moderator.classify_conversations(single.conversation_texts()), single.model))
     assert len(body["results"]) == 1 and body["results"][0]["categories"]["pii"] is True
 
     several = MistralChatModerationRequest.model_validate(
         {"input": [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "a@b.example"}]]}
     )
-    results = moderator.classify_conversations([[m.text() for m in c] for c in several.conversations()])
+    results = moderator.classify_conversations(several.conversation_texts())
     assert [r.categories["pii"] for r in results] == [False, True]
 
 

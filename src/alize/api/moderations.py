@@ -93,7 +93,7 @@ async def chat_moderations(
 ) -> JSONResponse:
     if body.model is not None and body.model != DEFAULT_MODEL and _dialect(body.model) != "mistral":
         raise ModelNotFoundError(body.model)
-    conversations = [[m.text() for m in conv] for conv in body.conversations()]
+    conversations = body.conversation_texts()
     _check_size(services, len(conversations), sum(len(t) for conv in conversations for t in conv))
     if any(not conv for conv in conversations):
         raise InvalidRequestError("every conversation needs at least one message", param="input")

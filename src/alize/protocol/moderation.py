@@ -100,6 +100,10 @@ class MistralChatModerationRequest(BaseModel):
             return [list(conv) for conv in self.input if isinstance(conv, list)]
         return [[m for m in self.input if isinstance(m, ModerationChatMessage)]]
 
+    def conversation_texts(self) -> list[list[str]]:
+        """The text of every message, one list per conversation."""
+        return [[m.text() for m in conv] for conv in self.conversations()]
+
 
 class MistralModerationResult(BaseModel):
     categories: dict[str, bool]

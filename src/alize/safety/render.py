@@ -10,14 +10,13 @@ import uuid
 from collections.abc import Sequence
 
 from alize.protocol.moderation import (
-    MistralChatModerationRequest,
     MistralModerationResponse,
     MistralModerationResult,
     OpenAIModerationResponse,
     OpenAIModerationResult,
 )
 from alize.safety.categories import OPENAI_CATEGORIES
-from alize.safety.moderator import ModerationResult, Moderator
+from alize.safety.moderator import ModerationResult
 
 DEFAULT_MODEL = "alize-moderation-1"
 
@@ -60,9 +59,3 @@ def to_mistral(results: Sequence[ModerationResult], model: str | None = None) ->
             for r in results
         ],
     )
-
-
-def moderate_chat(moderator: Moderator, request: MistralChatModerationRequest) -> MistralModerationResponse:
-    """Handle a parsed ``/v1/chat/moderations`` request end to end (one result per conversation)."""
-    conversations = [[m.text() for m in conv] for conv in request.conversations()]
-    return to_mistral(moderator.classify_conversations(conversations), request.model)

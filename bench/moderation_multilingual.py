@@ -28,16 +28,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from alize.safety.categories import HARM_CATEGORIES  # noqa: E402
 from alize.safety.moderator import create_moderator  # noqa: E402
 
 PROBE = ROOT / "tests" / "safety" / "data" / "multilingual_probe.jsonl"
-HARM_CATEGORIES = (
-    "sexual",
-    "hate_and_discrimination",
-    "violence_and_threats",
-    "dangerous_and_criminal_content",
-    "selfharm",
-)
 LANGS = ("fr", "de", "es", "it")
 
 
@@ -49,7 +43,7 @@ def load_probe(path: Path = PROBE) -> list[dict[str, Any]]:
 def flagged(texts: Sequence[str], weights: Path | None = None) -> list[bool]:
     """Whether each text is flagged for one of :data:`HARM_CATEGORIES`."""
     results = create_moderator(weights).classify(list(texts))
-    return [any(res.categories[c] for c in HARM_CATEGORIES) for res in results]
+    return [res.harmful for res in results]
 
 
 def summarise(rows: Sequence[dict[str, Any]], pred: Sequence[bool]) -> dict[str, dict[str, float | int]]:

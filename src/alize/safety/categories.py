@@ -56,6 +56,15 @@ MISTRAL_CATEGORIES: Final[tuple[str, ...]] = (
     "pii",
 )
 
+#: Mistral categories that are harm (blocked by default); the others are advice topics or PII.
+HARM_CATEGORIES: Final[tuple[str, ...]] = (
+    "sexual",
+    "hate_and_discrimination",
+    "violence_and_threats",
+    "dangerous_and_criminal_content",
+    "selfharm",
+)
+
 #: Mistral category -> heads whose maximum is its score ("pii" is filled from the detectors).
 MISTRAL_HEADS: Final[Mapping[str, tuple[str, ...]]] = {
     "sexual": ("S", "S3"),

@@ -17,7 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alize.safety.categories import MISTRAL_CATEGORIES, OPENAI_CATEGORIES, mistral_scores, openai_scores
+from alize.safety.categories import (
+    HARM_CATEGORIES,
+    MISTRAL_CATEGORIES,
+    OPENAI_CATEGORIES,
+    mistral_scores,
+    openai_scores,
+)
 from alize.safety.classifier import ContentClassifier
 from alize.safety.pii import PiiSpan, detect, pii_score
 
@@ -45,6 +51,11 @@ class ModerationResult:
     def flagged(self) -> bool:
         """True when any Mistral category is over its threshold."""
         return any(self.categories.values())
+
+    @property
+    def harmful(self) -> bool:
+        """True when a harm category (not an advice topic, not PII) is over its threshold."""
+        return any(self.categories[name] for name in HARM_CATEGORIES)
 
     @property
     def openai_flagged(self) -> bool:

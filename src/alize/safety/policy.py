@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alize.safety.categories import MISTRAL_CATEGORIES
+from alize.safety.categories import HARM_CATEGORIES, MISTRAL_CATEGORIES
 
 Action = Literal["off", "annotate", "block"]
 PiiAction = Literal["off", "annotate", "redact", "block"]
@@ -39,15 +39,6 @@ OnError = Literal["block", "allow"]
 
 #: categories a rule may name (``pii`` has its own field, since it can also redact)
 RULE_CATEGORIES: tuple[str, ...] = tuple(c for c in MISTRAL_CATEGORIES if c != "pii")
-HARM_CATEGORIES = frozenset(
-    {
-        "sexual",
-        "hate_and_discrimination",
-        "violence_and_threats",
-        "dangerous_and_criminal_content",
-        "selfharm",
-    }
-)
 
 
 class CategoryRule(BaseModel):

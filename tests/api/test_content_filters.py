@@ -16,11 +16,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.support.scripted_engine import ScriptedEngine
+from tests.support.apps import scripted_app
 
-from alize.api.app import create_app
 from alize.config import ChatSettings, DeploymentSettings, SafetySettings, Settings
-from alize.engines.registry import EngineRegistry
 from alize.gateway.projects import ProjectService
 from alize.safety.policy import SafetyPolicy
 
@@ -48,8 +46,6 @@ POLICIES: dict[str, dict[str, Any]] = {
 
 
 def _app(tmp_path: Path, *, weights: Path | None = None) -> TestClient:
-    registry = EngineRegistry(load_entry_points=False)
-    registry.register("scripted", ScriptedEngine)
     settings = Settings(
         data_dir=tmp_path,
         default_model="plain",
@@ -67,7 +63,7 @@ def _app(tmp_path: Path, *, weights: Path | None = None) -> TestClient:
         safety=SafetySettings(weights_path=weights),
         chat=ChatSettings(max_tokens=4000),  # more than any deployment's context here
     )
-    return TestClient(create_app(settings, registry=registry))
+    return scripted_app(settings)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,6 @@ SCENARIOS = ("echo", "slow", "error-mid-stream", "tool-json", "zero-usage")
 def scripted_client(
     tmp_path: Path, *, limits: LimitSettings | None = None, parallel: int = 2
 ) -> Iterator[TestClient]:
-    registry = EngineRegistry(load_entry_points=False)
-    registry.register("scripted", ScriptedEngine)
     settings = Settings(
         data_dir=tmp_path,
         default_model="echo",
@@ -34,5 +32,12 @@ def scripted_client(
         ],
         limits=limits or LimitSettings(),
     )
-    with TestClient(create_app(settings, registry=registry)) as client:
+    with scripted_app(settings) as client:
         yield client
+
+
+def scripted_app(settings: Settings) -> TestClient:
+    """An app whose deployments may use the scripted engine (``engine="scripted"``)."""
+    registry = EngineRegistry(load_entry_points=False)
+    registry.register("scripted", ScriptedEngine)
+    return TestClient(create_app(settings, registry=registry))

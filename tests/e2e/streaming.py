@@ -1,6 +1,19 @@
-"""What a streamed reply's chunk count must be, given its text and the engine's token count."""
+"""Reading streamed chat replies of the openai SDK, and what their chunk count must be."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def text_of(chunks: Sequence[Any]) -> str:
+    """The text of the first choice of a streamed chat reply."""
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def finishes_of(chunks: Sequence[Any]) -> list[str]:
+    """The finish reasons the first choice reported, in order (one for a well-formed stream)."""
+    return [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
 
 
 def tokens_without_a_chunk(text: str) -> int:

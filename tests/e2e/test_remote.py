@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from tests.e2e.server import LiveServer, admin, live_server
+from tests.e2e.streaming import finishes_of, text_of
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -145,8 +146,8 @@ def test_a_remote_card_is_deployed_served_metered_and_undeployed(
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    text = text_of(chunks)
+    finishes = finishes_of(chunks)
     assert text and finishes in (["stop"], ["length"])
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # really streamed
     usage = chunks[-1].usage

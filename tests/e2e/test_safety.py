@@ -11,6 +11,7 @@ import pytest
 from mistralai.client import Mistral
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer, admin, cli
+from tests.e2e.streaming import finishes_of, text_of
 
 pytestmark = pytest.mark.e2e
 
@@ -105,9 +106,9 @@ def test_real_model_output_is_cut_within_one_window_and_metered(
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = finishes_of(chunks)
     assert finishes == ["content_filter"]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text = text_of(chunks)
     assert text == ""  # the first window was flagged: nothing of it was sent
     usage = chunks[-1].usage
     assert usage is not None and 0 < usage.completion_tokens <= WINDOW + 1  # far below max_tokens

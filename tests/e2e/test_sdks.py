@@ -13,7 +13,7 @@ from azure.core.credentials import AzureKeyCredential
 from mistralai.client import Mistral
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer
-from tests.e2e.streaming import assert_one_chunk_per_token
+from tests.e2e.streaming import assert_one_chunk_per_token, finishes_of, text_of
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Say hello to Marie."}]
@@ -44,8 +44,8 @@ def test_openai_sync_streamed_with_usage(server: LiveServer) -> None:
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    text = text_of(chunks)
+    finishes = finishes_of(chunks)
     usage = chunks[-1].usage
     assert text
     assert finishes in (["stop"], ["length"])

@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 from tests.e2e.server import LiveServer, admin, live_server
+from tests.e2e.streaming import finishes_of
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.fixtures.tiny_hf import write_tiny_causal_lm
 
@@ -91,9 +92,7 @@ def test_an_hf_folder_is_added_deployed_chatted_with_and_undeployed(
     content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(content) > 1  # token by token, not one blob
     assert "".join(content) == reply.choices[0].message.content  # same seed, same sample
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
-        "length"
-    ]
+    assert finishes_of(chunks) == ["length"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
 
     text = reply.choices[0].message.content or ""

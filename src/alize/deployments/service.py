@@ -286,7 +286,7 @@ class DeploymentService:
         }
         for deployment in serving:  # GET /v1/models shows the new figures at once
             shown = {**(deployment.spec.card or {}), **measured}
-            deployment.spec = dataclasses.replace(deployment.spec, card=shown)
+            self._manager.retune(dataclasses.replace(deployment.spec, card=shown))
         return stored
 
     async def delete_model(self, model_id: str) -> None:

@@ -14,8 +14,8 @@ their resident memory read from ``/proc/<pid>/status`` each time it adds up (so 
 grows with use is seen growing). In-process engines (PyTorch, remote) keep their estimate.
 The trade-off: resident memory right after a load is below what the deployment reaches once its
 slots fill (llama.cpp reserves the KV cache but pages it in as used; SmolLM2 with 4 × 2048-token
-slots: 361 MiB resident after loading vs 2465 MiB planned), so the budget may admit a deployment
-that later grows past it; the next load then sees the growth and evicts.
+slots: 360 MiB resident after loading vs 2465 MiB planned, docs/benchmarks.md), so the budget may
+admit a deployment that later grows past it; the next load then sees the growth and evicts.
 """
 
 from __future__ import annotations

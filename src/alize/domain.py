@@ -86,6 +86,8 @@ class GenerationRequest:
     #: tools handed to the engine's own template (only when the engine supports them natively)
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str | None = None
+    #: the LoRA adapter to apply (a name in the engine's ``adapters``); None = the base model
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
+from alize.errors import UnsupportedFeatureError
+
+
+@dataclass(frozen=True, slots=True)
+class LoraAdapter:
+    """A LoRA adapter loaded beside the base model; requests choose it by ``name``."""
+
+    name: str
+    path: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,16 @@ class EngineConfig:
     restart_backoff_s: float = 1.0
     #: engine-specific options (e.g. an upstream URL for a remote engine)
     options: dict[str, str] = field(default_factory=dict)
+    #: LoRA adapters loaded with the model (llama.cpp); a request names one, or none for the base
+    adapters: tuple[LoraAdapter, ...] = ()
+
+
+def refuse_adapter(request: GenerationRequest, engine: str) -> None:
+    """For engines that serve no LoRA adapters: a request for one is a clear 400, not the base."""
+    if request.adapter is not None:
+        raise UnsupportedFeatureError(
+            f"the {engine} engine serves no LoRA adapters; fine-tuned models run on llama.cpp", param="model"
+        )
 
 
 class Engine(ABC):

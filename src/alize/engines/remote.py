@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
-from alize.engines.base import Engine, EngineConfig
+from alize.engines.base import Engine, EngineConfig, refuse_adapter
 from alize.engines.llamacpp.wire import ChunkDecoder, message_json
 from alize.engines.remote_wire import (
     chat_body,
@@ -273,6 +273,7 @@ class RemoteEngine(Engine):
     # ------------------------------------------------------------------ requests
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        refuse_adapter(request, "remote")
         client = await self._ready()
         if request.messages:
             path, body = "chat/completions", chat_body(request, self._model)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
-from alize.engines.base import Engine, EngineConfig
+from alize.engines.base import Engine, EngineConfig, refuse_adapter
 from alize.engines.torch_generate import CausalLM, Decoder, stream
 from alize.errors import EngineUnavailableError, InvalidRequestError, UnsupportedFeatureError
 
@@ -182,6 +182,7 @@ class TorchEngine(Engine):
         return self._loaded
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        refuse_adapter(request, "PyTorch")
         lm, executor = self._lm, self._executor
         if lm is None or executor is None:
             self._ready()  # not loaded at all: 503

@@ -72,6 +72,7 @@ class LlamaCppEngine(Engine):
                     "batch_size": cfg.batch_size,
                     "cache_ram_mib": cfg.cache_ram_mib,
                     "kv_unified": cfg.kv_unified,
+                    "lora_adapters": [str(a.path) for a in cfg.adapters],
                 },
                 load_timeout_s=cfg.load_timeout_s,
             )
@@ -152,12 +153,30 @@ class LlamaCppEngine(Engine):
             return [pre, request.fim.prefix, suf, request.fim.suffix, mid]
         return request.prompt or ""
 
+    def _lora_scales(self, adapter: str | None) -> list[dict[str, float]] | None:
+        """Explicit scales for EVERY loaded adapter: 1 for the chosen one, 0 for the others.
+
+        A request without a ``lora`` field runs with whatever adapter set the server was started
+        with, and reuses the slot's KV cache without the check a changed adapter set triggers;
+        so with adapters loaded, each request says exactly which ones apply, the base included."""
+        adapters = self._config.adapters
+        if not adapters:
+            if adapter is not None:
+                raise InvalidRequestError(f"this deployment has no adapter '{adapter}'", param="model")
+            return None
+        if adapter is not None and all(a.name != adapter for a in adapters):
+            raise InvalidRequestError(f"this deployment has no adapter '{adapter}'", param="model")
+        return [{"id": i, "scale": 1.0 if a.name == adapter else 0.0} for i, a in enumerate(adapters)]
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
+        lora = self._lora_scales(request.adapter)
         client = await self._ready_client()
         if request.messages:
             path, body = "/v1/chat/completions", chat_body(request)
         else:
             path, body = "/v1/completions", completion_body(request, self._prompt_for(request))
+        if lora is not None:
+            body["lora"] = lora
         decoder = ChunkDecoder()
         try:
             async with client.stream("POST", path, json=body) as response:

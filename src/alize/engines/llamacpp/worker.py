@@ -52,6 +52,16 @@ def build_params(config: dict[str, Any], secret: str) -> Any:
     params.port = 0
     params.warmup = True
     params.verbosity = int(config.get("verbosity", 0))
+    adapters = [str(p) for p in config.get("lora_adapters") or ()]
+    if adapters:
+        # Loaded at scale 0; every request sets the scales it wants (see engine._lora_scales).
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(path, 0.0) for path in adapters]
+        params.lora_init_without_apply = True
+        # The RAM prompt cache restores a prefix into a slot without recording which adapters
+        # computed it: measured on this build, a base request after an adapter request on the same
+        # prompt got the adapter's KV back and answered neither as the base nor as the adapter.
+        # Per-slot caches are cleared by llama.cpp when a slot's adapter set changes, so they stay.
+        params.cache_ram_mib = 0
     return params
 
 

@@ -1,0 +1,1 @@
+"""Work beside the request path: files, the durable job queue and its workers, batch, fine-tuning."""

@@ -19,16 +19,22 @@ from alize.errors import QueueFullError
 class SlotLease:
     """One granted slot; release exactly once (idempotent), whatever happens to the request."""
 
-    __slots__ = ("_queue", "_released", "granted_at")
+    __slots__ = ("_queue", "_released", "epoch", "granted_at")
 
     def __init__(self, queue: FairQueue) -> None:
         self._queue = queue
         self._released = False
         self.granted_at = time.monotonic()
+        self.epoch = queue.epoch
+        queue._held[self.epoch] = queue._held.get(self.epoch, 0) + 1
 
     def release(self) -> None:
         if not self._released:
             self._released = True
+            held = self._queue._held
+            held[self.epoch] -= 1
+            if not held[self.epoch]:
+                del held[self.epoch]
             self._queue._release(time.monotonic() - self.granted_at)
 
 
@@ -41,10 +47,28 @@ class FairQueue:
         self._waiting: OrderedDict[str, deque[asyncio.Future[SlotLease]]] = OrderedDict()
         self._n_waiting = 0
         self._mean_hold_s = 2.0  # moving average of slot hold time, for Retry-After
+        #: leases are stamped with the epoch they were granted in (see :meth:`advance`)
+        self.epoch = 0
+        self._held: dict[int, int] = {}
 
     @property
     def waiting(self) -> int:
         return self._n_waiting
+
+    def advance(self) -> int:
+        """Start a new epoch; returns the one that ended. Used when a deployment's engine is
+        swapped: requests granted a slot before the swap may still use the old engine."""
+        self.epoch += 1
+        return self.epoch - 1
+
+    async def drained(self, epoch: int, *, timeout_s: float, poll_s: float = 0.02) -> bool:
+        """Wait until every lease granted in ``epoch`` or before is released (False on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while any(e <= epoch for e in self._held):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+        return True
 
     def _retry_after(self) -> float:
         return max(1.0, self._mean_hold_s * (self._n_waiting + 1) / max(1, self.slots))

@@ -16,13 +16,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from alize.deployments.adapters import AdapterEngine, swap_engine
 from alize.deployments.admission import FairQueue, SlotLease
 from alize.deployments.replicas import ReplicaSet
 from alize.domain import EngineInfo
-from alize.engines.base import EngineConfig
+from alize.engines.base import EngineConfig, LoraAdapter
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError, ModelNotFoundError
 from alize.safety.policy import SafetyPolicy
@@ -51,6 +52,8 @@ class DeploymentSpec:
     declared: bool = False
     #: content filters on the deployment's input and output (None = not filtered)
     safety: SafetyPolicy | None = None
+    #: for a fine-tuned model served as an adapter: the deployment whose engine hosts it
+    adapter_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +73,12 @@ class Deployment:
         engine: ReplicaSet,
         limits: QueueLimits,
         before_load: BeforeLoad | None = None,
+        *,
+        queue: FairQueue | None = None,
     ) -> None:
         self.spec = spec
         self.engine = engine
-        self.queue = FairQueue(
+        self.queue = queue or FairQueue(
             spec.engine.parallel * spec.replicas, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s
         )
         self.last_used = time.monotonic()
@@ -145,6 +150,7 @@ class DeploymentManager:
         self._limits = limits
         self._deployments: dict[str, Deployment] = {}
         self.before_load = before_load
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def registry(self) -> EngineRegistry:
@@ -153,10 +159,39 @@ class DeploymentManager:
     def add(self, spec: DeploymentSpec) -> Deployment:
         if spec.name in self._deployments:
             raise ConflictError(f"a deployment named '{spec.name}' already exists", param="name")
-        engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
-        deployment = Deployment(spec, engine, self._limits, self._before_load)
+        if spec.adapter_host is not None:
+            host_name = spec.adapter_host
+            host = self.get(host_name)
+            if all(a.name != spec.model_id for a in host.spec.engine.adapters):
+                raise ConflictError(
+                    f"'{host_name}' does not load the adapter '{spec.model_id}'", param="model"
+                )
+            adapter = AdapterEngine(lambda: self.get(host_name), spec.model_id)
+            deployment = Deployment(spec, ReplicaSet([adapter]), self._limits, queue=host.queue)
+        else:
+            engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
+            deployment = Deployment(spec, engine, self._limits, self._before_load)
         self._deployments[spec.name] = deployment
         return deployment
+
+    async def publish_adapters(self, host_name: str, adapters: tuple[LoraAdapter, ...]) -> None:
+        """Load exactly ``adapters`` on ``host_name``'s workers, without interrupting it: new
+        workers start beside the old ones, new requests go to them once they are ready, and the
+        old ones stop when the requests they serve are over."""
+        host = self.get(host_name)
+        if host.spec.adapter_host is not None:
+            raise ConflictError(f"'{host_name}' is itself a fine-tuned model", param="model")
+        if adapters == host.spec.engine.adapters:
+            return
+        spec = replace(host.spec, engine=replace(host.spec.engine, adapters=adapters))
+        engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
+        task = await swap_engine(host, spec, engine, timeout_s=spec.engine.request_timeout_s)
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def hosted_by(self, host_name: str) -> list[Deployment]:
+        """The fine-tuned models served as adapters on ``host_name``."""
+        return [d for d in self._deployments.values() if d.spec.adapter_host == host_name]
 
     async def _before_load(self, deployment: Deployment) -> None:
         if self.before_load is not None:
@@ -202,5 +237,6 @@ class DeploymentManager:
         return new
 
     async def close(self) -> None:
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(d.unload() for d in self._deployments.values()), return_exceptions=True)
         self._deployments.clear()

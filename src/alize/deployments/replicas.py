@@ -26,6 +26,12 @@ class ReplicaSet(Engine):
         #: sequences each replica has served since the deployment was created (for operators/tests)
         self.served = [0] * len(self.replicas)
         self._info: EngineInfo | None = None
+        self._counting = 0
+
+    @property
+    def active(self) -> int:
+        """Calls in progress on the replicas (streams, token counts, embeddings)."""
+        return sum(self.in_flight) + self._counting
 
     def _pick(self) -> int:
         return min(range(len(self.replicas)), key=lambda i: (self.in_flight[i], i))
@@ -63,7 +69,11 @@ class ReplicaSet(Engine):
             await stream.aclose()
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        return await self.replicas[self._pick()].count_prompt_tokens(request)
+        self._counting += 1
+        try:
+            return await self.replicas[self._pick()].count_prompt_tokens(request)
+        finally:
+            self._counting -= 1
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         index = self._pick()

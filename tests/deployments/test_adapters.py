@@ -1,0 +1,131 @@
+"""Fine-tuned models as adapters on one loaded base: each answers as itself, and publishing a new
+adapter swaps the base's workers without cutting off a request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import torch
+from tests.fixtures.tiny_gguf import N_EMBD, N_FF, N_HEAD, write_tiny_llama_gguf
+
+from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
+from alize.domain import FinishReason, GenerationRequest, Message, SamplingParams
+from alize.engines.base import EngineConfig, LoraAdapter
+from alize.engines.registry import EngineRegistry
+from alize.errors import ConflictError
+from alize.jobs.finetune.base import read_base_facts
+from alize.jobs.finetune.gguf_lora import write_lora_gguf
+
+pytestmark = pytest.mark.e2e
+N_KV = 2
+RANK = 4
+
+
+def _random_adapter(base: Path, path: Path, seed: int) -> Path:
+    """A LoRA on every projection, far from zero (no training needed to tell adapters apart)."""
+    gen = torch.Generator().manual_seed(seed)
+    kv = N_EMBD // N_HEAD * N_KV
+    shapes = {
+        "self_attn.q_proj": (N_EMBD, N_EMBD),
+        "self_attn.k_proj": (kv, N_EMBD),
+        "self_attn.v_proj": (kv, N_EMBD),
+        "self_attn.o_proj": (N_EMBD, N_EMBD),
+        "mlp.gate_proj": (N_FF, N_EMBD),
+        "mlp.up_proj": (N_FF, N_EMBD),
+        "mlp.down_proj": (N_EMBD, N_FF),
+    }
+    state = {}
+    for layer in range(2):
+        for module, (out, inp) in shapes.items():
+            key = f"base_model.model.model.layers.{layer}.{module}"
+            state[f"{key}.lora_A.default.weight"] = torch.randn(RANK, inp, generator=gen) * 0.5
+            state[f"{key}.lora_B.default.weight"] = torch.randn(out, RANK, generator=gen) * 0.5
+    return write_lora_gguf(state, read_base_facts(base), alpha=RANK, path=path)
+
+
+def _request(adapter: str | None = None, max_tokens: int = 8) -> GenerationRequest:
+    return GenerationRequest(
+        request_id="t",
+        params=SamplingParams(max_tokens=max_tokens, temperature=0.0),
+        messages=(Message(role="user", content="route this request"),),
+        adapter=adapter,
+    )
+
+
+async def _answer(deployment: Deployment, max_tokens: int = 8) -> tuple[str, int, FinishReason | None]:
+    await deployment.ensure_loaded()
+    lease = await deployment.admit("t")
+    text, tokens, finish = "", 0, None
+    try:
+        async for delta in deployment.engine.generate(_request(max_tokens=max_tokens)):
+            text, finish = text + delta.text, delta.finish_reason or finish
+            tokens = delta.usage.completion_tokens if delta.usage else tokens
+    finally:
+        lease.release()
+    return text, tokens, finish
+
+
+def _ft(name: str, host: str, config: EngineConfig) -> DeploymentSpec:
+    return DeploymentSpec(name=name, model_id=name, engine=config, adapter_host=host)
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[tuple[DeploymentManager, EngineConfig, dict[str, Path]]]:
+    base = write_tiny_llama_gguf(tmp_path / "base.gguf", n_head_kv=N_KV, scale=0.2, n_ctx=512)
+    paths = {name: _random_adapter(base, tmp_path / f"{name}.gguf", seed) for seed, name in enumerate("ab")}
+    config = EngineConfig(
+        kind="llamacpp",
+        model_path=base,
+        parallel=2,
+        ctx_per_slot=256,
+        threads=2,
+        batch_size=64,
+        adapters=(LoraAdapter("ft:tiny:a:1", paths["a"]),),
+    )
+    mgr = DeploymentManager(EngineRegistry(), QueueLimits(max_waiting=8, timeout_s=30))
+    yield mgr, config, paths
+    await mgr.close()
+
+
+async def test_each_model_answers_as_itself_and_a_publish_cuts_nothing_off(
+    manager: tuple[DeploymentManager, EngineConfig, dict[str, Path]],
+) -> None:
+    mgr, config, paths = manager
+    host = mgr.add(DeploymentSpec(name="tiny", model_id="tiny", engine=config))
+    ft_a = mgr.add(_ft("ft:tiny:a:1", "tiny", config))
+    assert ft_a.queue is host.queue  # one base, one set of slots
+    base_answer, a_answer = (await _answer(host))[0], (await _answer(ft_a))[0]
+    assert base_answer != a_answer
+    old_pids = host.engine.worker_pids()
+
+    # a long request on adapter a is streaming when adapter b is published
+    long = asyncio.create_task(_answer(ft_a, max_tokens=120))
+    while not host.engine.active:
+        await asyncio.sleep(0.01)
+    both = (config.adapters[0], LoraAdapter("ft:tiny:b:2", paths["b"]))
+    await mgr.publish_adapters("tiny", both)
+    ft_b = mgr.add(_ft("ft:tiny:b:2", "tiny", config))
+    assert not long.done(), "the new workers loaded before the long request ended"
+    text, tokens, finish = await long
+    assert tokens == 120 and finish is FinishReason.LENGTH  # served to the end by the old worker
+
+    new_pids = host.engine.worker_pids()
+    assert new_pids and set(new_pids).isdisjoint(old_pids)
+    answers = [(await _answer(d))[0] for d in (host, ft_a, ft_b)]
+    assert answers[:2] == [base_answer, a_answer]  # unchanged by the publish
+    assert len(set(answers)) == 3
+    await asyncio.gather(*mgr._retiring)
+    assert all(not Path(f"/proc/{pid}").exists() for pid in old_pids)  # the old worker is gone
+    assert [d.name for d in mgr.hosted_by("tiny")] == ["ft:tiny:a:1", "ft:tiny:b:2"]
+
+
+async def test_an_adapter_its_host_does_not_load_is_refused(
+    manager: tuple[DeploymentManager, EngineConfig, dict[str, Path]],
+) -> None:
+    mgr, config, _ = manager
+    mgr.add(DeploymentSpec(name="tiny", model_id="tiny", engine=config))
+    with pytest.raises(ConflictError, match="does not load the adapter"):
+        mgr.add(_ft("ft:tiny:zzz:9", "tiny", config))

@@ -135,8 +135,38 @@ class RemoteSource(_Data):
         return v
 
 
+class AdapterSource(_Data):
+    """A LoRA adapter (GGUF) trained on this server, served on a deployment of its ``base``."""
+
+    kind: Literal["adapter"] = "adapter"
+    base: str = Field(description="catalog id of the base model the adapter was trained on")
+    path: str = Field(description="the GGUF LoRA adapter file")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _check_path(v)
+
+
+class FineTuneFacts(_Data):
+    """How a fine-tuned model was made: shown on its card, written by the fine-tuning job only."""
+
+    job_id: str = Field(max_length=100)
+    base: str = Field(max_length=200)
+    training_file: str = Field(max_length=100)
+    validation_file: str | None = Field(default=None, max_length=100)
+    hyperparameters: dict[str, float | int | None] = Field(default_factory=dict)
+    trained_tokens: int = Field(ge=0)
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    #: evaluations of the finished model (e.g. held-out accuracy), by name
+    eval: dict[str, float] = Field(default_factory=dict)
+
+
 ModelSource = Annotated[
-    PackagedSource | GGUFFileSource | HFFolderSource | RemoteSource, Field(discriminator="kind")
+    PackagedSource | GGUFFileSource | HFFolderSource | RemoteSource | AdapterSource,
+    Field(discriminator="kind"),
 ]
 
 
@@ -180,6 +210,9 @@ class ModelCard(_Data):
     source: ModelSource
     price_input_per_million: int = Field(default=0, ge=0, le=MAX_PRICE)
     price_output_per_million: int = Field(default=0, ge=0, le=MAX_PRICE)
+    price_training_per_million: int = Field(
+        default=0, ge=0, le=MAX_PRICE, description="per million training tokens, for fine-tuning on it"
+    )
     currency: str = "EUR"
     tokens_per_second: float | None = Field(default=None, ge=0, description="measured on this machine")
     quality_scores: dict[str, float] = Field(default_factory=dict)
@@ -189,6 +222,7 @@ class ModelCard(_Data):
     supports_fim: bool = False
     supports_tools: bool = False
     embedding_dimensions: int | None = Field(default=None, gt=0, le=65_536)
+    fine_tune: FineTuneFacts | None = Field(default=None, description="set for fine-tuned models")
 
     @field_validator("id")
     @classmethod

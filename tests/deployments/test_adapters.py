@@ -9,42 +9,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import torch
-from tests.fixtures.tiny_gguf import N_EMBD, N_FF, N_HEAD, write_tiny_llama_gguf
+from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+from tests.fixtures.tiny_lora import N_KV, random_adapter
 
 from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
 from alize.domain import FinishReason, GenerationRequest, Message, SamplingParams
 from alize.engines.base import EngineConfig, LoraAdapter
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError
-from alize.jobs.finetune.base import read_base_facts
-from alize.jobs.finetune.gguf_lora import write_lora_gguf
 
 pytestmark = pytest.mark.e2e
-N_KV = 2
-RANK = 4
-
-
-def _random_adapter(base: Path, path: Path, seed: int) -> Path:
-    """A LoRA on every projection, far from zero (no training needed to tell adapters apart)."""
-    gen = torch.Generator().manual_seed(seed)
-    kv = N_EMBD // N_HEAD * N_KV
-    shapes = {
-        "self_attn.q_proj": (N_EMBD, N_EMBD),
-        "self_attn.k_proj": (kv, N_EMBD),
-        "self_attn.v_proj": (kv, N_EMBD),
-        "self_attn.o_proj": (N_EMBD, N_EMBD),
-        "mlp.gate_proj": (N_FF, N_EMBD),
-        "mlp.up_proj": (N_FF, N_EMBD),
-        "mlp.down_proj": (N_EMBD, N_FF),
-    }
-    state = {}
-    for layer in range(2):
-        for module, (out, inp) in shapes.items():
-            key = f"base_model.model.model.layers.{layer}.{module}"
-            state[f"{key}.lora_A.default.weight"] = torch.randn(RANK, inp, generator=gen) * 0.5
-            state[f"{key}.lora_B.default.weight"] = torch.randn(out, RANK, generator=gen) * 0.5
-    return write_lora_gguf(state, read_base_facts(base), alpha=RANK, path=path)
 
 
 def _request(adapter: str | None = None, max_tokens: int = 8) -> GenerationRequest:
@@ -84,7 +58,7 @@ def _ft(name: str, host: str, config: EngineConfig) -> DeploymentSpec:
 @pytest.fixture
 async def manager(tmp_path: Path) -> AsyncIterator[tuple[DeploymentManager, EngineConfig, dict[str, Path]]]:
     base = write_tiny_llama_gguf(tmp_path / "base.gguf", n_head_kv=N_KV, scale=0.2, n_ctx=512)
-    paths = {name: _random_adapter(base, tmp_path / f"{name}.gguf", seed) for seed, name in enumerate("ab")}
+    paths = {name: random_adapter(base, tmp_path / f"{name}.gguf", seed) for seed, name in enumerate("ab")}
     config = EngineConfig(
         kind="llamacpp",
         model_path=base,

@@ -41,6 +41,7 @@ class BaseFacts:
     n_head: int
     n_head_kv: int
     embedding_length: int
+    feed_forward_length: int
     vocab_size: int
 
 
@@ -85,6 +86,7 @@ def read_base_facts(path: Path) -> BaseFacts:
         n_head=n_head,
         n_head_kv=int(scalar(f"{arch}.attention.head_count_kv") or n_head),
         embedding_length=int(scalar(f"{arch}.embedding_length") or 0),
+        feed_forward_length=int(scalar(f"{arch}.feed_forward_length") or 0),
         vocab_size=len(tokens.data) if tokens is not None else 0,
     )
 

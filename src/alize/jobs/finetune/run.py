@@ -139,7 +139,10 @@ def run(spec: RunSpec, emit: Callable[[Event], None], should_stop: Callable[[], 
     }
     if not result.cancelled:
         path = write_lora_gguf(
-            trainer.adapter_state(), facts, alpha=hyper.lora_alpha, path=adapter_path(spec.workdir),
+            trainer.adapter_state(),
+            facts,
+            alpha=hyper.lora_alpha,
+            path=adapter_path(spec.workdir),
             name=spec.name,
         )
         out["adapter"] = str(path)

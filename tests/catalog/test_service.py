@@ -160,7 +160,7 @@ async def test_deployments_are_persisted_restored_and_protect_their_model(
     await service2.restore()
     restored = manager2.get("tiny-a")
     assert restored.spec.replicas == 2 and restored.spec.idle_timeout_s == 5
-    assert restored.spec.price_input_per_million == 3
+    assert restored.spec.prices.input_per_million == 3
     await service2.delete("tiny-a")
     with pytest.raises(ModelNotFoundError):
         manager2.get("tiny-a")

@@ -67,9 +67,9 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     manager.before_load = memory_budget.make_room
     deployment_admin = DeploymentService(db, manager, catalog, settings)
     await deployment_admin.restore()
-    generation = GenerationService(manager, settings.limits, settings.safe_prompt)
+    generation = GenerationService(settings.limits, settings.safe_prompt)
     tenancy = Tenancy.build(settings, db)
-    embeddings = EmbeddingsService(manager)
+    embeddings = EmbeddingsService()
     # the classifier itself loads on first use
     moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)

@@ -27,7 +27,7 @@ from alize.config import DeploymentSettings, Settings
 from alize.deployments.benchmark import BenchmarkPlan, measure
 from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
 from alize.deployments.lifecycle import estimate_memory
-from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
+from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, Prices, QueueLimits
 from alize.deployments.replicas import ReplicaSet
 from alize.engines.base import EngineConfig
 from alize.errors import AlizeError, ConflictError, InvalidRequestError, ValidationFailedError
@@ -132,8 +132,7 @@ class DeploymentService:
                 parameter_count=card.parameter_count if card is not None else None,
                 replicas=config.replicas,
             ),
-            price_input_per_million=price_in,
-            price_output_per_million=price_out,
+            prices=Prices(price_in, price_out),
             declared=declared,
             safety=config.safety,
         )

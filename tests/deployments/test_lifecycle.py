@@ -17,8 +17,9 @@ from alize.deployments.lifecycle import (
     held_bytes,
     resident_bytes,
 )
-from alize.deployments.manager import DeploymentManager, DeploymentSpec, QueueLimits
+from alize.deployments.manager import DeploymentManager, QueueLimits
 from alize.deployments.replicas import ReplicaSet
+from alize.deployments.specs import DeploymentSpec
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, SamplingParams, Usage
 from alize.engines.base import Engine, EngineConfig
 from alize.engines.registry import EngineRegistry

@@ -15,7 +15,8 @@ import pytest_asyncio
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.config import LimitSettings, Settings
-from alize.deployments.manager import DeploymentManager, DeploymentSpec, Prices, QueueLimits
+from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.specs import DeploymentSpec, Prices
 from alize.domain import Message, SamplingParams
 from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry

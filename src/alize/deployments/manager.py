@@ -15,48 +15,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from alize.deployments.admission import FairQueue, SlotLease
 from alize.deployments.replicas import ReplicaSet
+from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
-from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError, ModelNotFoundError
-from alize.safety.policy import SafetyPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """What a deployment charges: micro-units of the project's currency per million tokens
-    (the card's prices unless the deployment overrides them)."""
-
-    input_per_million: int = 0
-    output_per_million: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentSpec:
-    name: str
-    model_id: str
-    engine: EngineConfig
-    owned_by: str = "alize"
-    created: int = field(default_factory=lambda: int(time.time()))
-    #: catalog card fields shown by ``GET /v1/models`` (JSON-ready)
-    card: dict[str, Any] | None = None
-    replicas: int = 1
-    #: unload after this many seconds without a request; 0 = stay loaded
-    idle_timeout_s: float = 0.0
-    #: estimated bytes of memory the loaded deployment holds (all replicas), for the budget
-    memory_bytes: int = 0
-    prices: Prices = Prices()
-    #: declared in settings (recreated at each start) rather than stored in the database
-    declared: bool = False
-    #: content filters on the deployment's input and output (None = not filtered)
-    safety: SafetyPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec
+from alize.deployments.manager import Deployment, DeploymentManager
+from alize.deployments.specs import DeploymentSpec
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
 from alize.gateway.auth import Principal, authorize_deployment

@@ -33,7 +33,7 @@ class AddModel(BaseModel):
     card: dict[str, Any] | None = None
 
 
-async def _require_platform_admin(services: Services, principal: Principal | None) -> None:
+async def require_platform_admin(services: Services, principal: Principal | None) -> None:
     if not await services.tenancy.is_platform_admin(principal):
         raise PermissionDeniedError(
             "Changing the catalog or deployments requires a platform admin key.",
@@ -64,7 +64,7 @@ async def get_model(model_id: str, services: ServicesDep, _: AdminDep) -> JSONRe
 
 @router.post("/models", summary="Add a model (GGUF file, Hugging Face folder or remote card)")
 async def add_model(body: AddModel, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     if (body.path is None) == (body.card is None):
         raise InvalidRequestError("give either 'path' (a local file or folder) or 'card'", param="path")
     if body.path is not None:
@@ -94,7 +94,7 @@ class Benchmark(BaseModel):
 async def benchmark_model(
     model_id: str, services: ServicesDep, principal: AdminDep, body: Benchmark | None = None
 ) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     plan = body or Benchmark()
     card = await services.deployment_admin.benchmark(
         model_id, BenchmarkPlan(plan.prompt_tokens, plan.decode_tokens, plan.runs)
@@ -108,7 +108,7 @@ async def benchmark_model(
 async def update_model(
     model_id: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
 ) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     card = await services.catalog.update(model_id, changes)
     await audit_admin_action(services.tenancy.audit, principal, "model.update", model_id, changes)
     return JSONResponse(_model_json(card, services))
@@ -116,7 +116,7 @@ async def update_model(
 
 @router.delete("/models/{model_id:path}", summary="Remove a model (refused while deployed)")
 async def delete_model(model_id: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     await services.deployment_admin.delete_model(model_id)
     await audit_admin_action(services.tenancy.audit, principal, "model.delete", model_id)
     return JSONResponse({"id": model_id, "object": "model", "deleted": True})
@@ -154,7 +154,7 @@ async def get_deployment(name: str, services: ServicesDep, _: AdminDep) -> JSONR
 
 @router.post("/deployments", summary="Deploy a catalog model under a name")
 async def create_deployment(body: dict[str, Any], services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     deployment = await services.deployment_admin.create(body)
     view = _deployment_json(services, deployment.name)
     await audit_admin_action(services.tenancy.audit, principal, "deployment.create", deployment.name, body)
@@ -165,7 +165,7 @@ async def create_deployment(body: dict[str, Any], services: ServicesDep, princip
 async def update_deployment(
     name: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
 ) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     await services.deployment_admin.update(name, changes)
     await audit_admin_action(services.tenancy.audit, principal, "deployment.update", name, changes)
     return JSONResponse(_deployment_json(services, name))
@@ -173,7 +173,7 @@ async def update_deployment(
 
 @router.delete("/deployments/{name:path}", summary="Undeploy (stops its engines)")
 async def delete_deployment(name: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await require_platform_admin(services, principal)
     await services.deployment_admin.delete(name)
     await audit_admin_action(services.tenancy.audit, principal, "deployment.delete", name)
     return JSONResponse({"name": name, "object": "deployment", "deleted": True})

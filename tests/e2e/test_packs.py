@@ -143,3 +143,9 @@ def test_pull_errors_are_openai_shaped(server: LiveServer) -> None:
     bad_url = admin(server, "POST", "/packs/tiny-pack/pull", {"index_url": "ftp://mirror/simple"})
     assert bad_url.status_code in (400, 422)
     assert httpx.get(f"{server.url}/admin/api/packs", timeout=10).json()["object"] == "list"
+
+
+def test_the_catalog_page_offers_the_packs(server: LiveServer) -> None:
+    page = httpx.get(f"{server.url}/catalog", timeout=30).text
+    assert '<form class="pull" data-pack="tiny-pack">' in page
+    assert "Pull (" in page and "Tiny test model" in page

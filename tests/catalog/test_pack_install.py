@@ -184,3 +184,15 @@ def test_measured_quality_outranks_the_stated_order() -> None:
         "big",
         "other",
     ]
+
+
+def test_staging_left_by_a_killed_pull_is_swept(tmp_path: Path) -> None:
+    store = tmp_path / "models"
+    leftover = store / ".staging" / "tiny-pack-0badcafe" / "wheels" / "part.whl"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a download")
+    other = store / ".staging" / "other-pack-12345678"
+    other.mkdir()
+    with installer.pack_lock(store, "other-pack"):  # a pull of it is running in another process
+        installer.sweep(store, ["tiny-pack", "other-pack"])
+    assert not leftover.parent.parent.exists() and other.exists()

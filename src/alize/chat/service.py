@@ -49,7 +49,10 @@ class ChatServices:
             return None
         best = min(
             candidates,
-            key=lambda d: chat_rank({**(d.spec.card or {}), "id": d.spec.model_id}, self.preferences),
+            key=lambda d: (
+                chat_rank({**(d.spec.card or {}), "id": d.spec.model_id}, self.preferences),
+                d.name,  # two deployments of one model: the same one every time
+            ),
         )
         return best.name
 

@@ -223,7 +223,9 @@ def _download(
     requirements.write_text(pack.requirements(), encoding="utf-8")
     log_path = staging / "pip.log"
     total = pack.download_bytes
-    env = {**os.environ, "TMPDIR": str(tmp)}
+    # pip gets the operator's pip settings (PIP_*, proxies, certificates), not the server's secrets
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIZE_")}
+    env["TMPDIR"] = str(tmp)
     progress("downloading", 0, total)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -16,9 +16,11 @@ from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
 from alize.catalog.cards import ModelCard
 from alize.deployments.benchmark import BenchmarkPlan
-from alize.deployments.service import deployment_view
-from alize.errors import InvalidRequestError, PermissionDeniedError
-from alize.gateway.keys import Principal
+from alize.deployments.config import DeploymentConfig
+from alize.deployments.lifecycle import held_bytes
+from alize.deployments.manager import Deployment
+from alize.errors import InvalidRequestError
+from alize.gateway.auth import Principal
 from alize.gateway.tenancy import audit_admin_action
 
 router = APIRouter(prefix="/admin/api", tags=["admin: catalog"])
@@ -33,12 +35,10 @@ class AddModel(BaseModel):
     card: dict[str, Any] | None = None
 
 
-async def require_platform_admin(services: Services, principal: Principal | None) -> None:
-    if not await services.tenancy.is_platform_admin(principal):
-        raise PermissionDeniedError(
-            "Changing the catalog or deployments requires a platform admin key.",
-            code="platform_admin_required",
-        )
+async def _require_platform_admin(services: Services, principal: Principal | None) -> None:
+    await services.tenancy.require_platform_admin(
+        principal, "Changing the catalog or deployments requires a platform admin key."
+    )
 
 
 def _model_json(card: ModelCard, services: Services) -> dict[str, Any]:
@@ -64,7 +64,7 @@ async def get_model(model_id: str, services: ServicesDep, _: AdminDep) -> JSONRe
 
 @router.post("/models", summary="Add a model (GGUF file, Hugging Face folder or remote card)")
 async def add_model(body: AddModel, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     if (body.path is None) == (body.card is None):
         raise InvalidRequestError("give either 'path' (a local file or folder) or 'card'", param="path")
     if body.path is not None:
@@ -94,7 +94,7 @@ class Benchmark(BaseModel):
 async def benchmark_model(
     model_id: str, services: ServicesDep, principal: AdminDep, body: Benchmark | None = None
 ) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     plan = body or Benchmark()
     card = await services.deployment_admin.benchmark(
         model_id, BenchmarkPlan(plan.prompt_tokens, plan.decode_tokens, plan.runs)
@@ -108,7 +108,7 @@ async def benchmark_model(
 async def update_model(
     model_id: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
 ) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     card = await services.catalog.update(model_id, changes)
     await audit_admin_action(services.tenancy.audit, principal, "model.update", model_id, changes)
     return JSONResponse(_model_json(card, services))
@@ -116,13 +116,47 @@ async def update_model(
 
 @router.delete("/models/{model_id:path}", summary="Remove a model (refused while deployed)")
 async def delete_model(model_id: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     await services.deployment_admin.delete_model(model_id)
     await audit_admin_action(services.tenancy.audit, principal, "model.delete", model_id)
     return JSONResponse({"id": model_id, "object": "model", "deleted": True})
 
 
 # -- deployments ----------------------------------------------------------------------------------
+
+
+def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[str, Any]:
+    """What the admin API shows of a deployment: its configuration and its live state."""
+    spec = deployment.spec
+    engine = deployment.engine
+    return {
+        "name": spec.name,
+        "model": spec.model_id,
+        "engine": spec.engine.kind,
+        "replicas": spec.replicas,
+        "idle_timeout_s": spec.idle_timeout_s,
+        "parallel": spec.engine.parallel,
+        "ctx_per_slot": spec.engine.ctx_per_slot,
+        "price_input_per_million": spec.price_input_per_million,
+        "price_output_per_million": spec.price_output_per_million,
+        "prices_from_card": config.price_input_per_million is None
+        and config.price_output_per_million is None,
+        "description": config.description,
+        "safety": config.safety.model_dump(mode="json") if config.safety else None,
+        "declared": spec.declared,
+        "created": spec.created,
+        "state": {
+            "loaded": deployment.loaded,
+            "loads": deployment.loads,
+            "busy_slots": deployment.queue.busy,
+            "waiting": deployment.queue.waiting,
+            "served_per_replica": list(engine.served),
+            "memory_estimate_bytes": spec.memory_bytes,
+            # measured from /proc for worker processes (llama.cpp); the estimate otherwise
+            "memory_held_bytes": held_bytes(deployment) if deployment.loaded else 0,
+            "worker_pids": engine.worker_pids() if deployment.loaded else [],
+        },
+    }
 
 
 def _deployment_json(services: Services, name: str) -> dict[str, Any]:
@@ -154,7 +188,7 @@ async def get_deployment(name: str, services: ServicesDep, _: AdminDep) -> JSONR
 
 @router.post("/deployments", summary="Deploy a catalog model under a name")
 async def create_deployment(body: dict[str, Any], services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     deployment = await services.deployment_admin.create(body)
     view = _deployment_json(services, deployment.name)
     await audit_admin_action(services.tenancy.audit, principal, "deployment.create", deployment.name, body)
@@ -165,7 +199,7 @@ async def create_deployment(body: dict[str, Any], services: ServicesDep, princip
 async def update_deployment(
     name: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
 ) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     await services.deployment_admin.update(name, changes)
     await audit_admin_action(services.tenancy.audit, principal, "deployment.update", name, changes)
     return JSONResponse(_deployment_json(services, name))
@@ -173,7 +207,7 @@ async def update_deployment(
 
 @router.delete("/deployments/{name:path}", summary="Undeploy (stops its engines)")
 async def delete_deployment(name: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await _require_platform_admin(services, principal)
     await services.deployment_admin.delete(name)
     await audit_admin_action(services.tenancy.audit, principal, "deployment.delete", name)
     return JSONResponse({"name": name, "object": "deployment", "deleted": True})

@@ -12,7 +12,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from alize.api.admin_catalog import require_platform_admin
 from alize.api.auth import AdminDep
 from alize.api.deps import ServicesDep
 from alize.gateway.tenancy import audit_admin_action
@@ -46,7 +45,9 @@ async def get_pack(name: str, services: ServicesDep, _: AdminDep) -> JSONRespons
 async def pull_pack(
     name: str, services: ServicesDep, principal: AdminDep, body: Pull | None = None
 ) -> JSONResponse:
-    await require_platform_admin(services, principal)
+    await services.tenancy.require_platform_admin(
+        principal, "Pulling a model pack requires a platform admin key."
+    )
     plan = body or Pull()
     job = await services.packs.pull(name, index_url=plan.index_url, deploy=plan.deploy)
     await audit_admin_action(

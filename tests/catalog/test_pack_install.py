@@ -9,6 +9,7 @@ the store and says so; a lack of disk space is refused before anything is downlo
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import shutil
 from collections.abc import Iterator
@@ -196,3 +197,23 @@ def test_staging_left_by_a_killed_pull_is_swept(tmp_path: Path) -> None:
     with installer.pack_lock(store, "other-pack"):  # a pull of it is running in another process
         installer.sweep(store, ["tiny-pack", "other-pack"])
     assert not leftover.parent.parent.exists() and other.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"sha256": "ABC"}, "lowercase hex SHA-256"),
+        ({"size_bytes": 1}, "the parts hold"),
+        ({"file": "../escape.gguf"}, "plain '.gguf' file name"),
+        ({"name": "a/b"}, "no '/' or ':'"),
+        ({"license_file": "/etc/passwd"}, "'.txt' file"),
+    ],
+)
+def test_a_bad_pack_definition_is_refused_with_the_reason(
+    pack_data: dict[str, Any], change: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        Pack.model_validate({**pack_data, **change})
+    unsafe = [{**pack_data["parts"][0], "member": "../../etc/passwd"}, *pack_data["parts"][1:]]
+    with pytest.raises(ValueError, match="plain relative path"):
+        Pack.model_validate({**pack_data, "parts": unsafe})

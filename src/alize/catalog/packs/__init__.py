@@ -22,11 +22,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from alize.catalog.cards import check_identifier
+from alize.catalog.cards import check_identifier, check_package_name
 from alize.errors import NotFoundError
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+!-]{0,63}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _LICENCE_FILE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\.txt$")
@@ -57,9 +56,7 @@ class PackPart(_Data):
     @field_validator("package")
     @classmethod
     def _package(cls, v: str) -> str:
-        if not _PACKAGE_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid distribution name")
-        return v
+        return check_package_name(v)
 
     @field_validator("version")
     @classmethod

@@ -61,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield s
 
 
+@pytest.mark.timeout(2400)
 def test_a_french_question_gets_a_french_answer_from_the_pulled_model(server: LiveServer) -> None:
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(

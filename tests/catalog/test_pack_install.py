@@ -9,8 +9,8 @@ the store and says so; a lack of disk space is refused before anything is downlo
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path

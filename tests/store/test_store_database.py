@@ -15,8 +15,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from alize.store import Database, database_urls, open_database
+from alize.store.database import MIGRATIONS_DIR
 from alize.store.models import Base, Project
 from alize.store.testing import postgres_schema_url, require_postgres
 
@@ -36,7 +38,7 @@ async def test_migrations_create_every_table_and_match_the_models(db: Database) 
     assert set(Base.metadata.tables) <= tables
     assert "alembic_version" in tables
     assert differences == []
-    assert version == "0002"
+    assert version == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 @pytest.mark.asyncio
@@ -166,7 +168,7 @@ async def test_concurrent_startups_migrate_postgres_once() -> None:
         try:
             async with databases[0].session() as session:
                 versions = (await session.execute(sa.text("SELECT version_num FROM alembic_version"))).all()
-            assert versions == [("0002",)]
+            assert versions == [(ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head(),)]
         finally:
             for database in databases:
                 await database.close()

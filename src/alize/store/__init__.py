@@ -5,8 +5,9 @@ and generate ids and timestamps. Build one ``Database`` with ``open_database(url
 lifespan and ``close()`` it on shutdown.
 """
 
-# registers the chat tables on the shared metadata, so Alembic and every test see one schema
+# registers the chat and job tables on the shared metadata, so Alembic and every test see one schema
 from alize.store import chat_models as chat_models
+from alize.store import jobs_models as jobs_models
 from alize.store.database import Database, database_urls, open_database
 
 __all__ = ["Database", "database_urls", "open_database"]

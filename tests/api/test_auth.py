@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.api.app import create_app
+from alize.api.auth import extract_api_key
 from alize.config import DeploymentSettings, Settings
 from alize.engines.registry import EngineRegistry
-from alize.gateway import keys as keys_module
+from alize.gateway import auth as auth_module
 from alize.gateway.tenancy import UnsafeBindError
 
 ADMIN = "bootstrap-admin-key-0123456789abcdef"
@@ -140,7 +141,7 @@ def test_keys_are_compared_in_constant_time(client: TestClient, monkeypatch: pyt
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(keys_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
     key = str(new_key(client)["key"])
     calls.clear()
     assert client.get("/v1/models", headers=bearer(key)).status_code == 200
@@ -199,3 +200,32 @@ def test_public_bind_without_keys_is_refused(tmp_path: Path, registry: EngineReg
     app = create_app(make_settings(tmp_path, host="0.0.0.0", admin_key=ADMIN), registry=registry)
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Authorization": "Bearer alz-abc.def"}, "alz-abc.def"),
+        ({"authorization": "bearer   alz-abc.def  "}, "alz-abc.def"),
+        ({"api-key": "alz-abc.def"}, "alz-abc.def"),
+        ({"X-API-Key": "alz-abc.def"}, "alz-abc.def"),
+        ({"Authorization": "Basic dXNlcjpwYXNz", "api-key": "k1"}, "k1"),
+        ({"Authorization": "Bearer a", "x-api-key": "b"}, "a"),
+        ({}, None),
+        ({"Authorization": "Bearer"}, None),
+        ({"Authorization": "Bearer '; DROP TABLE api_keys; --"}, None),
+        ({"api-key": "' OR '1'='1"}, None),
+        ({"api-key": "x" * 100_000}, None),
+        ({"api-key": "clé"}, None),
+        ({"api-key": "abc\x00def"}, None),
+        ({"api-key": "abc\r\nX-Injected: 1"}, None),
+        ({"api-key": "a b"}, None),
+    ],
+)
+def test_extract_api_key(headers: dict[str, str], expected: str | None) -> None:
+    assert extract_api_key(headers) == expected
+
+
+def test_extract_api_key_never_raises_on_odd_mappings() -> None:
+    assert extract_api_key({b"api-key": b"x"}) is None  # type: ignore[dict-item]
+    assert extract_api_key({"api-key": None}) is None  # type: ignore[dict-item]

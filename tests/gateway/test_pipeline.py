@@ -20,8 +20,8 @@ from alize.domain import Message, SamplingParams
 from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
 from alize.errors import EngineError, InsufficientQuotaError, PermissionDeniedError, RateLimitError
+from alize.gateway.auth import Principal
 from alize.gateway.generation import ChatCall, GenerationService
-from alize.gateway.keys import Principal
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter
 from alize.gateway.metering import UsageRecord
 from alize.gateway.pipeline import PolicyPipeline, deployment_prices
@@ -75,7 +75,7 @@ async def _principal(
     key_limits = key_limits or LimitSpec()
     project = await rig.tenancy.projects.create("tenant", monthly_budget_micros=budget)
     created = await rig.tenancy.keys.create(project.id, "k", limits=key_limits)
-    return await rig.tenancy.keys.authenticate(created.plaintext)
+    return await rig.tenancy.auth.authenticate(created.plaintext)
 
 
 async def _rows(rig: Rig, project_id: str) -> list[UsageRecord]:
@@ -181,7 +181,7 @@ async def test_rate_limit_refuses_before_generation_without_a_row(rig: Rig) -> N
 async def test_allow_list_is_enforced(rig: Rig) -> None:
     project = await rig.tenancy.projects.create("narrow")
     created = await rig.tenancy.keys.create(project.id, "k", allowed_deployments=["slow"])
-    principal = await rig.tenancy.keys.authenticate(created.plaintext)
+    principal = await rig.tenancy.auth.authenticate(created.plaintext)
     with pytest.raises(PermissionDeniedError):
         await rig.pipeline.chat(_call("echo"), "c", principal)
     assert await _rows(rig, project.id) == []

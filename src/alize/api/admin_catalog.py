@@ -16,9 +16,11 @@ from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
 from alize.catalog.cards import ModelCard
 from alize.deployments.benchmark import BenchmarkPlan
-from alize.deployments.service import deployment_view
-from alize.errors import InvalidRequestError, PermissionDeniedError
-from alize.gateway.keys import Principal
+from alize.deployments.config import DeploymentConfig
+from alize.deployments.lifecycle import held_bytes
+from alize.deployments.manager import Deployment
+from alize.errors import InvalidRequestError
+from alize.gateway.auth import Principal
 from alize.gateway.tenancy import audit_admin_action
 
 router = APIRouter(prefix="/admin/api", tags=["admin: catalog"])
@@ -34,11 +36,9 @@ class AddModel(BaseModel):
 
 
 async def _require_platform_admin(services: Services, principal: Principal | None) -> None:
-    if not await services.tenancy.is_platform_admin(principal):
-        raise PermissionDeniedError(
-            "Changing the catalog or deployments requires a platform admin key.",
-            code="platform_admin_required",
-        )
+    await services.tenancy.require_platform_admin(
+        principal, "Changing the catalog or deployments requires a platform admin key."
+    )
 
 
 def _model_json(card: ModelCard, services: Services) -> dict[str, Any]:
@@ -123,6 +123,40 @@ async def delete_model(model_id: str, services: ServicesDep, principal: AdminDep
 
 
 # -- deployments ----------------------------------------------------------------------------------
+
+
+def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[str, Any]:
+    """What the admin API shows of a deployment: its configuration and its live state."""
+    spec = deployment.spec
+    engine = deployment.engine
+    return {
+        "name": spec.name,
+        "model": spec.model_id,
+        "engine": spec.engine.kind,
+        "replicas": spec.replicas,
+        "idle_timeout_s": spec.idle_timeout_s,
+        "parallel": spec.engine.parallel,
+        "ctx_per_slot": spec.engine.ctx_per_slot,
+        "price_input_per_million": spec.price_input_per_million,
+        "price_output_per_million": spec.price_output_per_million,
+        "prices_from_card": config.price_input_per_million is None
+        and config.price_output_per_million is None,
+        "description": config.description,
+        "safety": config.safety.model_dump(mode="json") if config.safety else None,
+        "declared": spec.declared,
+        "created": spec.created,
+        "state": {
+            "loaded": deployment.loaded,
+            "loads": deployment.loads,
+            "busy_slots": deployment.queue.busy,
+            "waiting": deployment.queue.waiting,
+            "served_per_replica": list(engine.served),
+            "memory_estimate_bytes": spec.memory_bytes,
+            # measured from /proc for worker processes (llama.cpp); the estimate otherwise
+            "memory_held_bytes": held_bytes(deployment) if deployment.loaded else 0,
+            "worker_pids": engine.worker_pids() if deployment.loaded else [],
+        },
+    }
 
 
 def _deployment_json(services: Services, name: str) -> dict[str, Any]:

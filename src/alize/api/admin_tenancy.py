@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
-from alize.errors import NotFoundError, PermissionDeniedError
-from alize.gateway.keys import KeyInfo, Principal
+from alize.errors import NotFoundError
+from alize.gateway.auth import Principal
+from alize.gateway.keys import KeyInfo
 from alize.gateway.limits import LimitSpec
 from alize.gateway.metering import UsageRecord, to_csv
 from alize.gateway.projects import ProjectInfo
@@ -117,27 +118,11 @@ def usage_json(r: UsageRecord) -> dict[str, Any]:
     }
 
 
-async def _scope(services: Services, principal: Principal | None) -> str | None:
-    """``None`` for a platform admin (every project), else the only project the caller may see."""
-    if await services.tenancy.is_platform_admin(principal):
-        return None
-    assert principal is not None
-    return principal.project_id
-
-
 async def _visible_project(services: Services, principal: Principal | None, project_id: str) -> ProjectInfo:
-    scope = await _scope(services, principal)
-    if scope is not None and project_id != scope:
-        raise NotFoundError(f"Project '{project_id}' not found.")
-    return await services.tenancy.projects.get(project_id)
-
-
-async def _require_platform_admin(services: Services, principal: Principal | None) -> None:
-    if not await services.tenancy.is_platform_admin(principal):
-        raise PermissionDeniedError(
-            "This operation requires a platform admin key (an admin key of the default project).",
-            code="platform_admin_required",
-        )
+    """The project, when the caller may see it; 404 as if it did not exist otherwise."""
+    visible = await services.tenancy.visible_project_id(principal, project_id)
+    assert visible is not None
+    return await services.tenancy.projects.get(visible)
 
 
 # -- projects -----------------------------------------------------------------------------------
@@ -145,7 +130,7 @@ async def _require_platform_admin(services: Services, principal: Principal | Non
 
 @router.get("/projects", summary="List projects (a project admin sees only its own)")
 async def list_projects(services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    scope = await _scope(services, principal)
+    scope = await services.tenancy.project_scope(principal)
     projects = await services.tenancy.projects.list()
     data = [project_json(p) for p in projects if scope is None or p.id == scope]
     return JSONResponse({"object": "list", "data": data})
@@ -153,7 +138,7 @@ async def list_projects(services: ServicesDep, principal: AdminDep) -> JSONRespo
 
 @router.post("/projects", status_code=201, summary="Create a project (platform admin)")
 async def create_project(body: ProjectCreate, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await services.tenancy.require_platform_admin(principal)
     project = await services.tenancy.projects.create(
         body.name,
         monthly_budget_micros=body.monthly_budget_micros,
@@ -186,7 +171,7 @@ async def update_project(
     project_id: str, body: ProjectUpdate, services: ServicesDep, principal: AdminDep
 ) -> JSONResponse:
     current = await _visible_project(services, principal, project_id)
-    await _require_platform_admin(services, principal)
+    await services.tenancy.require_platform_admin(principal)
     given = body.model_fields_set
     old = current.limits
     limits = LimitSpec(
@@ -213,10 +198,7 @@ async def update_project(
 async def list_keys(
     services: ServicesDep, principal: AdminDep, project_id: ProjectQuery = None
 ) -> JSONResponse:
-    scope = await _scope(services, principal)
-    if scope is not None and project_id is not None and project_id != scope:
-        raise NotFoundError(f"Project '{project_id}' not found.")
-    keys = await services.tenancy.keys.list(scope or project_id)
+    keys = await services.tenancy.keys.list(await services.tenancy.visible_project_id(principal, project_id))
     return JSONResponse({"object": "list", "data": [key_json(k) for k in keys]})
 
 
@@ -243,7 +225,7 @@ async def create_key(body: KeyCreate, services: ServicesDep, principal: AdminDep
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key")
 async def revoke_key(key_id: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    scope = await _scope(services, principal)
+    scope = await services.tenancy.project_scope(principal)
     info = await services.tenancy.keys.revoke(key_id, project_id=scope)
     await audit_admin_action(
         services.tenancy.audit, principal, "key.revoke", key_id, {"project_id": info.project_id}
@@ -258,7 +240,7 @@ async def delete_key(key_id: str, services: ServicesDep, principal: AdminDep) ->
 
 @router.post("/keys/{key_id}/rotate", summary="Replace a key by a new secret; the old one stops working")
 async def rotate_key(key_id: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    scope = await _scope(services, principal)
+    scope = await services.tenancy.project_scope(principal)
     created = await services.tenancy.keys.rotate(key_id, project_id=scope)
     await audit_admin_action(
         services.tenancy.audit,
@@ -289,10 +271,7 @@ async def _report(
     end: datetime | None,
     group_by: GroupByParam,
 ) -> list[Any]:
-    scope = await _scope(services, principal)
-    if scope is not None and project_id is not None and project_id != scope:
-        raise NotFoundError(f"Project '{project_id}' not found.")
-    chosen = scope or project_id
+    chosen = await services.tenancy.visible_project_id(principal, project_id)
     begin, finish = _range(start, end)
     metering = services.tenancy.metering
     if chosen is None:
@@ -348,7 +327,7 @@ async def usage_csv(
 
 @router.get("/usage/requests/{request_id}", summary="The ledger row of one request")
 async def usage_request(request_id: str, services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    row = await services.tenancy.usage_row(request_id, await _scope(services, principal))
+    row = await services.tenancy.usage_row(request_id, await services.tenancy.project_scope(principal))
     if row is None:
         raise NotFoundError(f"No usage recorded for request '{request_id}'.")
     return JSONResponse(usage_json(row))
@@ -364,7 +343,7 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_seq: Annotated[int | None, Query(ge=1)] = None,
 ) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await services.tenancy.require_platform_admin(principal)
     entries = await services.tenancy.audit.list(limit=limit, before_seq=before_seq)
     data = [
         {
@@ -383,6 +362,6 @@ async def audit_log(
 
 @router.get("/audit/verify", summary="Check the audit log's hash chain (platform admin)")
 async def audit_verify(services: ServicesDep, principal: AdminDep) -> JSONResponse:
-    await _require_platform_admin(services, principal)
+    await services.tenancy.require_platform_admin(principal)
     ok, first_bad = await services.tenancy.audit.verify()
     return JSONResponse({"ok": ok, "first_bad_seq": first_bad})

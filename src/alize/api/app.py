@@ -18,7 +18,7 @@ from alize.api import (
     admin_tenancy,
     azure,
     catalog_page,
-    chat,
+    chat_completions,
     completions,
     embeddings,
     health,
@@ -29,8 +29,8 @@ from alize.api.auth import AuthGate
 from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
+from alize.api.webchat import chat_routers
 from alize.catalog.service import CatalogService
-from alize.chat.routes import chat_routers
 from alize.chat.service import build_chat_services
 from alize.config import Settings
 from alize.deployments.lifecycle import IdleReaper, MemoryBudget
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, models.router, chat.router, completions.router, azure.router):
+    for router in (health.router, models.router, chat_completions.router, completions.router, azure.router):
         app.include_router(router)
     app.include_router(admin_tenancy.router)
     for router in (embeddings.router, moderations.router, admin_catalog.router, catalog_page.router):

@@ -5,8 +5,10 @@ Until any API key exists the platform is open (bind to loopback); once one exist
 ``/v1``, ``/models`` and ``/admin`` route requires a key, whatever router serves it (so routes
 added later are covered too): 401 ``invalid_api_key`` without a valid one, 403 for an inference
 key on ``/admin``. Keys come from ``Authorization: Bearer``, ``api-key`` (Azure) or
-``x-api-key``; anything odd in those headers is simply not a key (401, never 500).
-The dependencies authenticate again only when the gate did not run (an app without it).
+``x-api-key`` (:func:`extract_api_key`, the only code that reads them from headers); anything
+odd in those headers is simply not a key (401, never 500). Checking the key is the gateway's
+(:class:`~alize.gateway.auth.Authenticator`). The dependencies authenticate again only when the
+gate did not run (an app without it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from alize.api.deps import Services
 from alize.api.errors import error_response
 from alize.errors import AlizeError
-from alize.gateway.keys import Principal, extract_api_key, require_admin
+from alize.gateway.auth import Principal, require_admin
+from alize.gateway.keys import is_credential
 
 PROTECTED_PREFIXES = ("/v1", "/models", "/admin")
 ADMIN_PREFIX = "/admin"
@@ -42,12 +45,36 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return found
 
 
+def extract_api_key(headers: Mapping[str, str]) -> str | None:
+    """The credential from ``Authorization: Bearer``, ``api-key`` or ``x-api-key`` (in that order).
+
+    Returns ``None`` for anything that cannot be one of our keys (wrong scheme, too long,
+    non-ASCII, spaces or control characters): odd input is never an exception.
+    """
+    found: dict[str, str] = {}
+    try:
+        for name, value in headers.items():
+            lowered = name.lower() if isinstance(name, str) else ""
+            if lowered in ("authorization", "api-key", "x-api-key") and isinstance(value, str):
+                found.setdefault(lowered, value)
+    except (AttributeError, TypeError, UnicodeError):
+        return None
+    candidates: list[str] = []
+    auth = found.get("authorization")
+    if auth is not None:
+        scheme, _, credential = auth.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            candidates.append(credential.strip())
+    candidates.extend(found[h].strip() for h in ("api-key", "x-api-key") if h in found)
+    return next((c for c in candidates if is_credential(c)), None)
+
+
 async def authenticate(services: Services, headers: Mapping[str, str], path: str) -> Principal | None:
     """The caller's principal, ``None`` in open mode; raises 401/403 as typed errors."""
     tenancy = services.tenancy
     if not await tenancy.keys_exist():
         return None
-    principal = await tenancy.keys.authenticate(extract_api_key(headers))
+    principal = await tenancy.auth.authenticate(extract_api_key(headers))
     if _under(path, ADMIN_PREFIX):
         require_admin(principal)
     return principal

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from alize.api.auth import InferenceDep
-from alize.api.chat import run_chat
+from alize.api.chat_completions import run_chat
 from alize.api.deps import ServicesDep
 from alize.api.respond import json_response
-from alize.gateway.keys import authorize_deployment
+from alize.gateway.auth import authorize_deployment
 from alize.protocol.azure import AzureChatCompletionRequest, ModelInfo
 from alize.protocol.openai.chat import ChatCompletionRequest
 

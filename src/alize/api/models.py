@@ -9,7 +9,7 @@ from alize.api.auth import InferenceDep
 from alize.api.deps import ServicesDep
 from alize.api.respond import json_response
 from alize.deployments.manager import Deployment
-from alize.gateway.keys import authorize_deployment
+from alize.gateway.auth import authorize_deployment
 from alize.protocol.openai.models import ModelList, ModelObject
 
 router = APIRouter(tags=["models"])

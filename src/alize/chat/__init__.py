@@ -1,6 +1,7 @@
-"""The chat web app ("Le Chat"): a multilingual assistant in the browser, served at ``/``.
+"""The chat assistant's services ("Le Chat"): accounts, sessions, conversations, documents and
+retrieval, replies.
 
-Services (accounts, sessions, conversations, documents, replies) are plain classes built in the
-app's lifespan; only ``alize.chat.routes`` knows about HTTP. The front end is static ES modules
-under ``static/``, served as they are (no build step).
+Plain classes built in the app's lifespan, with no HTTP: the routes and the static front end
+that use them live in :mod:`alize.api.webchat`. Replies go through the gateway's policy
+pipeline, so they are limited, charged and metered like API calls.
 """

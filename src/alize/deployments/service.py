@@ -26,7 +26,7 @@ from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import DeploymentSettings, Settings
 from alize.deployments.benchmark import BenchmarkPlan, measure
 from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
-from alize.deployments.lifecycle import estimate_memory, held_bytes
+from alize.deployments.lifecycle import estimate_memory
 from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
 from alize.deployments.replicas import ReplicaSet
 from alize.engines.base import EngineConfig
@@ -322,37 +322,3 @@ def _remote_options(card: ModelCard) -> dict[str, str]:
     if card.architecture:
         options["architecture"] = card.architecture
     return options
-
-
-def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[str, Any]:
-    """What the admin API shows of a deployment: its configuration and its live state."""
-    spec = deployment.spec
-    engine = deployment.engine
-    return {
-        "name": spec.name,
-        "model": spec.model_id,
-        "engine": spec.engine.kind,
-        "replicas": spec.replicas,
-        "idle_timeout_s": spec.idle_timeout_s,
-        "parallel": spec.engine.parallel,
-        "ctx_per_slot": spec.engine.ctx_per_slot,
-        "price_input_per_million": spec.price_input_per_million,
-        "price_output_per_million": spec.price_output_per_million,
-        "prices_from_card": config.price_input_per_million is None
-        and config.price_output_per_million is None,
-        "description": config.description,
-        "safety": config.safety.model_dump(mode="json") if config.safety else None,
-        "declared": spec.declared,
-        "created": spec.created,
-        "state": {
-            "loaded": deployment.loaded,
-            "loads": deployment.loads,
-            "busy_slots": deployment.queue.busy,
-            "waiting": deployment.queue.waiting,
-            "served_per_replica": list(engine.served),
-            "memory_estimate_bytes": spec.memory_bytes,
-            # measured from /proc for worker processes (llama.cpp); the estimate otherwise
-            "memory_held_bytes": held_bytes(deployment) if deployment.loaded else 0,
-            "worker_pids": engine.worker_pids() if deployment.loaded else [],
-        },
-    }

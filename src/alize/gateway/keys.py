@@ -1,4 +1,4 @@
-"""API keys: issue, list, revoke, rotate, and authenticate requests.
+"""API keys: their format, how they are stored, and issuing them (create, list, revoke, rotate).
 
 A key looks like ``alz-k3x9q2mw.<43 url-safe chars>``. The part before the dot (``alz-k3x9q2mw``)
 is its visible *prefix*: shown in listings and used to find the row. The database keeps only a
@@ -7,11 +7,11 @@ secret that is not in the database; the secret has 256 bits of entropy, so a fas
 as strong as a slow one and cheap enough to verify on every request. The plaintext is returned
 exactly once, by ``create`` / ``rotate``, and is never logged, stored, or put in an error.
 
-Verified keys are cached for a few seconds, keyed by ``SHA-256(pepper || key)`` (never the key
-itself); a revoke in this process drops the entry at once, other processes see it within the TTL.
-
 An operator-chosen bootstrap admin key (from the environment) need not follow the ``alz-`` shape:
 its row is found through a prefix derived from an HMAC of the key instead.
+
+Checking a presented key against these rows is authentication, in :mod:`alize.gateway.auth`;
+both sides share :class:`KeyHasher`, the one place that knows how a key is parsed and hashed.
 """
 
 from __future__ import annotations
@@ -21,22 +21,14 @@ import hmac
 import re
 import secrets
 import string
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alize.errors import (
-    AuthenticationError,
-    ConflictError,
-    NotFoundError,
-    PermissionDeniedError,
-    ValidationFailedError,
-)
-from alize.gateway.limits import LimitSpec, Subject
+from alize.errors import ConflictError, NotFoundError, ValidationFailedError
+from alize.gateway.limits import LimitSpec
 from alize.store.database import Database
 from alize.store.ids import new_id, utc_now
 from alize.store.models import ApiKey, Project
@@ -52,32 +44,7 @@ _ALPHABET = string.ascii_lowercase + string.digits
 _KEY_RE = re.compile(r"alz-([a-z0-9]{8})\.([A-Za-z0-9_-]{32,200})")
 #: RFC 6750 b64token: what a bearer credential may contain
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-_LAST_USED_RESOLUTION = timedelta(seconds=60)
 UNLIMITED = LimitSpec()
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the authenticated key, its project, and the limits that apply."""
-
-    project_id: str
-    key_id: str
-    key_name: str
-    scopes: frozenset[str]
-    allowed_deployments: frozenset[str] | None
-    key_limits: LimitSpec
-    project_limits: LimitSpec
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.scopes
-
-    def rate_limit_subjects(self) -> tuple[Subject, ...]:
-        """The subjects to pass to ``RateLimiter.acquire``: this key, then its project."""
-        return (
-            Subject(f"key:{self.key_id}", self.key_limits),
-            Subject(f"project:{self.project_id}", self.project_limits),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,101 +96,57 @@ def _info(row: ApiKey) -> KeyInfo:
     )
 
 
-def extract_api_key(headers: Mapping[str, str]) -> str | None:
-    """The credential from ``Authorization: Bearer``, ``api-key`` or ``x-api-key`` (in that order).
-
-    Returns ``None`` for anything that cannot be one of our keys (wrong scheme, too long,
-    non-ASCII, spaces or control characters): odd input is never an exception.
-    """
-    found: dict[str, str] = {}
-    try:
-        for name, value in headers.items():
-            lowered = name.lower() if isinstance(name, str) else ""
-            if lowered in ("authorization", "api-key", "x-api-key") and isinstance(value, str):
-                found.setdefault(lowered, value)
-    except (AttributeError, TypeError, UnicodeError):
-        return None
-    candidates: list[str] = []
-    auth = found.get("authorization")
-    if auth is not None:
-        scheme, _, credential = auth.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            candidates.append(credential.strip())
-    candidates.extend(found[h].strip() for h in ("api-key", "x-api-key") if h in found)
-    for candidate in candidates:
-        if 0 < len(candidate) <= MAX_KEY_LENGTH and candidate.isascii() and _TOKEN_RE.fullmatch(candidate):
-            return candidate
-    return None
+def is_credential(text: str) -> bool:
+    """Whether ``text`` has the shape of a credential we could have issued: 1 to
+    :data:`MAX_KEY_LENGTH` ASCII characters of an RFC 6750 bearer token."""
+    return 0 < len(text) <= MAX_KEY_LENGTH and text.isascii() and _TOKEN_RE.fullmatch(text) is not None
 
 
-def require_scope(principal: Principal, scope: str) -> None:
-    """``admin`` implies every scope."""
-    if scope not in principal.scopes and not principal.is_admin:
-        raise PermissionDeniedError(f"This API key lacks the '{scope}' scope.", code="insufficient_scope")
+class KeyHasher:
+    """How a key is found and checked: its lookup prefix and its keyed hash, under the pepper."""
 
-
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionDeniedError("This operation requires an admin API key.", code="admin_required")
-
-
-def authorize_deployment(principal: Principal, deployment: str) -> None:
-    """Inference scope, and the deployment on the key's allow-list when it has one."""
-    require_scope(principal, "inference")
-    allowed = principal.allowed_deployments
-    if allowed is not None and deployment not in allowed:
-        raise PermissionDeniedError(
-            f"This API key is not allowed to use the deployment '{deployment}'.",
-            param="model",
-            code="deployment_not_allowed",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal
-    expires_at: datetime | None
-    fresh_until: float
-
-
-class KeyService:
-    """Issues and verifies API keys. Built once in the app's lifespan with the server pepper."""
-
-    def __init__(
-        self,
-        db: Database,
-        *,
-        pepper: bytes | str,
-        cache_ttl_s: float = 5.0,
-        cache_size: int = 10_000,
-        clock: Callable[[], datetime] = utc_now,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._db = db
+    def __init__(self, pepper: bytes | str) -> None:
         self._pepper = pepper.encode() if isinstance(pepper, str) else bytes(pepper)
-        self._cache_ttl_s = cache_ttl_s
-        self._cache_size = cache_size
-        self._clock = clock
-        self._monotonic = monotonic
-        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
 
-    # -- hashing -------------------------------------------------------------------------------
-
-    def _hash(self, salt: str, plaintext: str) -> str:
+    def hash(self, salt: str, plaintext: str) -> str:
         return hmac.new(self._pepper, bytes.fromhex(salt) + plaintext.encode(), hashlib.sha256).hexdigest()
 
-    def _cache_key(self, plaintext: str) -> bytes:
+    def cache_key(self, plaintext: str) -> bytes:
+        """What a cache of verified keys is keyed by (never the key itself)."""
         return hashlib.sha256(self._pepper + b"\x00cache\x00" + plaintext.encode()).digest()
 
-    def _lookup_prefix(self, plaintext: str) -> str | None:
+    def lookup_prefix(self, plaintext: str) -> str | None:
         """The stored prefix this plaintext would have, or ``None`` if it cannot be a key."""
         match = _KEY_RE.fullmatch(plaintext)
         if match:
             return f"{KEY_PREFIX}{match.group(1)}"
-        if not (16 <= len(plaintext) <= MAX_KEY_LENGTH and _TOKEN_RE.fullmatch(plaintext)):
+        if not (len(plaintext) >= 16 and is_credential(plaintext)):
             return None
         digest = hmac.new(self._pepper, b"lookup\x00" + plaintext.encode(), hashlib.sha256).hexdigest()
         return f"ext-{digest[:16]}"
+
+
+class KeyService:
+    """Issues and manages API keys. Built once in the app's lifespan with the server's hasher;
+    ``on_revoke`` is told each key id that stops working, so a cache of verified keys in this
+    process (the authenticator's) drops it at once."""
+
+    def __init__(
+        self,
+        db: Database,
+        hasher: KeyHasher,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_revoke: Callable[[str], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._clock = clock
+        self._on_revoke = on_revoke
+
+    def _forget(self, key_id: str) -> None:
+        if self._on_revoke is not None:
+            self._on_revoke(key_id)
 
     def _new_row(
         self, project_id: str, name: str, scopes: str, plaintext: str, prefix: str, now: datetime
@@ -235,7 +158,7 @@ class KeyService:
             name=name,
             prefix=prefix,
             salt=salt,
-            hash=self._hash(salt, plaintext),
+            hash=self._hasher.hash(salt, plaintext),
             scopes=scopes,
             created_at=now,
         )
@@ -354,7 +277,7 @@ class KeyService:
         key is already stored nothing changes; an earlier, different bootstrap key is revoked, so
         changing the environment variable rotates the key.
         """
-        prefix = self._lookup_prefix(plaintext)
+        prefix = self._hasher.lookup_prefix(plaintext)
         if prefix is None:
             raise ValueError(
                 f"the bootstrap admin key must be 16 to {MAX_KEY_LENGTH} characters of [A-Za-z0-9._~+/-]"
@@ -370,7 +293,7 @@ class KeyService:
             repo = ApiKeyRepository(session)
             current = await repo.get_by_prefix(prefix)
             if current is not None and not hmac.compare_digest(
-                current.hash, self._hash(current.salt, plaintext)
+                current.hash, self._hasher.hash(current.salt, plaintext)
             ):
                 raise ValueError("the bootstrap admin key collides with an existing key's prefix")
             for row in await repo.list(include_revoked=False):
@@ -389,64 +312,3 @@ class KeyService:
         for key_id in revoked:
             self._forget(key_id)
         return info
-
-    # -- verification --------------------------------------------------------------------------
-
-    def _forget(self, key_id: str) -> None:
-        for cache_key in [k for k, v in self._cache.items() if v.principal.key_id == key_id]:
-            del self._cache[cache_key]
-
-    async def authenticate(self, plaintext: str | None) -> Principal:
-        """The principal for a presented key, or ``AuthenticationError`` (401, invalid_api_key)."""
-        if not plaintext:
-            raise AuthenticationError(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or in an "
-                "'api-key' header."
-            )
-        prefix = self._lookup_prefix(plaintext) if len(plaintext) <= MAX_KEY_LENGTH else None
-        if prefix is None:
-            raise AuthenticationError("Incorrect API key provided.")
-        now = self._clock()
-        cache_key = self._cache_key(plaintext)
-        cached = self._cache.get(cache_key)
-        if cached is not None and cached.fresh_until > self._monotonic():
-            if cached.expires_at is not None and cached.expires_at <= now:
-                raise AuthenticationError("This API key has expired.", code="api_key_expired")
-            return cached.principal
-        principal, expires_at = await self._verify(prefix, plaintext, now)
-        self._cache[cache_key] = _Cached(principal, expires_at, self._monotonic() + self._cache_ttl_s)
-        self._cache.move_to_end(cache_key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return principal
-
-    async def _verify(self, prefix: str, plaintext: str, now: datetime) -> tuple[Principal, datetime | None]:
-        async with self._db.transaction() as session:
-            repo = ApiKeyRepository(session)
-            row = await repo.get_by_prefix(prefix)
-            # compare even when the row is missing so timing says nothing about which prefixes exist
-            expected = row.hash if row is not None else "0" * 64
-            actual = self._hash(row.salt if row is not None else "00" * 16, plaintext)
-            if row is None or not hmac.compare_digest(expected, actual):
-                raise AuthenticationError("Incorrect API key provided.")
-            if row.revoked_at is not None:
-                raise AuthenticationError("This API key has been revoked.", code="api_key_revoked")
-            if row.expires_at is not None and row.expires_at <= now:
-                raise AuthenticationError("This API key has expired.", code="api_key_expired")
-            project = await ProjectRepository(session).get(row.project_id)
-            if project is None:
-                raise AuthenticationError("Incorrect API key provided.")
-            if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_RESOLUTION:
-                await repo.touch(row.id, now)
-            principal = Principal(
-                project_id=row.project_id,
-                key_id=row.id,
-                key_name=row.name,
-                scopes=frozenset(row.scopes.split()),
-                allowed_deployments=(
-                    frozenset(row.allowed_deployments) if row.allowed_deployments is not None else None
-                ),
-                key_limits=LimitSpec(row.rpm_limit, row.tpm_limit, row.concurrency_limit),
-                project_limits=LimitSpec(project.rpm_limit, project.tpm_limit, project.concurrency_limit),
-            )
-            return principal, row.expires_at

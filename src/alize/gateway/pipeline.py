@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from alize.deployments.manager import DeploymentManager, DeploymentSpec
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
+from alize.gateway.auth import Principal, authorize_deployment
 from alize.gateway.budget import Reservation, cost_micros
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
 from alize.gateway.generation import (
@@ -46,7 +47,6 @@ from alize.gateway.generation import (
     Planned,
     TextCall,
 )
-from alize.gateway.keys import Principal, authorize_deployment
 from alize.gateway.limits import Lease
 from alize.gateway.metering import UsageRecord, UsageStatus
 from alize.gateway.output_filter import filter_output

@@ -8,8 +8,10 @@ Rules written down here once:
   good: revoking every key afterwards does not reopen the platform.
 * **Platform vs project admins.** An ``admin`` key of the ``default`` project (the operator's
   project: the bootstrap key and ``alize keys create --admin`` live there) administers every
-  project. An ``admin`` key of any other project administers only its own project's keys and
-  usage; everything else looks to it as if it did not exist (404).
+  project, the catalog and the deployments (:meth:`Tenancy.require_platform_admin`). An
+  ``admin`` key of any other project administers only its own project's keys and usage;
+  everything else looks to it as if it did not exist (404: :meth:`Tenancy.project_scope`,
+  :meth:`Tenancy.visible_project_id`).
 * **Server secret.** The key-hash pepper comes from ``ALIZE_SECRET_KEY`` or, when unset, from a
   random file created once in the data directory, so the CLI (which opens the database directly)
   and every server sharing that directory verify the same keys.
@@ -25,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from alize.config import Settings
-from alize.errors import ConflictError
+from alize.errors import ConflictError, NotFoundError, PermissionDeniedError
 from alize.gateway.audit import AuditRecord, AuditService
+from alize.gateway.auth import Authenticator, Principal
 from alize.gateway.budget import BudgetService
-from alize.gateway.keys import KeyService, Principal
+from alize.gateway.keys import KeyHasher, KeyService
 from alize.gateway.limits import MemoryRateLimiter, RateLimiter
 from alize.gateway.metering import MeteringService, UsageRecord
 from alize.gateway.projects import ProjectService
@@ -81,6 +84,7 @@ class Tenancy:
     db: Database
     projects: ProjectService
     keys: KeyService
+    auth: Authenticator
     limiter: RateLimiter
     budget: BudgetService
     metering: MeteringService
@@ -90,10 +94,13 @@ class Tenancy:
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, limiter: RateLimiter | None = None) -> Tenancy:
+        hasher = KeyHasher(server_secret(settings))
+        auth = Authenticator(db, hasher)
         return cls(
             db=db,
             projects=ProjectService(db),
-            keys=KeyService(db, pepper=server_secret(settings)),
+            keys=KeyService(db, hasher, on_revoke=auth.forget),
+            auth=auth,
             limiter=limiter if limiter is not None else build_rate_limiter(settings),
             budget=BudgetService(db),
             metering=MeteringService(db),
@@ -127,6 +134,30 @@ class Tenancy:
         if principal is None:
             return True
         return principal.is_admin and principal.project_id == await self.default_project_id()
+
+    async def require_platform_admin(
+        self,
+        principal: Principal | None,
+        message: str = "This operation requires a platform admin key (an admin key of the default project).",
+    ) -> None:
+        """403 ``platform_admin_required`` unless the caller administers the whole platform."""
+        if not await self.is_platform_admin(principal):
+            raise PermissionDeniedError(message, code="platform_admin_required")
+
+    async def project_scope(self, principal: Principal | None) -> str | None:
+        """``None`` for a platform admin (every project), else the only project the caller sees."""
+        if await self.is_platform_admin(principal):
+            return None
+        assert principal is not None
+        return principal.project_id
+
+    async def visible_project_id(self, principal: Principal | None, project_id: str | None) -> str | None:
+        """The project a request is about: ``project_id`` when the caller may see it (404 when
+        not, exactly as if it did not exist), else the caller's own scope (``None`` = all)."""
+        scope = await self.project_scope(principal)
+        if scope is not None and project_id is not None and project_id != scope:
+            raise NotFoundError(f"Project '{project_id}' not found.")
+        return scope or project_id
 
     async def bootstrap(self, settings: Settings) -> None:
         """Install ``ALIZE_ADMIN_KEY`` as an admin key of the default project (idempotent)."""

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, UploadFile
 from fastapi.encoders import jsonable_encoder
 
-from alize.chat.routes.security import AppDep, WriterDep
+from alize.api.webchat.security import AppDep, WriterDep
 from alize.errors import PayloadTooLargeError
 
 router = APIRouter(prefix="/chat/api", tags=["chat web app"])

@@ -1,6 +1,6 @@
 """The page itself: ``/`` and ``/c/{id}`` serve the app shell, ``/chat/static/...`` its assets.
 
-Assets are plain files under ``alize/chat/static`` (ES modules, CSS, translations), served with
+Assets are plain files under ``alize/api/webchat/static`` (ES modules, CSS, translations), served with
 a strict Content-Security-Policy. ``/c/{id}`` answers 404 when a logged-in user opens a
 conversation that is not theirs (the page then says so too).
 """
@@ -12,12 +12,12 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from alize.chat.routes.security import SECURITY_HEADERS, SESSION_COOKIE, AppDep
+from alize.api.webchat.security import SECURITY_HEADERS, SESSION_COOKIE, AppDep
 from alize.errors import AlizeError, NotFoundError
 
 router = APIRouter(tags=["chat web app"], include_in_schema=False)
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+STATIC = Path(__file__).resolve().parent / "static"
 
 MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",

@@ -12,8 +12,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from alize.api.webchat.security import AppDep, ReaderDep, WriterDep
 from alize.chat.export import to_json, to_markdown
-from alize.chat.routes.security import AppDep, ReaderDep, WriterDep
 from alize.errors import ModelNotFoundError
 
 router = APIRouter(prefix="/chat/api", tags=["chat web app"])

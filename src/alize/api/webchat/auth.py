@@ -7,8 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from alize.chat.accounts import UserInfo
-from alize.chat.routes.security import (
+from alize.api.webchat.security import (
     SESSION_COOKIE,
     AppDep,
     ReaderDep,
@@ -17,6 +16,7 @@ from alize.chat.routes.security import (
     clear_session_cookie,
     set_session_cookie,
 )
+from alize.chat.accounts import UserInfo
 from alize.chat.sessions import csrf_for
 
 router = APIRouter(prefix="/chat/api", tags=["chat web app"])

@@ -19,8 +19,8 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from alize.api.streaming import ClosingStreamingResponse
+from alize.api.webchat.security import AppDep, WriterDep
 from alize.chat.replies import ReplyRun
-from alize.chat.routes.security import AppDep, WriterDep
 from alize.errors import AlizeError
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from alize.api.deps import Services, ServicesDep, caller_identity
 from alize.api.encode import collect_chat, stream_chat
 from alize.api.respond import respond
 from alize.api.translate import chat_call
-from alize.gateway.keys import Principal
+from alize.gateway.auth import Principal
 from alize.protocol.openai.chat import ChatCompletionRequest
 
 router = APIRouter(tags=["chat"])

@@ -1,0 +1,173 @@
+"""Who is calling and what they may do: the principal a presented API key stands for, and the
+authorisation rules every route and the policy pipeline apply to it.
+
+Authentication finds the key's row by its prefix and compares hashes in constant time, even when
+no row matches, so timing says nothing about which prefixes exist (:class:`~alize.gateway.keys.
+KeyHasher` knows how a key is parsed and hashed; :mod:`alize.gateway.keys` issues them).
+Verified keys are cached for a few seconds, keyed by ``SHA-256(pepper || key)`` (never the key
+itself); a revoke in this process drops the entry at once (:meth:`Authenticator.forget`), other
+processes see it within the TTL.
+
+Authorisation: ``admin`` implies every scope; an inference call needs the ``inference`` scope and,
+when the key has an allow-list, the deployment on it. Which admin keys administer the whole
+platform, and which projects a project admin sees, is decided by
+:class:`~alize.gateway.tenancy.Tenancy` (it knows the operator's project).
+
+Getting the key out of HTTP headers is the API layer's job (:mod:`alize.api.auth`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from alize.errors import AuthenticationError, PermissionDeniedError
+from alize.gateway.keys import MAX_KEY_LENGTH, KeyHasher
+from alize.gateway.limits import LimitSpec, Subject
+from alize.store.database import Database
+from alize.store.ids import utc_now
+from alize.store.repositories import ApiKeyRepository, ProjectRepository
+
+#: how stale a key's ``last_used_at`` may get before a request writes it again
+_LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the authenticated key, its project, and the limits that apply."""
+
+    project_id: str
+    key_id: str
+    key_name: str
+    scopes: frozenset[str]
+    allowed_deployments: frozenset[str] | None
+    key_limits: LimitSpec
+    project_limits: LimitSpec
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def rate_limit_subjects(self) -> tuple[Subject, ...]:
+        """The subjects to pass to ``RateLimiter.acquire``: this key, then its project."""
+        return (
+            Subject(f"key:{self.key_id}", self.key_limits),
+            Subject(f"project:{self.project_id}", self.project_limits),
+        )
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    """``admin`` implies every scope."""
+    if scope not in principal.scopes and not principal.is_admin:
+        raise PermissionDeniedError(f"This API key lacks the '{scope}' scope.", code="insufficient_scope")
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDeniedError("This operation requires an admin API key.", code="admin_required")
+
+
+def authorize_deployment(principal: Principal, deployment: str) -> None:
+    """Inference scope, and the deployment on the key's allow-list when it has one."""
+    require_scope(principal, "inference")
+    allowed = principal.allowed_deployments
+    if allowed is not None and deployment not in allowed:
+        raise PermissionDeniedError(
+            f"This API key is not allowed to use the deployment '{deployment}'.",
+            param="model",
+            code="deployment_not_allowed",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal
+    expires_at: datetime | None
+    fresh_until: float
+
+
+class Authenticator:
+    """Turns a presented key into its :class:`Principal`. One per app, sharing the key service's
+    hasher (the same pepper)."""
+
+    def __init__(
+        self,
+        db: Database,
+        hasher: KeyHasher,
+        *,
+        cache_ttl_s: float = 5.0,
+        cache_size: int = 10_000,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._cache_ttl_s = cache_ttl_s
+        self._cache_size = cache_size
+        self._clock = clock
+        self._monotonic = monotonic
+        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+
+    def forget(self, key_id: str) -> None:
+        """Drop a revoked key from the cache, so it stops working in this process at once."""
+        for cache_key in [k for k, v in self._cache.items() if v.principal.key_id == key_id]:
+            del self._cache[cache_key]
+
+    async def authenticate(self, plaintext: str | None) -> Principal:
+        """The principal for a presented key, or ``AuthenticationError`` (401, invalid_api_key)."""
+        if not plaintext:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or in an "
+                "'api-key' header."
+            )
+        prefix = self._hasher.lookup_prefix(plaintext) if len(plaintext) <= MAX_KEY_LENGTH else None
+        if prefix is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        now = self._clock()
+        cache_key = self._hasher.cache_key(plaintext)
+        cached = self._cache.get(cache_key)
+        if cached is not None and cached.fresh_until > self._monotonic():
+            if cached.expires_at is not None and cached.expires_at <= now:
+                raise AuthenticationError("This API key has expired.", code="api_key_expired")
+            return cached.principal
+        principal, expires_at = await self._verify(prefix, plaintext, now)
+        self._cache[cache_key] = _Cached(principal, expires_at, self._monotonic() + self._cache_ttl_s)
+        self._cache.move_to_end(cache_key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return principal
+
+    async def _verify(self, prefix: str, plaintext: str, now: datetime) -> tuple[Principal, datetime | None]:
+        async with self._db.transaction() as session:
+            repo = ApiKeyRepository(session)
+            row = await repo.get_by_prefix(prefix)
+            # compare even when the row is missing so timing says nothing about which prefixes exist
+            expected = row.hash if row is not None else "0" * 64
+            actual = self._hasher.hash(row.salt if row is not None else "00" * 16, plaintext)
+            if row is None or not hmac.compare_digest(expected, actual):
+                raise AuthenticationError("Incorrect API key provided.")
+            if row.revoked_at is not None:
+                raise AuthenticationError("This API key has been revoked.", code="api_key_revoked")
+            if row.expires_at is not None and row.expires_at <= now:
+                raise AuthenticationError("This API key has expired.", code="api_key_expired")
+            project = await ProjectRepository(session).get(row.project_id)
+            if project is None:
+                raise AuthenticationError("Incorrect API key provided.")
+            if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_RESOLUTION:
+                await repo.touch(row.id, now)
+            principal = Principal(
+                project_id=row.project_id,
+                key_id=row.id,
+                key_name=row.name,
+                scopes=frozenset(row.scopes.split()),
+                allowed_deployments=(
+                    frozenset(row.allowed_deployments) if row.allowed_deployments is not None else None
+                ),
+                key_limits=LimitSpec(row.rpm_limit, row.tpm_limit, row.concurrency_limit),
+                project_limits=LimitSpec(project.rpm_limit, project.tpm_limit, project.concurrency_limit),
+            )
+            return principal, row.expires_at

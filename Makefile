@@ -1,4 +1,5 @@
-# Alizé: `make run` installs into .venv and serves on http://127.0.0.1:8000; `make test` runs everything.
+# Alizé: `make run` installs into .venv and serves on http://127.0.0.1:8000; `make test` runs everything
+# (with throw-away PostgreSQL and Redis servers when none answers; see scripts/test_services.py).
 # Nothing here compiles: llama.cpp comes as the prebuilt xllamacpp wheel, PyTorch as the CPU build.
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ run: $(VENV)/.installed
 	$(BIN)/alize serve
 
 test: $(VENV)/.installed-dev
-	ALIZE_TEST_REQUIRE_SERVICES=1 $(BIN)/python -m pytest
+	ALIZE_TEST_REQUIRE_SERVICES=1 $(BIN)/python scripts/test_services.py $(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench scripts
@@ -44,4 +45,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/engine.py
 
 clean:
-	rm -rf $(VENV) .alize .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .alize .pytest_cache .mypy_cache .ruff_cache build/test-services

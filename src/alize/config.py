@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from alize.catalog.cards import MAX_PRICE, check_identifier
 from alize.safety.policy import SafetyPolicy
 
 
@@ -66,26 +68,62 @@ class LimitSettings(BaseModel):
     queue_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a slot before 503.")
 
 
-class DeploymentSettings(BaseModel):
-    """A deployment declared in settings (the catalog adds more at run time)."""
+class DeploymentConfig(BaseModel):
+    """What a deployment is, as data: a named endpoint (the ``model`` clients pass) over one catalog
+    model, with its own engine settings, replicas, idle timeout, prices and content filters.
+
+    The admin API takes exactly these fields (and stores them in ``deployments.config``); a
+    deployment declared in settings is a :class:`DeploymentSettings`, which adds two. Engine
+    settings left empty take the server's defaults (``Settings.engine``), prices the card's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="The `model` id clients call.")
-    engine: str = Field("llamacpp", description="Engine kind (an `alize.engines` entry point).")
-    model_path: Path | None = Field(None, description="A GGUF file; empty = the packaged SmolLM2 model.")
-    parallel: int | None = Field(None, ge=1, le=256, description="Slots; default engine.parallel.")
-    ctx_per_slot: int | None = Field(
-        None, ge=256, description="Context per slot; default engine.ctx_per_slot."
-    )
-    model: str | None = Field(
-        None, description="Catalog model id it serves; empty = the catalog model named like the deployment."
-    )
+    model: str = Field(min_length=1, max_length=200, description="The catalog model it serves.")
     replicas: int = Field(1, ge=1, le=16, description="Engine instances; requests go to the least busy.")
     idle_timeout_s: float = Field(
-        0, ge=0, description="Unload after this many seconds without requests (0 = never)."
+        0, ge=0, le=30 * 24 * 3600, description="Unload after this many seconds without requests (0 = never)."
     )
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="Slots per replica; default engine.parallel."
+    )
+    ctx_per_slot: int | None = Field(
+        None, ge=64, le=1_048_576, description="Context tokens per slot; default engine.ctx_per_slot."
+    )
+    price_input_per_million: int | None = Field(
+        None, ge=0, le=MAX_PRICE, description="Micro-units per million prompt tokens; default the card's."
+    )
+    price_output_per_million: int | None = Field(
+        None, ge=0, le=MAX_PRICE, description="Micro-units per million completion tokens; default the card's."
+    )
+    description: str = Field("", max_length=2000, description="Shown with the deployment.")
     safety: SafetyPolicy | None = Field(
         None, description="Content filters on input and output (see docs/safety.md); empty = none."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_identifier(v, "deployment name")
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON document for ``deployments.config`` (name and model have their own columns)."""
+        return self.model_dump(mode="json", exclude={"name", "model"})
+
+
+class DeploymentSettings(DeploymentConfig):
+    """A deployment declared in settings (``ALIZE_DEPLOYMENTS``), recreated at every start. Beside
+    what the admin API takes, it may name its engine and its GGUF file directly."""
+
+    # unknown keys in the environment's JSON are ignored, as they always were
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str | None = Field(  # type: ignore[assignment]
+        None, description="Catalog model id it serves; empty = the catalog model named like the deployment."
+    )
+    engine: str = Field("llamacpp", description="Engine kind (an `alize.engines` entry point).")
+    model_path: Path | None = Field(None, description="A GGUF file; empty = the packaged SmolLM2 model.")
 
 
 class SafetySettings(BaseModel):
@@ -132,6 +170,25 @@ class CatalogSettings(BaseModel):
     inspect_timeout_s: float = Field(
         30.0, gt=0, description="Longest time the sandboxed inspector may take to read an added GGUF file."
     )
+    pack_index_url: str | None = Field(
+        None,
+        pattern=r"^(https?|file)://\S+$",
+        max_length=2000,
+        description=(
+            "Package index (PEP 503 simple URL) `alize models pull` downloads model packs from; "
+            "empty = pip's own configuration (PIP_INDEX_URL, pip.conf). Packs go to <data_dir>/models."
+        ),
+    )
+    pack_definitions_dir: Path | None = Field(
+        None,
+        description=(
+            "A folder of extra model pack definitions (one JSON file each, as in "
+            "alize/catalog/packs/definitions), beside the packs Alizé ships."
+        ),
+    )
+    pack_download_timeout_s: float = Field(
+        3600.0, gt=0, description="Longest a model pack's download may take before the pull fails."
+    )
 
 
 class ChatSettings(BaseModel):
@@ -155,6 +212,14 @@ class ChatSettings(BaseModel):
     chunk_chars: int = Field(800, ge=100, description="Target size of a document passage, in characters.")
     chunk_overlap: int = Field(120, ge=0, description="Characters shared by consecutive passages.")
     top_k: int = Field(3, ge=1, le=20, description="Passages put into the prompt for each turn.")
+    default_model: str | None = Field(
+        None,
+        max_length=200,
+        description=(
+            "Deployment new conversations use; empty = the best chat model deployed (by the card's "
+            "quality scores, else the model packs' preference order; see docs/chat.md)."
+        ),
+    )
     embedding_model: str = Field(
         "all-minilm-l6-v2",
         description="Embeddings deployment for documents; when absent, passages are ranked by BM25.",
@@ -193,7 +258,7 @@ class Settings(BaseSettings):
     )
     default_model: str = Field(
         "smollm2-135m-instruct",
-        description="The deployment `/ready` waits for and the chat page starts with.",
+        description="The deployment `/ready` waits for, loaded at start-up (the chat page picks its own).",
     )
     load_on_start: bool = Field(
         True, description="Load the default deployment at start-up (else on first use)."

@@ -50,11 +50,16 @@ class ToolSpec:
     parameters: JSONSchema = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How to sample. ``json_schema`` asks the engine for schema-constrained decoding."""
+    """How to sample. ``json_schema`` asks the engine for schema-constrained decoding.
 
-    max_tokens: int
+    ``max_tokens`` is the most tokens to generate; ``None`` means none was asked for. The gateway
+    settles it to a number before a request reaches an engine
+    (:func:`alize.gateway.calls.settle_max_tokens`); an engine given ``None`` generates until the
+    model stops or its context is full."""
+
+    max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()

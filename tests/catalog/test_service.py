@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from tests.fixtures.tiny_gguf import write_malformed_gguf, write_tiny_llama_gguf
 
+from alize.catalog.cards import GGUFFileSource
 from alize.catalog.service import CatalogService, ModelNotInCatalogError
 from alize.config import DeploymentSettings, Settings
 from alize.deployments.manager import DeploymentManager, QueueLimits
@@ -160,7 +161,7 @@ async def test_deployments_are_persisted_restored_and_protect_their_model(
     await service2.restore()
     restored = manager2.get("tiny-a")
     assert restored.spec.replicas == 2 and restored.spec.idle_timeout_s == 5
-    assert restored.spec.price_input_per_million == 3
+    assert restored.spec.prices.input_per_million == 3
     await service2.delete("tiny-a")
     with pytest.raises(ModelNotFoundError):
         manager2.get("tiny-a")
@@ -168,3 +169,33 @@ async def test_deployments_are_persisted_restored_and_protect_their_model(
     manager3, service3 = fresh()
     await service3.restore()
     assert [d.name for d in manager3.list()] == ["smollm2-135m-instruct"]
+
+
+async def test_a_builtin_pulled_as_a_pack_replaces_its_card_until_removed(
+    db: Database, tmp_path: Path
+) -> None:
+    """Where a built-in's package is missing, the pulled copy's card is the live one: re-seeding
+    at the next start keeps it, and deleting it removes the pack's files."""
+    models = tmp_path / "models"
+    catalog = CatalogService(db, models_dir=models)
+    await catalog.seed_builtins()
+    builtin = await catalog.get("smollm2-135m-instruct")
+    await catalog.update("smollm2-135m-instruct", {"price_input_per_million": 7})
+    (models / "smollm2-135m-instruct").mkdir(parents=True)
+    path = write_tiny_llama_gguf(models / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    pulled = builtin.model_copy(update={"source": GGUFFileSource(path=str(path)), "description": "pulled"})
+    stored = await catalog.register_pulled(pulled)
+    assert stored.source.kind == "gguf" and stored.price_input_per_million == 7  # the edit is kept
+
+    await catalog.seed_builtins()  # the next start
+    assert (await catalog.get("smollm2-135m-instruct")).source == GGUFFileSource(path=str(path))
+
+    other = pulled.model_copy(update={"id": "taken"})
+    await catalog.add(other.model_copy(update={"source": GGUFFileSource(path=str(tmp_path / "x.gguf"))}))
+    with pytest.raises(ConflictError, match="did not come from this pack"):
+        await catalog.register_pulled(other)
+
+    await catalog.delete("smollm2-135m-instruct")
+    assert not path.parent.exists()
+    await catalog.seed_builtins()
+    assert (await catalog.get("smollm2-135m-instruct")).source.kind == "packaged"

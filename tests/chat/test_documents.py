@@ -12,6 +12,7 @@ from alize.chat.chunking import chunk_text
 from alize.chat.conversations import ConversationService
 from alize.chat.documents import DocumentService, Embedder
 from alize.chat.extract import extract
+from alize.chat.language import ANSWER_IN
 from alize.chat.prompting import system_prompt
 from alize.chat.retrieval import bm25_scores, cosine_scores, pack_vector, top_k, unpack_vector
 from alize.config import ChatSettings
@@ -145,7 +146,7 @@ async def test_upload_and_retrieve(
     with pytest.raises(NotFoundError):
         await documents.upload(bob.id, c.id, "x.txt", b"hello")
     prompt = system_prompt("Be brief.", "fr", passages)
-    assert prompt.startswith("Be brief.\n\nAnswer in French.")
+    assert prompt.startswith(f"Be brief.\n\n{ANSWER_IN['fr']}") and "Réponds en français." in prompt
     assert "[1] (lighthouse.txt)\n" in prompt and "[2] (lighthouse.txt)" in prompt
     await documents.delete(alice.id, c.id, info.id)
     assert await documents.retrieve(alice.id, c.id, "bread") == []

@@ -17,8 +17,9 @@ from alize.deployments.lifecycle import (
     held_bytes,
     resident_bytes,
 )
-from alize.deployments.manager import DeploymentManager, DeploymentSpec, QueueLimits
+from alize.deployments.manager import DeploymentManager, QueueLimits
 from alize.deployments.replicas import ReplicaSet
+from alize.deployments.specs import DeploymentSpec
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, SamplingParams, Usage
 from alize.engines.base import Engine, EngineConfig
 from alize.engines.registry import EngineRegistry
@@ -117,11 +118,13 @@ async def test_a_request_between_loading_and_its_slot_is_not_cut_off() -> None:
     manager = _manager()
     deployment = manager.add(_spec("a", idle=0.01))
     reaper = IdleReaper(manager)
-    async with deployment.using():
-        await deployment.ensure_loaded()
-        await asyncio.sleep(0.05)  # longer than the idle timeout
-        assert await reaper.reap_once() == []
-        lease = await deployment.admit("c")
+    hold = deployment.hold()
+    await deployment.ensure_loaded()
+    await asyncio.sleep(0.05)  # longer than the idle timeout
+    assert await reaper.reap_once() == []
+    lease = await deployment.admit("c")
+    hold.release()
+    hold.release()  # idempotent: a second release must not let go of another request's hold
     assert deployment.loaded
     lease.release()
     await asyncio.sleep(0.05)

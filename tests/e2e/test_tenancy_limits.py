@@ -17,12 +17,12 @@ from sqlalchemy.engine import make_url
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer, live_server
 
-from alize.store.testing import postgres_available, postgres_test_url, services_required
+from alize.store.testing import postgres_available, postgres_test_url, redis_test_url, services_required
 
 pytestmark = pytest.mark.e2e
 
 ADMIN = "e2e-limits-admin-key-0123456789abcdef"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_test_url()
 
 
 def _require_services() -> None:

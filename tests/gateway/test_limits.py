@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from alize.errors import RateLimitError
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter, RateLimiter, Subject, format_duration
 from alize.gateway.limits_redis import RedisRateLimiter
-from alize.store.testing import services_required
+from alize.store.testing import redis_test_url, services_required
 
-REDIS_URL = os.environ.get("ALIZE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = redis_test_url()
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from alize.domain import Delta, FinishReason, ToolCall, Usage
-from alize.gateway.generation import ChoiceEvent, Generation
+from alize.gateway.choices import ChoiceEvent
+from alize.gateway.generation import Generation
 from alize.gateway.output_filter import filter_output
 from alize.gateway.safety import ContentSafety
 from alize.safety.moderator import create_moderator

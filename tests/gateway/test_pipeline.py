@@ -15,21 +15,23 @@ import pytest_asyncio
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.config import LimitSettings, Settings
-from alize.deployments.manager import DeploymentManager, DeploymentSpec, QueueLimits
+from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.specs import DeploymentSpec, Prices
 from alize.domain import Message, SamplingParams
 from alize.engines.base import EngineConfig
 from alize.engines.registry import EngineRegistry
 from alize.errors import EngineError, InsufficientQuotaError, PermissionDeniedError, RateLimitError
 from alize.gateway.auth import Principal
-from alize.gateway.generation import ChatCall, GenerationService
+from alize.gateway.calls import ChatCall
+from alize.gateway.generation import GenerationService
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter
 from alize.gateway.metering import UsageRecord
-from alize.gateway.pipeline import PolicyPipeline, deployment_prices
+from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
 from alize.store import Database
 from alize.store.testing import temporary_database
 
-PRICES = {"price_input_per_million": 1_000_000, "price_output_per_million": 2_000_000}  # 1 and 2 per token
+PRICES = Prices(input_per_million=1_000_000, output_per_million=2_000_000)  # 1 and 2 per token
 WORDS = "one two three four five six seven eight"
 
 
@@ -50,11 +52,11 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         for scenario in ("echo", "slow", "error-mid-stream"):
             config = EngineConfig(kind="scripted", model_path=Path(scenario), parallel=64, ctx_per_slot=512)
             manager.add(
-                DeploymentSpec(name=scenario, model_id=f"{scenario}-model", engine=config, card=PRICES)
+                DeploymentSpec(name=scenario, model_id=f"{scenario}-model", engine=config, prices=PRICES)
             )
         settings = Settings(data_dir=tmp_path, secret_key="test-secret")  # type: ignore[arg-type]
         tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())
-        generation = GenerationService(manager, LimitSettings(), "be safe")
+        generation = GenerationService(LimitSettings(), "be safe")
         try:
             yield Rig(db, tenancy, PolicyPipeline(generation, manager, tenancy), manager)
         finally:
@@ -185,13 +187,3 @@ async def test_allow_list_is_enforced(rig: Rig) -> None:
     with pytest.raises(PermissionDeniedError):
         await rig.pipeline.chat(_call("echo"), "c", principal)
     assert await _rows(rig, project.id) == []
-
-
-def test_prices_are_read_defensively() -> None:
-    config = EngineConfig(kind="scripted")
-    assert deployment_prices(DeploymentSpec("a", "a", config, card=None)).input_per_million == 0
-    bad = {"price_input_per_million": "12", "price_output_per_million": -3}
-    assert deployment_prices(DeploymentSpec("a", "a", config, card=bad)) == deployment_prices(
-        DeploymentSpec("a", "a", config)
-    )
-    assert deployment_prices(DeploymentSpec("a", "a", config, card=PRICES)).output_per_million == 2_000_000

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
 from alize.catalog.cards import ModelCard
+from alize.config import DeploymentConfig
 from alize.deployments.benchmark import BenchmarkPlan
-from alize.deployments.config import DeploymentConfig
 from alize.deployments.lifecycle import held_bytes
 from alize.deployments.manager import Deployment
 from alize.errors import InvalidRequestError
@@ -137,8 +137,8 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         "idle_timeout_s": spec.idle_timeout_s,
         "parallel": spec.engine.parallel,
         "ctx_per_slot": spec.engine.ctx_per_slot,
-        "price_input_per_million": spec.price_input_per_million,
-        "price_output_per_million": spec.price_output_per_million,
+        "price_input_per_million": spec.prices.input_per_million,
+        "price_output_per_million": spec.prices.output_per_million,
         "prices_from_card": config.price_input_per_million is None
         and config.price_output_per_million is None,
         "description": config.description,

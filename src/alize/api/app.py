@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from alize.api import (
     admin_catalog,
+    admin_packs,
     admin_tenancy,
     azure,
     catalog_page,
@@ -35,6 +36,7 @@ from alize.chat.service import build_chat_services
 from alize.config import Settings
 from alize.deployments.lifecycle import IdleReaper, MemoryBudget
 from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.packs import PackService
 from alize.deployments.service import DeploymentService
 from alize.engines.registry import EngineRegistry
 from alize.gateway.embeddings import EmbeddingsService
@@ -61,15 +63,18 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     def pinned() -> set[str]:
         return {settings.default_model}  # /ready promises the default stays loaded
 
-    catalog = CatalogService(db, inspect_timeout_s=settings.catalog.inspect_timeout_s)
+    models_dir = (settings.data_dir / "models").absolute()
+    catalog = CatalogService(db, models_dir=models_dir, inspect_timeout_s=settings.catalog.inspect_timeout_s)
     await catalog.seed_builtins()
     memory_budget = MemoryBudget(manager, settings.catalog.memory_budget_bytes, pinned)
     manager.before_load = memory_budget.make_room
     deployment_admin = DeploymentService(db, manager, catalog, settings)
     await deployment_admin.restore()
-    generation = GenerationService(manager, settings.limits, settings.safe_prompt)
+    packs = PackService(catalog, deployment_admin, models_dir, settings.catalog)
+    await packs.sweep()
+    generation = GenerationService(settings.limits, settings.safe_prompt)
     tenancy = Tenancy.build(settings, db)
-    embeddings = EmbeddingsService(manager)
+    embeddings = EmbeddingsService()
     # the classifier itself loads on first use
     moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
@@ -87,7 +92,8 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         moderator=moderator,
         memory_budget=memory_budget,
         idle_reaper=IdleReaper(manager, interval_s=settings.catalog.idle_check_interval_s, pinned=pinned),
-        chat=build_chat_services(settings.chat, db, manager, pipeline),
+        packs=packs,
+        chat=build_chat_services(settings.chat, db, manager, pipeline, packs.preferences()),
     )
 
 
@@ -127,6 +133,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             if loader is not None and not loader.done():
                 loader.cancel()
             await services.idle_reaper.stop()
+            await services.packs.close()
             await services.pipeline.drain()
             await services.tenancy.aclose()
             await services.deployments.close()
@@ -142,7 +149,13 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (health.router, models.router, chat_completions.router, completions.router, azure.router):
         app.include_router(router)
     app.include_router(admin_tenancy.router)
-    for router in (embeddings.router, moderations.router, admin_catalog.router, catalog_page.router):
+    for router in (
+        embeddings.router,
+        moderations.router,
+        admin_catalog.router,
+        admin_packs.router,
+        catalog_page.router,
+    ):
         app.include_router(router)
     if settings.chat.enabled:
         for router in chat_routers():

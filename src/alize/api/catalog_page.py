@@ -2,8 +2,10 @@
 
 No build step and no third-party script: the HTML is the template in ``templates/catalog.html``
 filled with escaped values, and a small inline script (allowed by a per-response CSP nonce)
-filters cards and posts the deploy form to the admin API. Every value from a card goes through
-``html.escape``; the page never shows local paths or upstream URLs.
+filters cards, posts the deploy form to the admin API, and pulls model packs (posting to
+``/admin/api/packs/{name}/pull`` and polling the job; progress is written with ``textContent``).
+Every value from a card goes through ``html.escape``; the page never shows local paths or
+upstream URLs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import re
 import secrets
 from importlib.resources import files
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -122,6 +125,25 @@ def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     )
 
 
+def render_pack(pack: dict[str, Any]) -> str:
+    """One model pack with its Pull button (the script posts to the admin API and polls)."""
+    status = str(pack["status"])
+    job = pack.get("job") or {}
+    if job.get("state") not in (None, "done"):
+        status = str(job["state"])
+    button = (
+        f'<button type="submit">Pull ({pack["download_bytes"] / 1e6:,.0f} MB)</button>'
+        if pack["status"] == "available"
+        else ""
+    )
+    return (
+        f'<form class="pull" data-pack="{_E(pack["name"])}"><strong>{_E(pack["display_name"])}</strong> '
+        f'<span class="id">{_E(pack["name"])} · {_E(pack["license"])} · '
+        f"{_E(', '.join(pack['languages']))} · {pack['size_bytes'] / 1e6:,.0f} MB</span> "
+        f'{button}<span class="status" role="status">{_E(status)}</span></form>'
+    )
+
+
 @router.get("/catalog", response_class=HTMLResponse, summary="The model catalog (web page)")
 async def catalog_page(request: Request, services: ServicesDep) -> HTMLResponse:
     cards = await services.catalog.list()
@@ -138,6 +160,7 @@ async def catalog_page(request: Request, services: ServicesDep) -> HTMLResponse:
         "LICENSE_OPTIONS": _options({c.license for c in cards}),
         "LANGUAGE_OPTIONS": _options({lang for c in cards for lang in c.languages}),
         "CARDS": "\n".join(render_card(c, deployed.get(c.id, []), base) for c in cards),
+        "PACKS": "\n".join(render_pack(p) for p in await services.packs.list()),
     }
     # one pass, so a value that happens to contain "{{CARDS}}" is never substituted again
     page = _SLOT.sub(lambda m: values[m.group(1)], _template())

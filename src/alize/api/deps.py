@@ -12,6 +12,7 @@ from alize.chat.service import ChatServices
 from alize.config import Settings
 from alize.deployments.lifecycle import IdleReaper, MemoryBudget
 from alize.deployments.manager import DeploymentManager
+from alize.deployments.packs import PackService
 from alize.deployments.service import DeploymentService
 from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
@@ -44,6 +45,8 @@ class Services:
     memory_budget: MemoryBudget
     #: unloads deployments idle past their timeout (scale to zero)
     idle_reaper: IdleReaper
+    #: model packs: what can be pulled from the package index, and the pulls running
+    packs: PackService
     #: the chat web app: users, sessions, conversations, documents, replies (alize.chat)
     chat: ChatServices
 

@@ -7,12 +7,14 @@ from typing import Any
 
 from alize.domain import FimPrompt, Message, SamplingParams, ToolCall, ToolSpec
 from alize.errors import InvalidRequestError, UnsupportedFeatureError
-from alize.gateway.generation import ChatCall, TextCall
+from alize.gateway.calls import ChatCall, TextCall
 from alize.gateway.tools import ToolChoice
 from alize.protocol.openai.chat import ChatCompletionRequest, ChatMessageIn
 from alize.protocol.openai.completions import CompletionRequest, FimRequest
 
-_PLACEHOLDER_MAX_TOKENS = 16  # replaced by the room left in the context when the client gives none
+#: OpenAI's default ``max_tokens`` for ``/v1/completions`` (chat and FIM have none: the gateway
+#: then gives what the context leaves, see ``alize.gateway.calls.settle_max_tokens``)
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -96,9 +98,10 @@ def _params(
     frequency_penalty: float | None = None,
     logprobs: bool = False,
     top_logprobs: int = 0,
+    json_schema: dict[str, Any] | None = None,
 ) -> SamplingParams:
     return SamplingParams(
-        max_tokens=max_tokens or _PLACEHOLDER_MAX_TOKENS,
+        max_tokens=max_tokens,
         temperature=1.0 if temperature is None else temperature,
         top_p=1.0 if top_p is None else top_p,
         stop=_stops(stop),
@@ -107,6 +110,7 @@ def _params(
         frequency_penalty=frequency_penalty or 0.0,
         logprobs=logprobs,
         top_logprobs=top_logprobs,
+        json_schema=json_schema,
     )
 
 
@@ -124,8 +128,8 @@ def chat_call(request: ChatCompletionRequest) -> ChatCall:
         frequency_penalty=request.frequency_penalty,
         logprobs=bool(request.logprobs),
         top_logprobs=request.top_logprobs or 0,
+        json_schema=_json_schema(request),
     )
-    params.json_schema = _json_schema(request)
     tools = tuple(
         ToolSpec(
             name=t.function.name,
@@ -138,7 +142,6 @@ def chat_call(request: ChatCompletionRequest) -> ChatCall:
         model=request.model,
         messages=to_messages(request.messages),
         params=params,
-        max_tokens_given=max_tokens is not None,
         n=request.n or 1,
         tools=tools,
         tool_choice=_tool_choice(request),
@@ -154,7 +157,7 @@ def text_call(request: CompletionRequest) -> TextCall:
     else:
         prompt = request.prompt
     params = _params(
-        max_tokens=request.max_tokens or 16,
+        max_tokens=request.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS,
         temperature=request.temperature,
         top_p=request.top_p,
         stop=request.stop,
@@ -182,5 +185,4 @@ def fim_call(request: FimRequest) -> TextCall:
         model=request.model,
         params=params,
         fim=FimPrompt(prefix=request.prompt, suffix=request.suffix or ""),
-        max_tokens_given=request.max_tokens is not None,
     )

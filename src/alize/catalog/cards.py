@@ -49,6 +49,13 @@ _LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
+def check_package_name(value: str) -> str:
+    """A Python distribution name (as cards and model packs name wheels): one rule for both."""
+    if not _PACKAGE_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid Python distribution name")
+    return value
+
+
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,9 +81,7 @@ class PackagedSource(_Data):
     @field_validator("package")
     @classmethod
     def _package(cls, v: str) -> str:
-        if not _PACKAGE_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid Python distribution name")
-        return v
+        return check_package_name(v)
 
     @field_validator("file")
     @classmethod

@@ -18,6 +18,7 @@ from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
 from alize.catalog.cards import MeasuredFigures, ModelCard, parse_card
 from alize.catalog.from_files import card_from_gguf_info, card_from_hf_folder
 from alize.catalog.gguf import inspect_gguf_async
+from alize.catalog.packs.install import remove as remove_pack_files
 from alize.errors import ConflictError, InvalidRequestError, NotFoundError, ValidationFailedError
 from alize.store.database import Database
 from alize.store.repositories import CatalogModelRepository
@@ -61,11 +62,28 @@ class CatalogService:
     """Create, read, update and delete model cards; one instance per app."""
 
     def __init__(
-        self, db: Database, *, cache_dir: Path | None = None, inspect_timeout_s: float = 30.0
+        self,
+        db: Database,
+        *,
+        cache_dir: Path | None = None,
+        models_dir: Path | None = None,
+        inspect_timeout_s: float = 30.0,
     ) -> None:
         self._db = db
         self._cache_dir = cache_dir
+        self._models_dir = models_dir
         self._inspect_timeout_s = inspect_timeout_s
+
+    def _pulled_pack(self, data: dict[str, Any]) -> str | None:
+        """The pack name when a stored card's file lives in the model store (``models pull``)."""
+        source = data.get("source") or {}
+        if self._models_dir is None or source.get("kind") != "gguf":
+            return None
+        try:
+            relative = Path(source["path"]).relative_to(self._models_dir)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return relative.parts[0] if len(relative.parts) == 2 else None
 
     @property
     def cache_dir(self) -> Path | None:
@@ -81,6 +99,8 @@ class CatalogService:
             for card in cards:
                 stored = await repo.get(card.id)
                 data = card.model_dump(mode="json")
+                if stored is not None and self._pulled_pack(stored.card) is not None:
+                    continue  # the weights were pulled as a pack: that card is the live one
                 if stored is not None:
                     kept = EDITABLE_FIELDS | MEASURED_FIELDS
                     data.update({k: v for k, v in stored.card.items() if k in kept})
@@ -145,6 +165,26 @@ class CatalogService:
         log.info("catalog: added %s (%s)", card.id, card.source.kind)
         return card
 
+    async def register_pulled(self, card: ModelCard) -> ModelCard:
+        """Store the card of a pulled pack. A built-in model pulled as a pack (its package is not
+        installed here) replaces the built-in card, keeping the operator's edits."""
+        data = card.model_dump(mode="json")
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            stored = await repo.get(card.id)
+            if stored is not None and card.id not in BUILTIN_IDS:
+                raise ConflictError(
+                    f"the catalog already has a model '{card.id}' that did not come from this pack; "
+                    "remove it first",
+                    param="name",
+                )
+            if stored is not None:
+                kept = EDITABLE_FIELDS | MEASURED_FIELDS
+                data.update({k: v for k, v in stored.card.items() if k in kept and k != "description"})
+            await repo.upsert(card.id, data, _now())
+        log.info("catalog: registered pulled pack %s", card.id)
+        return ModelCard.model_validate(data)
+
     async def update(self, model_id: str, changes: dict[str, Any]) -> ModelCard:
         """Change editable fields (prices, description...); others are refused by name."""
         refused = sorted(set(changes) - EDITABLE_FIELDS)
@@ -180,7 +220,13 @@ class CatalogService:
         return card
 
     async def delete(self, model_id: str) -> None:
+        """Remove a card; a pulled pack's files go with it (that is how its space is freed)."""
         async with self._db.transaction() as session:
-            if not await CatalogModelRepository(session).delete(model_id):
+            repo = CatalogModelRepository(session)
+            row = await repo.get(model_id)
+            if row is None or not await repo.delete(model_id):
                 raise ModelNotInCatalogError(model_id)
-        log.info("catalog: removed %s", model_id)
+        pack = self._pulled_pack(row.card)
+        if pack is not None and self._models_dir is not None:
+            await asyncio.to_thread(remove_pack_files, self._models_dir, pack)
+        log.info("catalog: removed %s%s", model_id, f" and the files of pack {pack}" if pack else "")

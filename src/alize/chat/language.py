@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lingua import LanguageDetector
 
-#: ISO 639-1 code → the instruction added to the system prompt
+#: ISO 639-1 code → the instruction added to the system prompt. Said in English and again in the
+#: language itself: small models follow an instruction written in the language they must use
+#: more often than one about it (see the language figures in docs/benchmarks.md).
 ANSWER_IN = {
     "en": "Answer in English.",
-    "fr": "Answer in French.",
-    "de": "Answer in German.",
-    "es": "Answer in Spanish.",
-    "it": "Answer in Italian.",
+    "fr": "Answer in French, the language of the user's message. Réponds en français.",
+    "de": "Answer in German, the language of the user's message. Antworte auf Deutsch.",
+    "es": "Answer in Spanish, the language of the user's message. Responde en español.",
+    "it": "Answer in Italian, the language of the user's message. Rispondi in italiano.",
 }
 
 

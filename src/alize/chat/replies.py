@@ -26,7 +26,8 @@ from alize.config import ChatSettings
 from alize.deployments.manager import DeploymentManager
 from alize.domain import FinishReason, SamplingParams
 from alize.errors import AlizeError, ContentFilterError, InvalidRequestError, NotFoundError
-from alize.gateway.generation import ChatCall, Generation
+from alize.gateway.calls import ChatCall
+from alize.gateway.generation import Generation
 from alize.gateway.pipeline import PolicyPipeline
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,8 @@ class ReplyRun:
         call = ChatCall(
             model=self.model,
             messages=turn_messages(history, system, settings.history_messages),
-            params=SamplingParams(max_tokens=settings.max_tokens, temperature=settings.temperature),
+            params=SamplingParams(temperature=settings.temperature),
             # a long conversation gets a shorter reply rather than a context-length error
-            max_tokens_given=False,
             max_tokens_ceiling=settings.max_tokens,
         )
         self.generation = await service.pipeline.chat(

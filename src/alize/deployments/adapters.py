@@ -28,7 +28,8 @@ from alize.errors import UnsupportedFeatureError
 
 if TYPE_CHECKING:
     from alize.deployments.admission import FairQueue
-    from alize.deployments.manager import Deployment, DeploymentSpec
+    from alize.deployments.manager import Deployment
+    from alize.deployments.specs import DeploymentSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,48 +12,21 @@ run time; the manager holds only what is live, the database what should be (``se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 from alize.deployments.adapters import AdapterEngine, swap_engine
 from alize.deployments.admission import FairQueue, SlotLease
 from alize.deployments.replicas import ReplicaSet
+from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
-from alize.engines.base import EngineConfig, LoraAdapter
+from alize.engines.base import LoraAdapter
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError, ModelNotFoundError
-from alize.safety.policy import SafetyPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentSpec:
-    name: str
-    model_id: str
-    engine: EngineConfig
-    owned_by: str = "alize"
-    created: int = field(default_factory=lambda: int(time.time()))
-    #: catalog card fields shown by ``GET /v1/models`` (JSON-ready)
-    card: dict[str, Any] | None = None
-    replicas: int = 1
-    #: unload after this many seconds without a request; 0 = stay loaded
-    idle_timeout_s: float = 0.0
-    #: estimated bytes of memory the loaded deployment holds (all replicas), for the budget
-    memory_bytes: int = 0
-    #: prices in micro-units per million tokens (the card's unless the deployment overrides them)
-    price_input_per_million: int = 0
-    price_output_per_million: int = 0
-    #: declared in settings (recreated at each start) rather than stored in the database
-    declared: bool = False
-    #: content filters on the deployment's input and output (None = not filtered)
-    safety: SafetyPolicy | None = None
-    #: for a fine-tuned model served as an adapter: the deployment whose engine hosts it
-    adapter_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +37,21 @@ class QueueLimits:
 
 #: called before a deployment loads, to make room for it (may unload others or refuse)
 BeforeLoad = Callable[["Deployment"], Awaitable[None]]
+
+
+class DeploymentHold:
+    """One request's claim on a loaded deployment; release exactly once (idempotent)."""
+
+    __slots__ = ("_deployment", "_released")
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._deployment._holds -= 1
 
 
 class Deployment:
@@ -84,7 +72,7 @@ class Deployment:
         self.last_used = time.monotonic()
         self.loaded = False
         self.loads = 0
-        self._using = 0
+        self._holds = 0
         self._before_load = before_load
         self._load_lock = asyncio.Lock()
 
@@ -95,18 +83,14 @@ class Deployment:
     @property
     def busy(self) -> bool:
         """Requests hold, wait for or are about to take a slot: unloading now would cut them off."""
-        return self.queue.busy > 0 or self.queue.waiting > 0 or self._using > 0
+        return self.queue.busy > 0 or self.queue.waiting > 0 or self._holds > 0
 
-    @contextlib.asynccontextmanager
-    async def using(self) -> AsyncIterator[None]:
-        """Hold the deployment between loading it and taking a slot (counting prompt tokens,
-        limits, budget): without it, the idle reaper or the memory budget could unload the
-        engine in that gap, under a short idle timeout, and cut the request off."""
-        self._using += 1
-        try:
-            yield
-        finally:
-            self._using -= 1
+    def hold(self) -> DeploymentHold:
+        """Keep the deployment loaded until the hold is released: between loading it and taking
+        a slot (counting prompt tokens, limits, budget) the idle reaper or the memory budget
+        could otherwise unload the engine, under a short idle timeout, and cut the request off."""
+        self._holds += 1
+        return DeploymentHold(self)
 
     async def ensure_loaded(self) -> tuple[EngineInfo, float | None]:
         """The engine's info, and the cold-start seconds if this call had to load it."""

@@ -23,13 +23,22 @@ from typing import Any
 from alize.catalog.cards import AdapterSource, ModelCard, RemoteSource
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
-from alize.config import DeploymentSettings, Settings
+from alize.config import DeploymentConfig, DeploymentSettings, Settings
 from alize.deployments.benchmark import BenchmarkPlan, measure
-from alize.deployments.config import LIVE_FIELDS, UPDATABLE_FIELDS, DeploymentConfig, parse_deployment
 from alize.deployments.lifecycle import estimate_memory
-from alize.deployments.manager import Deployment, DeploymentManager, DeploymentSpec, QueueLimits
+from alize.deployments.manager import Deployment, DeploymentManager, QueueLimits
 from alize.deployments.replicas import ReplicaSet
-from alize.engines.base import EngineConfig, LoraAdapter
+from alize.deployments.specs import (
+    LIVE_FIELDS,
+    UPDATABLE_FIELDS,
+    DeploymentSpec,
+    adapter_spec,
+    build_spec,
+    engine_config,
+    engine_kind,
+    parse_deployment,
+)
+from alize.engines.base import LoraAdapter
 from alize.errors import AlizeError, ConflictError, InvalidRequestError, ValidationFailedError
 from alize.store.database import Database
 from alize.store.repositories import DeploymentRepository
@@ -50,37 +59,6 @@ class DeploymentService:
 
     # ------------------------------------------------------------------ building specs
 
-    def _engine_config(
-        self, card: ModelCard | None, config: DeploymentConfig, path: Path | None, kind: str | None = None
-    ) -> EngineConfig:
-        engine = self._settings.engine
-        kind = kind or (card.engine if card is not None else "llamacpp")
-        if kind not in self._manager.registry.kinds:
-            raise InvalidRequestError(
-                f"'{config.model}' needs the '{kind}' engine, which is not installed "
-                f"(installed: {', '.join(self._manager.registry.kinds) or 'none'})",
-                param="model",
-                code="engine_not_installed",
-            )
-        ctx = config.ctx_per_slot or engine.ctx_per_slot
-        if card is not None:
-            ctx = min(ctx, card.context_length)
-        options = _remote_options(card) if card is not None else {}
-        return EngineConfig(
-            kind=kind,
-            model_path=path,
-            parallel=config.parallel or engine.parallel,
-            ctx_per_slot=max(64, ctx),
-            threads=engine.threads,
-            batch_size=engine.batch_size,
-            cache_ram_mib=engine.cache_ram_mib,
-            kv_unified=engine.kv_unified,
-            load_timeout_s=engine.load_timeout_s,
-            request_timeout_s=engine.request_timeout_s,
-            restart_backoff_s=engine.restart_backoff_s,
-            options=options,
-        )
-
     async def _spec(
         self,
         config: DeploymentConfig,
@@ -90,58 +68,29 @@ class DeploymentService:
         declared: bool,
         kind: str | None = None,
     ) -> DeploymentSpec:
+        """The spec (:mod:`alize.deployments.specs`), after the I/O it needs: the card's file
+        resolved (a download or an assembly, in a thread) and its size read. A fine-tuned model
+        gets its base's deployment as host (:func:`alize.deployments.specs.adapter_spec`)."""
         if card is not None and isinstance(card.source, AdapterSource):
-            return self._adapter_spec(config, card, card.source, declared=declared)
+            host = self._host_of(card.source.base)
+            return adapter_spec(config, card, host.spec, declared=declared)
+        kind = engine_kind(config, card, self._manager.registry.kinds, kind)
         if card is not None and path is None and not isinstance(card.source, RemoteSource):
             path = await asyncio.to_thread(resolve_path, card.source, cache_dir=self._catalog.cache_dir)
-        engine = self._engine_config(card, config, path, kind)
+        engine = engine_config(config, card, kind=kind, path=path, defaults=self._settings.engine)
         existing = self._manager.find(config.name)
         if existing is not None:  # new settings keep the adapters the deployment hosts
             engine = dataclasses.replace(engine, adapters=existing.spec.engine.adapters)
-        price_in = config.price_input_per_million
-        price_out = config.price_output_per_million
-        if price_in is None:
-            price_in = card.price_input_per_million if card is not None else 0
-        if price_out is None:
-            price_out = card.price_output_per_million if card is not None else 0
         size = card.size_bytes if card is not None else None
         if size is None and path is not None and path.is_file():
             size = path.stat().st_size
-        shown: dict[str, Any] = card.model_dump(mode="json") if card is not None else {"id": config.model}
-        shown.pop("source", None)  # local paths and upstream URLs are the operator's business
-        shown.update(
-            model=config.model,
-            engine=engine.kind,
-            price_input_per_million=price_in,
-            price_output_per_million=price_out,
-            deployment={
-                "replicas": config.replicas,
-                "idle_timeout_s": config.idle_timeout_s,
-                "parallel": engine.parallel,
-                "ctx_per_slot": engine.ctx_per_slot,
-                "description": config.description,
-                # callers see which filters apply to them (the policy holds no secret)
-                "safety": config.safety.model_dump(mode="json") if config.safety else None,
-            },
-        )
-        return DeploymentSpec(
-            name=config.name,
-            model_id=config.model,
-            engine=engine,
-            card=shown,
+        memory = estimate_memory(
+            engine,
+            size_bytes=size,
+            parameter_count=card.parameter_count if card is not None else None,
             replicas=config.replicas,
-            idle_timeout_s=config.idle_timeout_s,
-            memory_bytes=estimate_memory(
-                engine,
-                size_bytes=size,
-                parameter_count=card.parameter_count if card is not None else None,
-                replicas=config.replicas,
-            ),
-            price_input_per_million=price_in,
-            price_output_per_million=price_out,
-            declared=declared,
-            safety=config.safety,
         )
+        return build_spec(config, card, engine, memory_bytes=memory, declared=declared)
 
     def _host_of(self, base: str) -> Deployment:
         for deployment in self._manager.list():
@@ -152,28 +101,6 @@ class DeploymentService:
             f"no deployment serves the base model '{base}' on llama.cpp; deploy it first "
             "(a fine-tuned model is served as an adapter on its base's deployment)",
             param="model",
-        )
-
-    def _adapter_spec(
-        self, config: DeploymentConfig, card: ModelCard, source: AdapterSource, *, declared: bool
-    ) -> DeploymentSpec:
-        """A fine-tuned model: no engine of its own, the host's slots, its own card and prices."""
-        host = self._host_of(source.base)
-        price_in = config.price_input_per_million
-        price_out = config.price_output_per_million
-        shown: dict[str, Any] = card.model_dump(mode="json")
-        shown.pop("source", None)
-        shown.update(model=config.model, engine="llamacpp", base_deployment=host.name)
-        return DeploymentSpec(
-            name=config.name,
-            model_id=config.model,
-            engine=host.spec.engine,
-            card=shown,
-            price_input_per_million=card.price_input_per_million if price_in is None else price_in,
-            price_output_per_million=card.price_output_per_million if price_out is None else price_out,
-            declared=declared,
-            safety=config.safety if config.safety is not None else host.spec.safety,
-            adapter_host=host.name,
         )
 
     async def _add(self, spec: DeploymentSpec, card: ModelCard | None) -> Deployment:
@@ -208,15 +135,8 @@ class DeploymentService:
     async def _declared_spec(self, declared: DeploymentSettings) -> DeploymentSpec:
         model_id = declared.model or declared.name
         card = await self._catalog.find(model_id)
-        config = DeploymentConfig(
-            name=declared.name,
-            model=model_id,
-            parallel=declared.parallel,
-            ctx_per_slot=declared.ctx_per_slot,
-            replicas=declared.replicas,
-            idle_timeout_s=declared.idle_timeout_s,
-            safety=declared.safety,
-        )
+        shared = declared.model_dump(include=set(DeploymentConfig.model_fields))
+        config = DeploymentConfig.model_validate({**shared, "model": model_id})
         self._configs[declared.name] = config
         # a non-default engine kind (e.g. a scripted test engine) is taken as declared
         kind = declared.engine if declared.engine != "llamacpp" else None
@@ -360,24 +280,3 @@ class DeploymentService:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _remote_options(card: ModelCard) -> dict[str, str]:
-    """What the remote engine needs from a remote card: where, which model, and what it can do
-    (an upstream's model list says nothing about tasks, so the card is the authority)."""
-    source = card.source
-    if not isinstance(source, RemoteSource):
-        return {}
-    options = {
-        "base_url": source.base_url,
-        "upstream_model": source.upstream_model,
-        "tasks": ",".join(card.tasks),
-        "supports_tools": "true" if card.supports_tools else "false",
-    }
-    if source.api_key_env:
-        options["api_key_env"] = source.api_key_env
-    if card.embedding_dimensions is not None:
-        options["embedding_dimensions"] = str(card.embedding_dimensions)
-    if card.architecture:
-        options["architecture"] = card.architecture
-    return options

@@ -32,7 +32,6 @@ def _sampling(request: GenerationRequest, model: str) -> dict[str, Any]:
     p = request.params
     body: dict[str, Any] = {
         "model": model,
-        "max_tokens": p.max_tokens,
         "temperature": p.temperature,
         "top_p": p.top_p,
         "stream": True,
@@ -43,6 +42,8 @@ def _sampling(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["presence_penalty"] = p.presence_penalty
     if p.frequency_penalty:
         body["frequency_penalty"] = p.frequency_penalty
+    if p.max_tokens is not None:
+        body["max_tokens"] = p.max_tokens
     if p.stop:
         body["stop"] = list(p.stop)
     if p.seed is not None:

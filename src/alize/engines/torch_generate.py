@@ -143,8 +143,10 @@ class Decoder:
         past: Any = None
         inputs = torch.tensor([seq.prompt], dtype=torch.long)
         finish, stopped = FinishReason.LENGTH, False
+        room = lm.context_length - len(seq.prompt)
+        limit = p.max_tokens if p.max_tokens is not None else room
         with torch.inference_mode():
-            while len(seq.generated) < p.max_tokens:
+            while len(seq.generated) < limit:
                 if seq.cancelled.is_set():
                     return
                 out = lm.model(

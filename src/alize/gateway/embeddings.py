@@ -1,10 +1,12 @@
 """The embeddings service: text in, one vector per input out, below HTTP.
 
-Steps, each failing with a typed error before the engine is asked anything: check the inputs
-(count, emptiness, size) → resolve the deployment (404) → load it if needed (cold start) → refuse
-a model that does not embed (400) → take a slot in the deployment's fair queue (503 when full) →
-embed. Token counts come from the engine's own tokenizer; an input longer than the model takes is
-refused by the engine with a 400 rather than silently truncated.
+Two steps, like generation. :meth:`EmbeddingsService.prepare` fails with a typed error before the
+engine is asked anything: check the inputs (count, emptiness, size) → hold the deployment → load
+it if needed (cold start) → refuse a model that does not embed, or a ``dimensions`` it cannot
+give (400) → bound the prompt tokens for admission. :meth:`EmbeddingsService.embed` then takes a
+slot in the deployment's fair queue (503 when full) and embeds. Token counts come from the
+engine's own tokenizer; an input longer than the model takes is refused by the engine with a 400
+rather than silently truncated.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from alize.deployments.manager import DeploymentManager
+from alize.deployments.manager import Deployment, DeploymentHold
 from alize.errors import InvalidRequestError, UnsupportedFeatureError
-from alize.gateway.generation import Gate, Planned
 
 #: most inputs in one request (OpenAI allows 2048; small CPU models make a big batch a long wait)
 MAX_INPUTS = 256
@@ -53,51 +54,66 @@ def check_inputs(inputs: Sequence[str]) -> None:
             )
 
 
-class EmbeddingsService:
-    def __init__(self, deployments: DeploymentManager) -> None:
-        self._deployments = deployments
+@dataclass(slots=True)
+class PreparedEmbedding:
+    """Inputs ready for admission, the deployment loaded and held until embedded or closed."""
 
-    async def embed(
-        self,
-        model: str,
-        inputs: Sequence[str],
-        caller: str,
-        *,
-        dimensions: int | None = None,
-        gate: Gate | None = None,
-    ) -> EmbeddingResult:
+    deployment: Deployment
+    request_id: str
+    inputs: tuple[str, ...]
+    #: an upper bound on the prompt tokens, for the limits and the budget hold
+    prompt_tokens: int
+    cold_start_s: float | None
+    hold: DeploymentHold
+
+    def close(self) -> None:
+        self.hold.release()
+
+
+class EmbeddingsService:
+    async def prepare(
+        self, deployment: Deployment, inputs: Sequence[str], *, dimensions: int | None = None
+    ) -> PreparedEmbedding:
         check_inputs(inputs)
-        request_id = "req_" + uuid.uuid4().hex
-        deployment = self._deployments.get(model)
-        async with deployment.using():
+        hold = deployment.hold()
+        try:
             info, cold = await deployment.ensure_loaded()
             if not info.supports_embeddings:
                 raise UnsupportedFeatureError(
-                    f"'{model}' is a generative model and produces no embeddings; "
+                    f"'{deployment.name}' is a generative model and produces no embeddings; "
                     "use an embeddings deployment such as 'all-minilm-l6-v2'",
                     param="model",
                 )
             if dimensions is not None and dimensions != info.embedding_dimensions:
                 raise InvalidRequestError(
-                    f"'{model}' produces {info.embedding_dimensions}-dimensional vectors and cannot "
-                    "shorten them; leave dimensions unset",
+                    f"'{deployment.name}' produces {info.embedding_dimensions}-dimensional vectors and "
+                    "cannot shorten them; leave dimensions unset",
                     param="dimensions",
                 )
-            if gate is not None:
-                # An upper bound before tokenizing: a token covers at least one character, plus the
-                # two special tokens, and no input may exceed the model's context.
-                bound = sum(min(len(text) + 2, info.context_length) for text in inputs)
-                await gate(Planned(request_id, deployment.name, bound, 0, 1))
-            lease = await deployment.admit(caller)
+        except BaseException:
+            hold.release()
+            raise
+        # A token covers at least one character, plus the two special tokens, and no input may
+        # exceed the model's context: an upper bound before tokenizing.
+        bound = sum(min(len(text) + 2, info.context_length) for text in inputs)
+        request_id = "req_" + uuid.uuid4().hex
+        return PreparedEmbedding(deployment, request_id, tuple(inputs), bound, cold, hold)
+
+    async def embed(self, prepared: PreparedEmbedding, caller: str) -> EmbeddingResult:
+        deployment = prepared.deployment
         try:
-            result = await deployment.engine.embed(inputs)
+            lease = await deployment.admit(caller)
+        finally:
+            prepared.close()  # from here the slot keeps the deployment loaded
+        try:
+            result = await deployment.engine.embed(prepared.inputs)
         finally:
             lease.release()
             deployment.last_used = time.monotonic()
         return EmbeddingResult(
-            request_id=request_id,
+            request_id=prepared.request_id,
             deployment=deployment.name,
             vectors=result.vectors,
             prompt_tokens=result.prompt_tokens,
-            cold_start_s=cold,
+            cold_start_s=prepared.cold_start_s,
         )

@@ -38,7 +38,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from alize.domain import Delta, FinishReason, TokenLogprob
-from alize.gateway.generation import ChoiceEvent, Generation
+from alize.gateway.choices import ChoiceEvent
+from alize.gateway.generation import Generation
 from alize.gateway.safety import ContentSafety
 from alize.safety.pii import detect, redact
 from alize.safety.policy import FilterPolicy, FilterReport, merge

@@ -1,24 +1,31 @@
-"""The policy pipeline around the generation service: who may run what, at what cost, and the
-one ledger row every admitted request leaves behind.
+"""The policy pipeline: who may run what, at what cost, and the one ledger row every admitted
+request leaves behind. Routers and the chat assistant call ``chat`` / ``complete`` / ``embed``.
 
-Order: authorise the deployment (403) → the deployment's input filter, if it has one (400
-``content_filter``, or 503 ``content_filter_error`` when the filter fails closed; PII redacted
-when the policy says so) → generation validates, loads and counts prompt tokens → *gate*: rate
-limits on the key and its project (429 with ``Retry-After``), then the budget holds the worst
-case, ``prompt + n * max_tokens`` at the deployment's prices (429 ``insufficient_quota``) →
-wait for a slot and generate, through the output filter if the deployment has one
-(:mod:`alize.gateway.output_filter`) → settle.
+Every request goes down the same straight path, each step failing with a typed error:
 
-A prompt the input filter refuses is cheap to refuse: it is judged before any model is loaded
-or any limit is consumed, and leaves a row with no tokens and no cost (status
-``content_filtered``, or ``error`` with code ``content_filter_error``).
+1. **ticket**: authorise the deployment for the key (403), resolve it (404, the one lookup of
+   the request) and note who pays (the key's project, the chat user's, or ``default``);
+2. **screen input**: the deployment's input filter, if it has one (400 ``content_filter``, or
+   503 ``content_filter_error`` when the filter fails closed; PII redacted when the policy says);
+3. **prepare**: the generation (or embeddings) service loads the model, plans tools, counts the
+   prompt and settles ``max_tokens`` (:mod:`alize.gateway.generation`);
+4. **admit**: rate limits on the key and its project (429 with ``Retry-After``), then the budget
+   holds the worst case, ``prompt + n * max_tokens`` at the deployment's prices (429
+   ``insufficient_quota``);
+5. **start**: wait for a slot (503 ``queue_full``) and generate;
+6. **filter and observe**: the output filter, if the deployment has one
+   (:mod:`alize.gateway.output_filter`), inside the observer that settles when the stream ends.
+
+A prompt the input filter refuses is cheap to refuse: it is judged before any model is loaded or
+any limit is consumed, and leaves a row with no tokens and no cost (status ``content_filtered``,
+or ``error`` with code ``content_filter_error``).
 
 Settling happens exactly once per admitted request, whichever way it ends (finished, engine
 error, content filter, client gone, never iterated): the rate-limit lease is released with the
 actual tokens, the budget hold is replaced by the actual cost, and ``MeteringService.record``
 writes the row keyed by the request id (an idempotent insert, so even a second path could not
 add a second row). Settling is shielded from cancellation, so a disconnect cannot lose it.
-Other requests refused before the gate (401/403/404/400/429) leave no row.
+Requests refused before admission (401/403/404/400/429) leave no row.
 """
 
 from __future__ import annotations
@@ -30,75 +37,49 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from alize.deployments.manager import DeploymentManager, DeploymentSpec
+from alize.deployments.manager import Deployment, DeploymentManager
+from alize.deployments.specs import DeploymentSpec
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
 from alize.gateway.auth import Principal, authorize_deployment
 from alize.gateway.budget import Reservation, cost_micros
+from alize.gateway.calls import ChatCall, TextCall
+from alize.gateway.choices import ChoiceEvent
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
-from alize.gateway.generation import (
-    ChatCall,
-    ChoiceEvent,
-    Gate,
-    Generation,
-    GenerationService,
-    Planned,
-    TextCall,
-)
+from alize.gateway.generation import Generation, GenerationService, Prepared
 from alize.gateway.limits import Lease
 from alize.gateway.metering import UsageRecord, UsageStatus
 from alize.gateway.output_filter import filter_output
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy
 from alize.safety.moderator import create_moderator
-from alize.safety.policy import FilterReport, SafetyPolicy
+from alize.safety.policy import FilterReport
 from alize.streams import aclose
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S")
 
 
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """Micro-units of the project's currency per million tokens."""
-
-    input_per_million: int = 0
-    output_per_million: int = 0
-
-
-def _price(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def deployment_prices(spec: DeploymentSpec) -> Prices:
-    """Prices from the deployment's catalog card (``price_input_per_million`` /
-    ``price_output_per_million``); anything missing or malformed counts as free."""
-    card: Any = spec.card
-    if not isinstance(card, dict):
-        return Prices()
-    return Prices(_price(card.get("price_input_per_million")), _price(card.get("price_output_per_million")))
-
-
 @dataclass
 class _Ticket:
-    """What one request holds between the gate and settling."""
+    """What one request holds from authorisation to settling."""
 
     project_id: str
     key_id: str | None
-    model: str
+    deployment: Deployment
+    #: the deployment's settings when the request arrived (prices, filters, model id)
+    spec: DeploymentSpec
     started: float
-    planned: Planned | None = None
-    prices: Prices = Prices()
+    #: set once admitted: from then on the request is settled exactly once
+    request_id: str | None = None
     lease: Lease | None = None
     reservation: Reservation | None = None
     settled: bool = False
 
 
 class PolicyPipeline:
-    """Routers call ``chat`` / ``complete`` instead of the generation service directly."""
-
     def __init__(
         self,
         generation: GenerationService,
@@ -112,7 +93,7 @@ class PolicyPipeline:
         self._generation = generation
         # the classifier loads on first use, so a pipeline with no filtering deployment never pays
         self._safety = safety or ContentSafety(create_moderator())
-        self._embeddings = embeddings or EmbeddingsService(deployments)
+        self._embeddings = embeddings or EmbeddingsService()
         self._deployments = deployments
         self._tenancy = tenancy
         self._clock = clock
@@ -121,32 +102,31 @@ class PolicyPipeline:
     async def chat(
         self, call: ChatCall, caller: str, principal: Principal | None, *, project_id: str | None = None
     ) -> Generation:
-        """``project_id`` bills a caller authenticated another way (a chat-page session)."""
+        """Ticket → screen input → prepare → admit → start → filter and observe.
+
+        ``project_id`` bills a caller authenticated another way (a chat-page session)."""
         ticket = await self._ticket(call.model, principal, project_id)
-        policy = self._policy(call.model)
         report: FilterReport | None = None
+        policy = ticket.spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
             call, report = replace(call, messages=screened.messages), screened.report
-        start = self._generation.chat
-        return await self._run(
-            ticket, principal, lambda gate: start(call, caller, gate=gate), policy, call.n, report
-        )
+        prepared = await self._generation.prepare(ticket.deployment, call)
+        return await self._start(ticket, principal, prepared, caller, report)
 
     async def complete(self, call: TextCall, caller: str, principal: Principal | None) -> Generation:
+        """The same path as :meth:`chat`, for a text or fill-in-the-middle prompt."""
         ticket = await self._ticket(call.model, principal)
-        policy = self._policy(call.model)
         report: FilterReport | None = None
+        policy = ticket.spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(
                 ticket, self._safety.screen_text(policy.input, call.prompt, call.fim)
             )
             call = replace(call, prompt=screened.prompt, fim=screened.fim)
             report = screened.report
-        start = self._generation.complete
-        return await self._run(
-            ticket, principal, lambda gate: start(call, caller, gate=gate), policy, call.n, report
-        )
+        prepared = await self._generation.prepare(ticket.deployment, call)
+        return await self._start(ticket, principal, prepared, caller, report)
 
     async def embed(
         self,
@@ -156,21 +136,20 @@ class PolicyPipeline:
         principal: Principal | None,
         *,
         dimensions: int | None = None,
+        project_id: str | None = None,
     ) -> EmbeddingResult:
-        """Embeddings under the same limits, budget and ledger as generation."""
-        ticket = await self._ticket(model, principal)
-
-        async def gate(planned: Planned) -> None:
-            await self._admit(ticket, principal, planned)
-
+        """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation."""
+        ticket = await self._ticket(model, principal, project_id)
+        prepared = await self._embeddings.prepare(ticket.deployment, inputs, dimensions=dimensions)
         try:
-            result = await self._embeddings.embed(model, inputs, caller, dimensions=dimensions, gate=gate)
+            await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
+            result = await self._embeddings.embed(prepared, caller)
         except BaseException as exc:
+            prepared.close()
             await self._settle_failure(ticket, exc)
             raise
-        await self._settle(
-            ticket, None, UsageStatus.SUCCESS, None, usage=Usage(prompt_tokens=result.prompt_tokens)
-        )
+        usage = Usage(prompt_tokens=result.prompt_tokens)
+        await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=usage)
         return result
 
     async def drain(self) -> None:
@@ -178,9 +157,22 @@ class PolicyPipeline:
         while self._settling:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
-    def _policy(self, deployment: str) -> SafetyPolicy | None:
-        found = self._deployments.find(deployment)
-        return found.spec.safety if found is not None else None
+    # ------------------------------------------------------------------ the steps
+
+    async def _ticket(
+        self, model: str, principal: Principal | None, project_id: str | None = None
+    ) -> _Ticket:
+        started = self._clock()
+        if principal is not None:
+            authorize_deployment(principal, model)
+        deployment = self._deployments.get(model)
+        if principal is not None:
+            payer, key_id = principal.project_id, principal.key_id
+        elif project_id is not None:
+            payer, key_id = project_id, None
+        else:
+            payer, key_id = await self._tenancy.default_project_id(), None
+        return _Ticket(payer, key_id, deployment, deployment.spec, started)
 
     async def _screened(self, ticket: _Ticket, screening: Awaitable[_S]) -> _S:
         """Await an input screening; a refused prompt leaves a ledger row (no tokens, no cost)
@@ -189,93 +181,31 @@ class PolicyPipeline:
             return await screening
         except (ContentFilterError, ContentFilterUnavailableError) as exc:
             filtered = isinstance(exc, ContentFilterError)
-            deployment = self._deployments.find(ticket.model)
             request_id = "req_" + uuid.uuid4().hex
             exc.headers["x-request-id"] = request_id  # the client can look its row up
+            status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR
             await self._tenancy.metering.record(
-                _usage_record(
-                    ticket,
-                    request_id=request_id,
-                    deployment=ticket.model,
-                    model=deployment.spec.model_id if deployment is not None else ticket.model,
-                    status=UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR,
-                    code=exc.code,
-                    usage=Usage(),
-                    cost=0,
-                    ended=self._clock(),
-                    first=None,
-                )
+                _usage_record(ticket, request_id, status, exc.code, Usage(), 0, self._clock(), None)
             )
             raise
 
-    async def _run(
+    async def _admit(
         self,
         ticket: _Ticket,
         principal: Principal | None,
-        start: Callable[[Gate], Awaitable[Generation]],
-        policy: SafetyPolicy | None,
-        n: int,
-        prompt_filter: FilterReport | None = None,
-    ) -> Generation:
-        async def gate(planned: Planned) -> None:
-            await self._admit(ticket, principal, planned)
-
-        try:
-            generation = await start(gate)
-        except BaseException as exc:
-            await self._settle_failure(ticket, exc)
-            raise
-        if ticket.lease is not None:
-            generation.headers.update(ticket.lease.headers)
-        generation.prompt_filter = prompt_filter
-        events = generation.events
-        if policy is not None and policy.output is not None:
-            events = filter_output(
-                generation, events, self._safety, policy.output, window_tokens=policy.window_tokens, n=n
-            )
-        generation.events = self._observe(ticket, generation, events)
-        generation.on_close.append(
-            lambda: self._settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
-        )
-        return generation
-
-    async def _ticket(
-        self, model: str, principal: Principal | None, project_id: str | None = None
-    ) -> _Ticket:
-        started = self._clock()
-        if principal is not None:
-            authorize_deployment(principal, model)
-            return _Ticket(principal.project_id, principal.key_id, model, started)
-        if project_id is not None:
-            return _Ticket(project_id, None, model, started)
-        return _Ticket(await self._tenancy.default_project_id(), None, model, started)
-
-    async def _settle_failure(self, ticket: _Ticket, exc: BaseException) -> None:
-        """Admitted, then failed before any output (e.g. queue full, engine down, client gone)."""
-        if ticket.planned is None:
-            return
-        if isinstance(exc, asyncio.CancelledError):
-            await self._settle(ticket, None, UsageStatus.CLIENT_DISCONNECTED, None)
-        else:
-            code = exc.code if isinstance(exc, AlizeError) else "internal_error"
-            await self._settle(ticket, None, UsageStatus.ERROR, code)
-
-    async def _admit(self, ticket: _Ticket, principal: Principal | None, planned: Planned) -> None:
-        """Rate limits, then the budget hold; either refusal leaves nothing held."""
-        deployment = self._deployments.get(planned.deployment)
-        ticket.prices = deployment_prices(deployment.spec)
-        ticket.model = deployment.spec.model_id
-        worst_completion = planned.max_tokens * planned.n
+        request_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        """Rate limits, then the budget hold of the worst case; either refusal leaves nothing held."""
+        prices = ticket.spec.prices
         if principal is not None:
             ticket.lease = await self._tenancy.limiter.acquire(
-                principal.rate_limit_subjects(), tokens=planned.prompt_tokens + worst_completion
+                principal.rate_limit_subjects(), tokens=prompt_tokens + completion_tokens
             )
         try:
             hold = cost_micros(
-                planned.prompt_tokens,
-                worst_completion,
-                ticket.prices.input_per_million,
-                ticket.prices.output_per_million,
+                prompt_tokens, completion_tokens, prices.input_per_million, prices.output_per_million
             )
             ticket.reservation = await self._tenancy.budget.reserve(ticket.project_id, hold)
         except BaseException:
@@ -283,7 +213,44 @@ class PolicyPipeline:
                 await ticket.lease.release(0)
                 ticket.lease = None
             raise
-        ticket.planned = planned
+        ticket.request_id = request_id
+
+    async def _start(
+        self,
+        ticket: _Ticket,
+        principal: Principal | None,
+        prepared: Prepared,
+        caller: str,
+        prompt_filter: FilterReport | None,
+    ) -> Generation:
+        """Admit, start, then wrap the events in the output filter and the settling observer."""
+        completion = prepared.worst_case_completion_tokens
+        try:
+            await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, completion)
+            generation = await self._generation.start(prepared, caller)
+        except BaseException as exc:
+            prepared.close()
+            await self._settle_failure(ticket, exc)
+            raise
+        if ticket.lease is not None:
+            generation.headers.update(ticket.lease.headers)
+        generation.prompt_filter = prompt_filter
+        events = generation.events
+        policy = ticket.spec.safety
+        if policy is not None and policy.output is not None:
+            events = filter_output(
+                generation,
+                events,
+                self._safety,
+                policy.output,
+                window_tokens=policy.window_tokens,
+                n=prepared.n,
+            )
+        generation.events = self._observe(ticket, generation, events)
+        generation.on_close.append(
+            lambda: self._settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
+        )
+        return generation
 
     async def _observe(
         self, ticket: _Ticket, generation: Generation, events: AsyncIterator[ChoiceEvent]
@@ -313,6 +280,16 @@ class PolicyPipeline:
                 await aclose(events)
             await self._settle(ticket, generation, status, code)
 
+    # ------------------------------------------------------------------ settling
+
+    async def _settle_failure(self, ticket: _Ticket, exc: BaseException) -> None:
+        """Admitted, then failed before any output (e.g. queue full, engine down, client gone)."""
+        if isinstance(exc, asyncio.CancelledError):
+            await self._settle(ticket, None, UsageStatus.CLIENT_DISCONNECTED, None)
+        else:
+            code = exc.code if isinstance(exc, AlizeError) else "internal_error"
+            await self._settle(ticket, None, UsageStatus.ERROR, code)
+
     async def _settle(
         self,
         ticket: _Ticket,
@@ -323,7 +300,7 @@ class PolicyPipeline:
         usage: Usage | None = None,
     ) -> None:
         """Release, settle and meter once; shielded so a cancelled request still gets its row."""
-        if ticket.settled or ticket.planned is None:
+        if ticket.settled or ticket.request_id is None:
             return
         ticket.settled = True
         task = asyncio.ensure_future(self._settle_now(ticket, generation, status, code, usage))
@@ -339,14 +316,12 @@ class PolicyPipeline:
         code: str | None,
         usage: Usage | None,
     ) -> None:
-        assert ticket.planned is not None
+        assert ticket.request_id is not None
         if usage is None:
             usage = generation.usage if generation is not None else Usage()
+        prices = ticket.spec.prices
         cost = cost_micros(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            ticket.prices.input_per_million,
-            ticket.prices.output_per_million,
+            usage.prompt_tokens, usage.completion_tokens, prices.input_per_million, prices.output_per_million
         )
         now = self._clock()
         first = generation.first_token_at if generation is not None else None
@@ -357,27 +332,13 @@ class PolicyPipeline:
                 await self._tenancy.budget.settle(ticket.reservation, cost)
         finally:
             await self._tenancy.metering.record(
-                _usage_record(
-                    ticket,
-                    request_id=ticket.planned.request_id,
-                    deployment=ticket.planned.deployment,
-                    model=ticket.model,
-                    status=status,
-                    code=code,
-                    usage=usage,
-                    cost=cost,
-                    ended=now,
-                    first=first,
-                )
+                _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
             )
 
 
 def _usage_record(
     ticket: _Ticket,
-    *,
     request_id: str,
-    deployment: str,
-    model: str,
     status: UsageStatus,
     code: str | None,
     usage: Usage,
@@ -390,8 +351,8 @@ def _usage_record(
         request_id=request_id,
         project_id=ticket.project_id,
         key_id=ticket.key_id,
-        deployment=deployment,
-        model=model,
+        deployment=ticket.deployment.name,
+        model=ticket.spec.model_id,
         status=status,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,

@@ -1,4 +1,5 @@
-"""Throwaway databases for tests: a fresh SQLite file, or a fresh PostgreSQL schema.
+"""Throwaway databases for tests: a fresh SQLite file, or a fresh PostgreSQL schema; and where the
+test PostgreSQL and Redis servers are (``ALIZE_TEST_POSTGRES_URL``, ``ALIZE_TEST_REDIS_URL``).
 
 Each PostgreSQL database gets its own schema (selected through ``search_path`` in the URL) that
 is dropped afterwards, so test runs are isolated and repeatable on a shared server. Lives in the
@@ -28,8 +29,18 @@ Backend = Literal["sqlite", "postgres"]
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+#: where the Redis test server is; override with ALIZE_TEST_REDIS_URL
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 def postgres_test_url() -> str:
     return os.environ.get("ALIZE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def redis_test_url() -> str:
+    """The one place tests (and ``scripts/test_services.py``, which may point them at a throw-away
+    server) read the test Redis from, so no test can quietly bypass the setting."""
+    return os.environ.get("ALIZE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
 async def postgres_available(url: str | None = None) -> bool:

@@ -44,9 +44,7 @@ def _check_model(services: AppDep, model: str) -> None:
 
 @router.get("/models", summary="Models a conversation can use")
 async def list_models(_: ReaderDep, services: AppDep) -> dict[str, Any]:
-    names = services.chat.chat_models()
-    default = services.settings.default_model
-    return {"models": names, "default": default if default in names else (names[0] if names else None)}
+    return {"models": services.chat.chat_models(), "default": services.chat.default_model()}
 
 
 @router.get("/conversations", summary="The user's conversations, newest first; ?q= searches titles")
@@ -59,7 +57,7 @@ async def list_conversations(
 
 @router.post("/conversations", summary="Start a conversation")
 async def create_conversation(body: NewConversation, session: WriterDep, services: AppDep) -> Any:
-    model = body.model or services.settings.default_model
+    model = body.model or services.chat.default_model() or services.settings.default_model
     _check_model(services, model)
     created = await services.chat.conversations.create(
         session.user.id, model=model, title=body.title, instructions=body.instructions

@@ -37,6 +37,11 @@ from alize.catalog.sources import existing_path
 BUILTIN_IDS: tuple[str, ...] = ("smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2")
 
 
+def builtin_card(card_id: str) -> ModelCard:
+    """The recorded built-in card (no file is read)."""
+    return _load(card_id)
+
+
 def _load(card_id: str) -> ModelCard:
     text = files(__name__).joinpath(f"{card_id}.json").read_text(encoding="utf-8")
     return ModelCard.model_validate(json.loads(text))

@@ -58,7 +58,6 @@ def message_json(message: Message) -> dict[str, Any]:
 def sampling_json(request: GenerationRequest) -> dict[str, Any]:
     p = request.params
     body: dict[str, Any] = {
-        "max_tokens": p.max_tokens,
         "temperature": p.temperature,
         "top_p": p.top_p,
         "presence_penalty": p.presence_penalty,
@@ -67,6 +66,8 @@ def sampling_json(request: GenerationRequest) -> dict[str, Any]:
         "stream_options": {"include_usage": True},
         "cache_prompt": True,
     }
+    if p.max_tokens is not None:
+        body["max_tokens"] = p.max_tokens
     if p.stop:
         body["stop"] = list(p.stop)
     if p.seed is not None:

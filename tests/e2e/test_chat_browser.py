@@ -273,6 +273,38 @@ def test_a_french_browser_gets_a_french_login_page(
     server, _ = chat_server
     page = _page(browser, server.url + "/", locale="fr-FR")
     assert page.inner_text("form.login button") == "Se connecter"
+    # AI Act: before anything else, people are told they will talk to an AI system
+    assert "système d'intelligence artificielle" in page.inner_text("#ai-notice")
+    page.context.close()
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [("en", "AI system"), ("de", "KI-System"), ("es", "inteligencia artificial"), ("it", "intelligenza")],
+)
+def test_the_ai_notice_is_shown_in_every_language(
+    chat_server: tuple[LiveServer, dict[str, str]], browser: playwright_sync.Browser, lang: str, words: str
+) -> None:
+    server, _ = chat_server
+    page = _page(browser, server.url + "/", locale=lang)
+    assert words in page.inner_text("#ai-notice")
+    page.context.close()
+
+
+def test_the_user_downloads_all_their_data(
+    chat_server: tuple[LiveServer, dict[str, str]], browser: playwright_sync.Browser
+) -> None:
+    """GDPR access: Settings -> download all my data gives a JSON of the user's conversations."""
+    server, _ = chat_server
+    page = _login(browser, server, ALICE)
+    assert page.is_visible("#ai-notice")  # the notice stays under the composer
+    page.click("#settings-open")
+    with page.expect_download() as download_info:
+        page.click("#export-my-data")
+    data = json.loads(Path(download_info.value.path()).read_text())
+    assert data["user"]["email"] == ALICE
+    assert data["object"] == "chat.user_export" and isinstance(data["conversations"], list)
+    assert "password" not in json.dumps(data)
     page.context.close()
 
 

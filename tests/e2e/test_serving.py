@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import time
 
 import httpx
@@ -133,6 +134,26 @@ def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server:
     assert result["usage"] is not None
     # 3 tokens take well under a second here; 1000 tokens of the abandoned story would take many.
     assert elapsed < 3.0, f"the waiting request finished {elapsed:.1f} s after the disconnect"
+
+
+def test_a_dropped_non_streamed_request_stops_at_once_and_is_metered_as_disconnected(
+    one_slot_server: LiveServer,
+) -> None:
+    """Issue 17, fault 1: the client of a non-streamed request gives up after 2 s."""
+    body = _body("Write a very long story about the sea, with many chapters.", 1000, stream=False)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{one_slot_server.v1}/chat/completions", json=body, timeout=httpx.Timeout(120, read=2.0))
+    # the one slot serves the next request (a held slot would keep it waiting for 1000 tokens)
+    r = httpx.post(
+        f"{one_slot_server.v1}/chat/completions", json=_body("Say yes.", 3, stream=False), timeout=120
+    )
+    assert r.status_code == 200
+    database = one_slot_server.log_path.parent / f"data-{one_slot_server.url.rsplit(':', 1)[1]}" / "alize.db"
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT status, completion_tokens FROM usage ORDER BY id DESC LIMIT 2").fetchall()
+    (status, tokens), (next_status, _) = rows[1], rows[0]
+    assert (status, next_status) == ("client_disconnected", "success")
+    assert tokens < 1000  # it stopped when its client left, whatever the machine's speed
 
 
 def test_queue_bound_returns_503_queue_full(one_slot_server: LiveServer) -> None:

@@ -62,9 +62,10 @@ async def test_sqlite_connections_use_wal_full_sync_and_foreign_keys(tmp_path: P
         async with db.session() as session:
             values = [
                 (await session.execute(sa.text(f"PRAGMA {p}"))).scalar()
-                for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "secure_delete")
             ]
-        assert values == ["wal", 2, 1, 30000]  # synchronous 2 == FULL
+        # synchronous 2 == FULL; secure_delete: deleted rows are zeroed (some builds default it off)
+        assert values == ["wal", 2, 1, 30000, 1]
     finally:
         await db.close()
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from tests.support.scripted_engine import ScriptedEngine
 
@@ -40,4 +41,10 @@ def scripted_app(settings: Settings) -> TestClient:
     """An app whose deployments may use the scripted engine (``engine="scripted"``)."""
     registry = EngineRegistry(load_entry_points=False)
     registry.register("scripted", ScriptedEngine)
-    return TestClient(create_app(settings, registry=registry))
+    return local_client(create_app(settings, registry=registry))
+
+
+def local_client(app: FastAPI) -> TestClient:
+    """A test client that calls the app as ``http://127.0.0.1`` (a loopback name: in open mode
+    the server answers to no other, and Starlette's default ``testserver`` is not one)."""
+    return TestClient(app, base_url="http://127.0.0.1")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
+from alize.bounds import INT64_MAX, Limit, Micros
 from alize.errors import NotFoundError
 from alize.gateway.auth import Principal
 from alize.gateway.keys import KeyInfo
@@ -40,20 +41,20 @@ class _Body(BaseModel):
 
 class ProjectCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
-    monthly_budget_micros: int | None = Field(None, ge=0, description="Monthly budget; null = none.")
+    monthly_budget_micros: Micros | None = Field(None, description="Monthly budget; null = none.")
     currency: str = Field("USD", min_length=3, max_length=3)
-    rpm: int | None = Field(None, ge=0)
-    tpm: int | None = Field(None, ge=0)
-    concurrency: int | None = Field(None, ge=0)
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    concurrency: Limit | None = None
 
 
 class ProjectUpdate(_Body):
     """Fields left out keep their value; ``null`` means unlimited / no budget."""
 
-    monthly_budget_micros: int | None = Field(None, ge=0)
-    rpm: int | None = Field(None, ge=0)
-    tpm: int | None = Field(None, ge=0)
-    concurrency: int | None = Field(None, ge=0)
+    monthly_budget_micros: Micros | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    concurrency: Limit | None = None
 
 
 class KeyCreate(_Body):
@@ -61,9 +62,9 @@ class KeyCreate(_Body):
     project_id: str | None = Field(None, description="Default: the caller's project.")
     scopes: list[Scope] = Field(default_factory=_inference_only)
     allowed_deployments: list[str] | None = None
-    rpm: int | None = Field(None, ge=0)
-    tpm: int | None = Field(None, ge=0)
-    concurrency: int | None = Field(None, ge=0)
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    concurrency: Limit | None = None
     expires_at: datetime | None = None
 
 
@@ -341,7 +342,7 @@ async def audit_log(
     services: ServicesDep,
     principal: AdminDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
 ) -> JSONResponse:
     await services.tenancy.require_platform_admin(principal)
     entries = await services.tenancy.audit.list(limit=limit, before_seq=before_seq)

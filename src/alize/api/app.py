@@ -17,6 +17,7 @@ from alize.api import (
     admin_catalog,
     admin_packs,
     admin_tenancy,
+    admin_users,
     azure,
     catalog_page,
     chat_completions,
@@ -30,8 +31,11 @@ from alize.api.auth import AuthGate
 from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
+from alize.api.hosts import HostGate, HostPolicy
+from alize.api.openapi import build_openapi
 from alize.api.webchat import chat_routers
 from alize.catalog.service import CatalogService
+from alize.chat.retention import chat_retention_rules
 from alize.chat.service import build_chat_services
 from alize.config import Settings
 from alize.deployments.lifecycle import IdleReaper, MemoryBudget
@@ -41,11 +45,14 @@ from alize.deployments.service import DeploymentService
 from alize.engines.registry import EngineRegistry
 from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
+from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
-from alize.gateway.tenancy import Tenancy, check_bind_address
+from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
-from alize.store.database import open_database
+from alize.store.database import Database, open_database
+from alize.store.ids import new_id, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +80,24 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     packs = PackService(catalog, deployment_admin, models_dir, settings.catalog)
     await packs.sweep()
     generation = GenerationService(settings.limits, settings.safe_prompt)
-    tenancy = Tenancy.build(settings, db)
+    instance_id = new_id("gw")
+    tenancy = Tenancy.build(settings, db, instance_id=instance_id)
+    holds = HoldSweeper(
+        db,
+        tenancy.budget,
+        instance_id=instance_id,
+        interval_s=settings.limits.hold_sweep_interval_s,
+        # no request lives longer than its queue wait plus its generation, plus settling
+        max_request_s=settings.limits.queue_timeout_s + settings.engine.request_timeout_s + 60,
+    )
     embeddings = EmbeddingsService()
     # the classifier itself loads on first use
     moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
     pipeline = PolicyPipeline(generation, manager, tenancy, embeddings, safety=safety)
+    chat = build_chat_services(
+        settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
+    )
     return Services(
         settings=settings,
         db=db,
@@ -93,8 +112,25 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         memory_budget=memory_budget,
         idle_reaper=IdleReaper(manager, interval_s=settings.catalog.idle_check_interval_s, pinned=pinned),
         packs=packs,
-        chat=build_chat_services(settings.chat, db, manager, pipeline, packs.preferences()),
+        chat=chat,
+        hosts=HostPolicy(settings.allowed_hosts),
+        holds=holds,
+        retention=_retention(settings, db, tenancy),
     )
+
+
+def _retention(settings: Settings, db: Database, tenancy: Tenancy) -> RetentionSweeper:
+    """Every kind of stored data with a retention setting; each sweep that removes rows is audited."""
+    kept = settings.retention
+    rules = [
+        *chat_retention_rules(db, kept),
+        RetentionRule("request_logs", days(kept.request_logs_days), tenancy.metering.purge_before),
+    ]
+
+    async def report(removed: dict[str, int]) -> None:
+        await tenancy.audit.append("system", "retention.purge", "retention", removed)
+
+    return RetentionSweeper(rules, interval_s=kept.interval_s, clock=utc_now, report=report)
 
 
 def _log_load_failure(task: asyncio.Task[object]) -> None:
@@ -112,6 +148,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         try:
             await services.tenancy.bootstrap(settings)
             await check_bind_address(settings, services.tenancy)
+            await services.holds.start()  # releases the holds a killed predecessor left
+            await services.retention.start()
         except BaseException:
             await services.tenancy.aclose()
             await services.deployments.close()
@@ -135,8 +173,11 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.idle_reaper.stop()
             await services.packs.close()
             await services.pipeline.drain()
+            await services.holds.stop()
+            await services.retention.stop()
             await services.tenancy.aclose()
             await services.deployments.close()
+            services.chat.close()
             await services.db.close()
 
     app = FastAPI(
@@ -146,9 +187,11 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.openapi = build_openapi(app)  # type: ignore[method-assign]
     for router in (health.router, models.router, chat_completions.router, completions.router, azure.router):
         app.include_router(router)
     app.include_router(admin_tenancy.router)
+    app.include_router(admin_users.router)
     for router in (
         embeddings.router,
         moderations.router,
@@ -162,4 +205,5 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(AuthGate)
+    app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing
     return app

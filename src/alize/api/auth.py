@@ -2,7 +2,7 @@
 FastAPI dependencies routers use to read it.
 
 Until any API key exists the platform is open (bind to loopback); once one exists, every
-``/v1``, ``/models`` and ``/admin`` route requires a key, whatever router serves it (so routes
+``/v1``, ``/models``, ``/admin`` and ``/catalog`` route requires a key, whatever router serves it (so routes
 added later are covered too): 401 ``invalid_api_key`` without a valid one, 403 for an inference
 key on ``/admin``. Keys come from ``Authorization: Bearer``, ``api-key`` (Azure) or
 ``x-api-key`` (:func:`extract_api_key`, the only code that reads them from headers); anything
@@ -25,7 +25,8 @@ from alize.errors import AlizeError
 from alize.gateway.auth import Principal, require_admin
 from alize.gateway.keys import is_credential
 
-PROTECTED_PREFIXES = ("/v1", "/models", "/admin")
+#: ``/catalog`` too: it lists deployments and their prices, which only callers with a key may see
+PROTECTED_PREFIXES = ("/v1", "/models", "/admin", "/catalog")
 ADMIN_PREFIX = "/admin"
 
 

@@ -106,6 +106,12 @@ def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     if card.embedding_dimensions:
         facts.insert(4, ("Dimensions", str(card.embedding_dimensions)))
     facts.insert(-1, ("Measured speed", _measured(card)))
+    # transparency (EU AI Act): what it is for, where it fails, where the weights come from
+    facts += [
+        ("Intended use", card.intended_use or "—"),
+        ("Limitations", card.limitations or "—"),
+        ("Weights from", card.weights_origin or "—"),
+    ]
     rows = "".join(f"<dt>{_E(k)}</dt><dd>{_E(v)}</dd>" for k, v in facts)
     tags = "".join(f"<span>{_E(t)}</span>" for t in (*card.tasks, *card.languages))
     sample = code_sample(card, target, base)

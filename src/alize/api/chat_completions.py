@@ -26,6 +26,7 @@ async def run_chat(
     return await respond(
         generation,
         stream=body.stream,
+        receive=request.receive,
         encode_stream=lambda g: stream_chat(
             g, n=call.n, include_usage=include_usage, want_logprobs=want_logprobs
         ),

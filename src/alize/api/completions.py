@@ -25,6 +25,7 @@ async def completions(
     return await respond(
         generation,
         stream=body.stream,
+        receive=request.receive,
         encode_stream=lambda g: stream_completion(g, include_usage=include_usage),
         collect=lambda g: collect_completion(g, n=call.n, want_logprobs=body.logprobs is not None),
     )
@@ -39,6 +40,7 @@ async def fim_completions(
     return await respond(
         generation,
         stream=body.stream,
+        receive=request.receive,
         encode_stream=lambda g: stream_chat(g, n=1, include_usage=True, want_logprobs=False),
         collect=lambda g: collect_chat(g, n=1, want_logprobs=False),
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from alize.api.hosts import HostPolicy
 from alize.catalog.service import CatalogService
 from alize.chat.service import ChatServices
 from alize.config import Settings
@@ -16,8 +17,10 @@ from alize.deployments.packs import PackService
 from alize.deployments.service import DeploymentService
 from alize.gateway.embeddings import EmbeddingsService
 from alize.gateway.generation import GenerationService
+from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
 
@@ -49,6 +52,12 @@ class Services:
     packs: PackService
     #: the chat web app: users, sessions, conversations, documents, replies (alize.chat)
     chat: ChatServices
+    #: the host names this server answers to (DNS-rebinding defence, the chat's Origin check)
+    hosts: HostPolicy
+    #: heartbeats this process and releases budget holds that dead processes left behind
+    holds: HoldSweeper
+    #: deletes what is older than the retention settings allow
+    retention: RetentionSweeper
 
 
 def get_services(request: Request) -> Services:

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from alize.api.auth import InferenceDep
 from alize.api.deps import ServicesDep, caller_identity
+from alize.api.respond import served_by
 from alize.errors import InvalidRequestError
 from alize.protocol.openai.embeddings import EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
@@ -53,7 +54,7 @@ async def create_embeddings(
         model=result.deployment,
         usage=EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
     )
-    headers = {"x-request-id": result.request_id, "x-alize-deployment": result.deployment}
+    headers = {"x-request-id": result.request_id, **served_by(result.deployment, result.model)}
     if result.cold_start_s is not None:
         headers["x-alize-cold-start-ms"] = str(int(result.cold_start_s * 1000))
     return Response(reply.to_json(), media_type="application/json", headers=headers)

@@ -9,7 +9,9 @@ the ``model`` the client names, the way each vendor's documentation has its clie
 * anything else: 404 ``model_not_found`` (never a silent fallback).
 
 The classifier runs in a worker thread; inputs are capped in count and size
-(``Settings.safety``). Moderation calls are not billed.
+(``Settings.safety``). Each call goes through the policy pipeline like any other: the key's
+and project's rate limits, the project's budget at ``safety.price_per_million`` (0 by default),
+and one usage row (before, a key limited to 2 RPM made 10 calls of 2,000 words each, unmetered).
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from fastapi.responses import JSONResponse
 
 from alize.api.auth import InferenceDep
 from alize.api.deps import Services, ServicesDep
+from alize.api.respond import served_by
+from alize.deployments.specs import Prices
 from alize.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
+from alize.gateway.auth import Principal
+from alize.gateway.pipeline import Moderated
 from alize.protocol.moderation import (
     MistralChatModerationRequest,
     OpenAIModerationRequest,
@@ -74,6 +80,27 @@ async def _results(classify: Callable[[], list[ModerationResult]]) -> list[Moder
         ) from None
 
 
+async def _metered(
+    services: Services,
+    principal: Principal | None,
+    model: str | None,
+    chars: int,
+    classify: Callable[[], list[ModerationResult]],
+) -> Moderated[list[ModerationResult]]:
+    prices = Prices(services.settings.safety.price_per_million, 0)
+    name = model or DEFAULT_MODEL
+    return await services.pipeline.moderate(name, chars, principal, lambda: _results(classify), prices)
+
+
+def _reply(
+    body: dict[str, object], done: Moderated[list[ModerationResult]], model: str | None
+) -> JSONResponse:
+    # AI Act transparency: every answer names the model and what served it (the built-in classifier)
+    name = model or DEFAULT_MODEL
+    headers = {**done.headers, **served_by(name, name)}
+    return JSONResponse(body, headers=headers)
+
+
 @router.post("/v1/moderations", summary="Classify texts (OpenAI or Mistral shape, by model)")
 async def moderations(
     body: OpenAIModerationRequest, services: ServicesDep, principal: InferenceDep
@@ -81,10 +108,15 @@ async def moderations(
     dialect = _dialect(body.model)
     texts = body.texts()
     _check_size(services, len(texts), sum(len(t) for t in texts))
-    results = await _results(lambda: services.moderator.classify(texts))
-    if dialect == "mistral":
-        return JSONResponse(dump(to_mistral(results, body.model)))
-    return JSONResponse(dump(to_openai(results, body.model)))
+    done = await _metered(
+        services,
+        principal,
+        body.model,
+        sum(len(t) for t in texts),
+        lambda: services.moderator.classify(texts),
+    )
+    shape = to_mistral if dialect == "mistral" else to_openai
+    return _reply(dump(shape(done.result, body.model)), done, body.model)
 
 
 @router.post("/v1/chat/moderations", summary="Classify conversations (Mistral shape)")
@@ -97,5 +129,12 @@ async def chat_moderations(
     _check_size(services, len(conversations), sum(len(t) for conv in conversations for t in conv))
     if any(not conv for conv in conversations):
         raise InvalidRequestError("every conversation needs at least one message", param="input")
-    results = await _results(lambda: services.moderator.classify_conversations(conversations))
-    return JSONResponse(dump(to_mistral(results, body.model)))
+    chars = sum(len(t) for conv in conversations for t in conv)
+    done = await _metered(
+        services,
+        principal,
+        body.model,
+        chars,
+        lambda: services.moderator.classify_conversations(conversations),
+    )
+    return _reply(dump(to_mistral(done.result, body.model)), done, body.model)

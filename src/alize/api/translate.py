@@ -61,7 +61,23 @@ def to_messages(messages: list[ChatMessageIn]) -> tuple[Message, ...]:
                 tool_call_id=m.tool_call_id,
             )
         )
+    _check_tool_turns(out)
     return tuple(out)
+
+
+def _check_tool_turns(messages: list[Message]) -> None:
+    """A ``tool`` message answers the tool calls of the assistant message before it (OpenAI's
+    and Mistral's rule). A lone one used to reach llama.cpp, whose template step then never
+    answered: the request hung past a minute instead of getting a 400."""
+    answering = False
+    for i, m in enumerate(messages):
+        if m.role == "tool" and not answering:
+            raise InvalidRequestError(
+                "a message with role 'tool' must answer the tool_calls of a preceding assistant message",
+                param=f"messages.{i}.role",
+                code="invalid_tool_message",
+            )
+        answering = (m.role == "assistant" and bool(m.tool_calls)) or (m.role == "tool" and answering)
 
 
 def _tool_choice(request: ChatCompletionRequest) -> ToolChoice:
@@ -114,7 +130,15 @@ def _params(
     )
 
 
+def _refuse_logit_bias(bias: dict[str, float] | None) -> None:
+    """``logit_bias`` is refused, not silently ignored: token ids differ between models, and
+    a client relying on a ban or a boost must know it is not applied."""
+    if bias:
+        raise UnsupportedFeatureError("logit_bias is not supported by this server", param="logit_bias")
+
+
 def chat_call(request: ChatCompletionRequest) -> ChatCall:
+    _refuse_logit_bias(request.logit_bias)
     max_tokens = request.max_completion_tokens or request.max_tokens
     if request.top_logprobs and not request.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
@@ -150,6 +174,7 @@ def chat_call(request: ChatCompletionRequest) -> ChatCall:
 
 
 def text_call(request: CompletionRequest) -> TextCall:
+    _refuse_logit_bias(request.logit_bias)
     if isinstance(request.prompt, list):
         if len(request.prompt) != 1:
             raise UnsupportedFeatureError("send one prompt per request", param="prompt")

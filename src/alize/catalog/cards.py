@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alize.bounds import INT64_MAX
 from alize.errors import ValidationFailedError
 
 Task = Literal["chat", "completion", "fim", "embeddings"]
@@ -209,9 +210,9 @@ class ModelCard(_Data):
     languages: tuple[str, ...] = ()
     context_length: int = Field(gt=0, le=16_777_216)
     architecture: str | None = Field(default=None, max_length=100)
-    parameter_count: int | None = Field(default=None, ge=0)
+    parameter_count: int | None = Field(default=None, ge=0, le=INT64_MAX)
     quantization: str | None = Field(default=None, max_length=40)
-    size_bytes: int | None = Field(default=None, ge=0)
+    size_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
     source: ModelSource
     price_input_per_million: int = Field(default=0, ge=0, le=MAX_PRICE)
     price_output_per_million: int = Field(default=0, ge=0, le=MAX_PRICE)
@@ -223,6 +224,13 @@ class ModelCard(_Data):
     quality_scores: dict[str, float] = Field(default_factory=dict)
     measured: MeasuredFigures | None = Field(default=None, description="set by the benchmark only")
     description: str = Field(default="", max_length=4000)
+    # --- transparency (EU AI Act, art. 13 and 53): what the model is for, where it fails, where
+    # its weights come from; shown with the card in /v1/models, the admin API and /catalog
+    intended_use: str = Field(default="", max_length=2000, description="what the model is meant for")
+    limitations: str = Field(default="", max_length=4000, description="known weaknesses and risks")
+    weights_origin: str = Field(
+        default="", max_length=500, description="who trained the weights and where they were obtained"
+    )
     has_chat_template: bool = False
     supports_fim: bool = False
     supports_tools: bool = False

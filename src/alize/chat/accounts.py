@@ -2,6 +2,7 @@
 
 Only the argon2 hash is stored. Authentication spends the same work whether or not the email
 exists (a dummy hash is verified), so timing does not tell which addresses have accounts.
+Hashing runs in :class:`~alize.chat.passwords.PasswordPool`, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy.exc import IntegrityError
 
+from alize.chat.passwords import PasswordPool
 from alize.errors import AuthenticationError, ConflictError, NotFoundError, ValidationFailedError
 from alize.store.chat_models import ChatUser
 from alize.store.database import Database
 from alize.store.ids import new_id, utc_now
 from alize.store.repositories import ProjectRepository
-from alize.store.repositories.chat import ChatUserRepository
+from alize.store.repositories.chat import ChatSessionRepository, ChatUserRepository
 
 LANGUAGES = ("en", "fr", "de", "es", "it")
 MIN_PASSWORD = 8
@@ -33,8 +34,28 @@ class UserInfo:
     language: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class UserSummary:
+    """What an administrator sees of an account (never its password hash)."""
+
+    id: str
+    project_id: str
+    email: str
+    language: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+
 def _info(row: ChatUser) -> UserInfo:
     return UserInfo(id=row.id, project_id=row.project_id, email=row.email, language=row.language)
+
+
+def _summary(row: ChatUser) -> UserSummary:
+    return UserSummary(row.id, row.project_id, row.email, row.language, row.created_at, row.disabled_at)
+
+
+def user_not_found(user_id: str) -> NotFoundError:
+    return NotFoundError(f"Chat user '{user_id}' not found.", param="user_id")
 
 
 def normalise_email(email: str) -> str:
@@ -47,12 +68,21 @@ def normalise_email(email: str) -> str:
 
 class UserService:
     def __init__(
-        self, db: Database, hasher: PasswordHasher | None = None, *, clock: Callable[[], datetime] = utc_now
+        self,
+        db: Database,
+        hasher: PasswordHasher | PasswordPool | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._db = db
-        self._hasher = hasher or PasswordHasher()
+        self.passwords = hasher if isinstance(hasher, PasswordPool) else PasswordPool(hasher)
         self._clock = clock
-        self._dummy_hash = self._hasher.hash("not a password of anyone")
+        self._dummy_hash: str | None = None
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.passwords.hash("not a password of anyone")
+        return self._dummy_hash
 
     async def create(self, project: str, email: str, password: str) -> UserInfo:
         """A user in ``project`` (its id or name); 409 when the email is taken."""
@@ -61,7 +91,7 @@ class UserService:
             raise ValidationFailedError(
                 f"passwords need at least {MIN_PASSWORD} characters", param="password"
             )
-        password_hash = self._hasher.hash(password)
+        password_hash = await self.passwords.hash(password)
         try:
             async with self._db.transaction() as session:
                 projects = ProjectRepository(session)
@@ -90,15 +120,52 @@ class UserService:
             email = ""
         async with self._db.transaction() as session:
             user = await ChatUserRepository(session).get_by_email(email) if email else None
-        stored = user.password_hash if user is not None and user.disabled_at is None else self._dummy_hash
-        try:
-            self._hasher.verify(stored, password)
-            ok = user is not None and user.disabled_at is None
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            ok = False
+        live = user is not None and user.disabled_at is None
+        stored = user.password_hash if user is not None and live else await self._dummy()
+        ok = await self.passwords.verify(stored, password) and live
         if not ok or user is None:
             raise AuthenticationError("Wrong email or password.", code="invalid_credentials")
         return _info(user)
+
+    async def id_of(self, email: str) -> str | None:
+        """The id of the account with this email, if any (for audit records, never shown)."""
+        try:
+            email = normalise_email(email)
+        except ValidationFailedError:
+            return None
+        async with self._db.transaction() as session:
+            user = await ChatUserRepository(session).get_by_email(email)
+        return user.id if user is not None else None
+
+    async def list(self, project_id: str | None = None) -> list[UserSummary]:
+        """Accounts of one project (``None``: of every project)."""
+        async with self._db.transaction() as session:
+            return [_summary(u) for u in await ChatUserRepository(session).list(project_id)]
+
+    async def get(self, user_id: str, *, project_id: str | None = None) -> UserSummary:
+        """One account; 404 when it does not exist or lies outside ``project_id``."""
+        async with self._db.transaction() as session:
+            user = await ChatUserRepository(session).get(user_id)
+        if user is None or (project_id is not None and user.project_id != project_id):
+            raise user_not_found(user_id)
+        return _summary(user)
+
+    async def set_disabled(
+        self, user_id: str, disabled: bool, *, project_id: str | None = None
+    ) -> UserSummary:
+        """Disable (every session ends at once: the next request is 401) or enable an account."""
+        await self.get(user_id, project_id=project_id)
+        async with self._db.transaction() as session:
+            user = await ChatUserRepository(session).get(user_id)
+            if user is None:
+                raise user_not_found(user_id)
+            if disabled and user.disabled_at is None:
+                user.disabled_at = self._clock()
+                await ChatSessionRepository(session).delete_of_user(user_id)
+            elif not disabled:
+                user.disabled_at = None
+            await session.flush()
+            return _summary(user)
 
     async def set_language(self, user_id: str, language: str | None) -> UserInfo:
         if language is not None and language not in LANGUAGES:

@@ -11,6 +11,11 @@ _ROLE = {"user": "You", "assistant": "Assistant", "system": "System"}
 
 
 def to_json(detail: ConversationDetail) -> str:
+    return json.dumps(conversation_dict(detail), ensure_ascii=False, indent=2)
+
+
+def conversation_dict(detail: ConversationDetail) -> dict[str, Any]:
+    """One conversation as plain JSON values (the download, and a part of the user's export)."""
     c = detail.conversation
     body: dict[str, Any] = {
         "id": c.id,
@@ -31,10 +36,11 @@ def to_json(detail: ConversationDetail) -> str:
             for m in detail.messages
         ],
         "documents": [
-            {"name": d.name, "media_type": d.media_type, "size_bytes": d.size_bytes} for d in detail.documents
+            {"id": d.id, "name": d.name, "media_type": d.media_type, "size_bytes": d.size_bytes}
+            for d in detail.documents
         ],
     }
-    return json.dumps(body, ensure_ascii=False, indent=2)
+    return body
 
 
 def to_markdown(detail: ConversationDetail) -> str:

@@ -94,7 +94,7 @@ class ReplyRun:
             max_tokens_ceiling=settings.max_tokens,
         )
         self.generation = await service.pipeline.chat(
-            call, f"user:{self.user_id}", None, project_id=self.project_id
+            call, f"user:{self.user_id}", None, project_id=self.project_id, user_id=self.user_id
         )
         async for event in self.generation.events:
             if event.delta.text:

@@ -10,10 +10,15 @@ from alize.chat.accounts import UserService
 from alize.chat.conversations import ConversationService
 from alize.chat.documents import DocumentService, Embedder
 from alize.chat.language import LanguageGuesser
+from alize.chat.login import LoginService
+from alize.chat.passwords import PasswordPool
+from alize.chat.privacy import PrivacyService
 from alize.chat.replies import ReplyService
 from alize.chat.sessions import SessionService
+from alize.chat.throttle import LoginThrottle
 from alize.config import ChatSettings
 from alize.deployments.manager import DeploymentManager
+from alize.gateway.audit import AuditService
 from alize.gateway.pipeline import PolicyPipeline
 from alize.store.database import Database
 
@@ -27,8 +32,15 @@ class ChatServices:
     documents: DocumentService
     replies: ReplyService
     embedder: Embedder
+    login: LoginService
+    #: export and erasure of a user's data (GDPR)
+    privacy: PrivacyService
     #: model id -> rank as the default model (the model packs' ``chat_preference``)
     preferences: Mapping[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Stop the password-hashing threads (at shutdown)."""
+        self.users.passwords.close()
 
     def chat_models(self) -> list[str]:
         """Deployments a conversation can use: all but the embeddings one."""
@@ -69,19 +81,31 @@ def build_chat_services(
     db: Database,
     deployments: DeploymentManager,
     pipeline: PolicyPipeline,
+    audit: AuditService,
+    secret: bytes,
     preferences: Mapping[str, int] | None = None,
 ) -> ChatServices:
+    passwords = PasswordPool(workers=settings.password_workers, queue_max=settings.password_queue_max)
+    users = UserService(db, passwords)
+    throttle = LoginThrottle(
+        max_failures=settings.login_max_failures,
+        max_failures_per_address=settings.login_max_failures_per_address,
+        window_s=settings.login_window_s,
+        lockout_s=settings.login_lockout_s,
+    )
     conversations = ConversationService(db)
     embedder = Embedder(deployments, settings.embedding_model)
     documents = DocumentService(db, settings, embedder)
     replies = ReplyService(settings, conversations, documents, pipeline, deployments, LanguageGuesser())
     return ChatServices(
         settings=settings,
-        users=UserService(db),
+        users=users,
         sessions=SessionService(db, settings.session_ttl_s),
         conversations=conversations,
         documents=documents,
         replies=replies,
         embedder=embedder,
+        login=LoginService(users, throttle, audit),
+        privacy=PrivacyService(db, conversations, secret),
         preferences=dict(preferences or {}),
     )

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from alize.config import Settings
+from alize.cli.settings import load_settings
 from alize.gateway.tenancy import is_loopback_host
 
 
@@ -27,7 +27,7 @@ def serve(
         overrides["port"] = port
     if log_level is not None:
         overrides["log_level"] = log_level
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = load_settings(**overrides)
     if not is_loopback_host(settings.host):
         typer.echo(
             f"warning: binding {settings.host}: anyone who reaches it can call the API until keys exist",

@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 
 import typer
 
-from alize.config import Settings
+from alize.cli.settings import load_settings
 from alize.errors import AlizeError
 from alize.gateway.keys import KeyInfo
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter
@@ -39,7 +39,7 @@ def _run(work: Callable[[Tenancy], Awaitable[T]]) -> T:
     """Open the database, run ``work``, close; typed errors become a message and exit code 1."""
 
     async def main() -> T:
-        settings = Settings()
+        settings = load_settings()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = await open_database(settings.resolved_database_url())
         tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())

@@ -21,7 +21,6 @@ admit a deployment that later grows past it; the next load then sees the growth 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 from alize.deployments.manager import Deployment, DeploymentManager
 from alize.engines.base import EngineConfig
 from alize.errors import EngineUnavailableError
+from alize.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +146,14 @@ class IdleReaper:
         pinned: Callable[[], set[str]] | None = None,
     ) -> None:
         self._manager = manager
-        self._interval_s = interval_s
         self._pinned = pinned or (lambda: set())
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("idle-reaper", interval_s, self.reap_once)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="alize-idle-reaper")
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
 
     async def reap_once(self) -> list[str]:
         """Unload every deployment idle past its timeout now; returns their names."""
@@ -179,11 +173,3 @@ class IdleReaper:
                 await deployment.unload()
                 unloaded.append(deployment.name)
         return unloaded
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.reap_once()
-            except Exception:  # one failed unload must not stop the reaper
-                log.exception("idle reaper: unloading failed")

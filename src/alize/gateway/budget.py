@@ -5,12 +5,13 @@ the project's row for the current UTC month (``spent + reserved + amount <= budg
 atomic on SQLite and PostgreSQL alike, so concurrent requests can never together reserve more
 than the budget. Each reservation is also a row whose state moves ``held`` -> ``settled`` or
 ``released`` exactly once, so a retried settle cannot double-charge, and holds left behind by a
-crashed worker can be found and released (``release_stale``).
+crashed worker can be found and released (``release_orphaned``, run by
+:class:`alize.gateway.holds.HoldSweeper`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -81,8 +82,12 @@ async def _project(session: AsyncSession, project_id: str) -> Project:
 
 
 class BudgetService:
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self, db: Database, *, owner: str | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
         self._db = db
+        #: the gateway instance whose holds these are (see alize.gateway.holds)
+        self.owner = owner
         self._clock = clock
 
     async def reserve(self, project_id: str, amount_micros: int) -> Reservation:
@@ -113,6 +118,7 @@ class BudgetService:
                 period=period,
                 amount_micros=amount_micros,
                 state="held",
+                owner=self.owner,
                 created_at=now,
             )
             await repo.add_reservation(reservation)
@@ -149,9 +155,18 @@ class BudgetService:
         before = self._clock() - older_than
         async with self._db.transaction() as session:
             stale = await BudgetRepository(session).held_before(before)
+        return await self._release_all([row.id for row in stale])
+
+    async def release_orphaned(self, live_owners: Sequence[str], max_age: timedelta) -> int:
+        """Release the holds no live instance owns (see ``BudgetRepository.orphaned``)."""
+        async with self._db.transaction() as session:
+            stale = await BudgetRepository(session).orphaned(live_owners, self._clock() - max_age)
+        return await self._release_all([row.id for row in stale])
+
+    async def _release_all(self, reservation_ids: Sequence[str]) -> int:
         released = 0
-        for row in stale:
-            released += await self._close(row.id, "released", 0)
+        for reservation_id in reservation_ids:
+            released += await self._close(reservation_id, "released", 0)
         return released
 
     async def status(self, project_id: str) -> BudgetStatus:

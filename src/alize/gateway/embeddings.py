@@ -32,6 +32,8 @@ class EmbeddingResult:
     vectors: tuple[tuple[float, ...], ...]
     prompt_tokens: int
     cold_start_s: float | None
+    #: the catalog model whose weights answered
+    model: str = ""
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
@@ -116,4 +118,5 @@ class EmbeddingsService:
             vectors=result.vectors,
             prompt_tokens=result.prompt_tokens,
             cold_start_s=prepared.cold_start_s,
+            model=deployment.spec.model_id,
         )

@@ -72,6 +72,8 @@ class Generation:
     prompt_tokens: int
     cold_start_s: float | None
     events: AsyncIterator[ChoiceEvent]
+    #: the catalog model whose weights answer (AI Act transparency: named on every response)
+    model: str = ""
     first_token_at: float | None = None
     started_at: float = field(default_factory=time.perf_counter)
     #: completion tokens the engine reported for each finished choice
@@ -190,6 +192,7 @@ class GenerationService:
             prompt_tokens=prepared.prompt_tokens,
             cold_start_s=prepared.cold_start_s,
             events=_empty(),
+            model=deployment.spec.model_id,
         )
         generation.events = _stream(prepared, leases, generation)
         return generation

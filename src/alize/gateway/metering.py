@@ -50,6 +50,8 @@ class UsageRecord:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     created_at: datetime | None = None
+    #: the chat user of a chat-page reply (``erased:...`` once erased); empty for API calls
+    user_id: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -72,6 +74,7 @@ def _record(row: UsageRow) -> UsageRecord:
         latency_ms=row.latency_ms,
         ttft_ms=row.ttft_ms,
         created_at=row.created_at,
+        user_id=row.user_id,
     )
 
 
@@ -111,6 +114,7 @@ class MeteringService:
             "request_id": usage.request_id,
             "project_id": usage.project_id,
             "key_id": usage.key_id,
+            "user_id": usage.user_id,
             "deployment": usage.deployment,
             "model": usage.model,
             "status": str(usage.status),
@@ -125,6 +129,11 @@ class MeteringService:
         }
         async with self._db.transaction() as session:
             return await UsageRepository(session).insert_once(values)
+
+    async def purge_before(self, before: datetime) -> int:
+        """Retention of the request log: delete ledger rows older than ``before``."""
+        async with self._db.transaction() as session:
+            return await UsageRepository(session).delete_before(before)
 
     async def get(self, request_id: str, *, project_id: str) -> UsageRecord | None:
         """One request's row, only if it belongs to ``project_id``."""

@@ -36,11 +36,11 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 from alize.deployments.manager import Deployment, DeploymentManager
-from alize.deployments.specs import DeploymentSpec
+from alize.deployments.specs import DeploymentSpec, Prices
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
 from alize.gateway.auth import Principal, authorize_deployment
@@ -62,16 +62,32 @@ log = logging.getLogger(__name__)
 _S = TypeVar("_S")
 
 
+@dataclass(frozen=True, slots=True)
+class Moderated(Generic[_S]):
+    """A moderation result with its ledger row's request id and the headers to send back."""
+
+    result: _S
+    request_id: str
+    headers: dict[str, str]
+
+
 @dataclass
 class _Ticket:
     """What one request holds from authorisation to settling."""
 
     project_id: str
     key_id: str | None
-    deployment: Deployment
+    #: what serves it; ``None`` for a moderation call (the classifier, not a deployment)
+    deployment: Deployment | None
     #: the deployment's settings when the request arrived (prices, filters, model id)
-    spec: DeploymentSpec
+    spec: DeploymentSpec | None
     started: float
+    #: the name the request is metered under (the deployment, or the moderation model)
+    name: str = ""
+    model_id: str = ""
+    prices: Prices = field(default_factory=Prices)
+    #: the chat user of a chat-page reply (the ledger row names them; pseudonymised on erasure)
+    user_id: str | None = None
     #: set once admitted: from then on the request is settled exactly once
     request_id: str | None = None
     lease: Lease | None = None
@@ -100,32 +116,40 @@ class PolicyPipeline:
         self._settling: set[asyncio.Task[None]] = set()
 
     async def chat(
-        self, call: ChatCall, caller: str, principal: Principal | None, *, project_id: str | None = None
+        self,
+        call: ChatCall,
+        caller: str,
+        principal: Principal | None,
+        *,
+        project_id: str | None = None,
+        user_id: str | None = None,
     ) -> Generation:
         """Ticket → screen input → prepare → admit → start → filter and observe.
 
-        ``project_id`` bills a caller authenticated another way (a chat-page session)."""
+        ``project_id`` bills a caller authenticated another way (a chat-page session), and
+        ``user_id`` names its chat user on the ledger row."""
         ticket = await self._ticket(call.model, principal, project_id)
+        ticket.user_id = user_id
         report: FilterReport | None = None
-        policy = ticket.spec.safety
+        policy = _served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
             call, report = replace(call, messages=screened.messages), screened.report
-        prepared = await self._generation.prepare(ticket.deployment, call)
+        prepared = await self._generation.prepare(_served(ticket), call)
         return await self._start(ticket, principal, prepared, caller, report)
 
     async def complete(self, call: TextCall, caller: str, principal: Principal | None) -> Generation:
         """The same path as :meth:`chat`, for a text or fill-in-the-middle prompt."""
         ticket = await self._ticket(call.model, principal)
         report: FilterReport | None = None
-        policy = ticket.spec.safety
+        policy = _served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(
                 ticket, self._safety.screen_text(policy.input, call.prompt, call.fim)
             )
             call = replace(call, prompt=screened.prompt, fim=screened.fim)
             report = screened.report
-        prepared = await self._generation.prepare(ticket.deployment, call)
+        prepared = await self._generation.prepare(_served(ticket), call)
         return await self._start(ticket, principal, prepared, caller, report)
 
     async def embed(
@@ -140,7 +164,7 @@ class PolicyPipeline:
     ) -> EmbeddingResult:
         """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation."""
         ticket = await self._ticket(model, principal, project_id)
-        prepared = await self._embeddings.prepare(ticket.deployment, inputs, dimensions=dimensions)
+        prepared = await self._embeddings.prepare(_served(ticket), inputs, dimensions=dimensions)
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
             result = await self._embeddings.embed(prepared, caller)
@@ -151,6 +175,32 @@ class PolicyPipeline:
         usage = Usage(prompt_tokens=result.prompt_tokens)
         await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=usage)
         return result
+
+    async def moderate(
+        self,
+        model: str,
+        chars: int,
+        principal: Principal | None,
+        classify: Callable[[], Awaitable[_S]],
+        prices: Prices,
+    ) -> Moderated[_S]:
+        """Ticket → admit → classify → settle: a moderation call under the key's and project's
+        rate limits and the project's budget, metered like any other request. ``model`` is the
+        moderation model named; ``prompt_tokens`` are estimated as ``ceil(chars / 4)`` (the
+        classifier has no tokenizer of its own)."""
+        payer, key_id = await self._payer(principal, None)
+        ticket = _Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
+        tokens = -(-chars // 4)
+        request_id = "modr-" + uuid.uuid4().hex
+        await self._admit(ticket, principal, request_id, tokens, 0)
+        try:
+            result = await classify()
+        except BaseException as exc:
+            await self._settle_failure(ticket, exc)
+            raise
+        await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=Usage(prompt_tokens=tokens))
+        headers = {"x-request-id": request_id, **(ticket.lease.headers if ticket.lease else {})}
+        return Moderated(result, request_id, headers)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""
@@ -166,13 +216,18 @@ class PolicyPipeline:
         if principal is not None:
             authorize_deployment(principal, model)
         deployment = self._deployments.get(model)
+        payer, key_id = await self._payer(principal, project_id)
+        spec = deployment.spec
+        return _Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, spec.prices)
+
+    async def _payer(self, principal: Principal | None, project_id: str | None) -> tuple[str, str | None]:
+        """Who pays: the key's project, the project a session caller belongs to, else the
+        operator's ``default`` project (open mode)."""
         if principal is not None:
-            payer, key_id = principal.project_id, principal.key_id
-        elif project_id is not None:
-            payer, key_id = project_id, None
-        else:
-            payer, key_id = await self._tenancy.default_project_id(), None
-        return _Ticket(payer, key_id, deployment, deployment.spec, started)
+            return principal.project_id, principal.key_id
+        if project_id is not None:
+            return project_id, None
+        return await self._tenancy.default_project_id(), None
 
     async def _screened(self, ticket: _Ticket, screening: Awaitable[_S]) -> _S:
         """Await an input screening; a refused prompt leaves a ledger row (no tokens, no cost)
@@ -198,7 +253,7 @@ class PolicyPipeline:
         completion_tokens: int,
     ) -> None:
         """Rate limits, then the budget hold of the worst case; either refusal leaves nothing held."""
-        prices = ticket.spec.prices
+        prices = ticket.prices
         if principal is not None:
             ticket.lease = await self._tenancy.limiter.acquire(
                 principal.rate_limit_subjects(), tokens=prompt_tokens + completion_tokens
@@ -236,7 +291,7 @@ class PolicyPipeline:
             generation.headers.update(ticket.lease.headers)
         generation.prompt_filter = prompt_filter
         events = generation.events
-        policy = ticket.spec.safety
+        policy = _served(ticket).spec.safety
         if policy is not None and policy.output is not None:
             events = filter_output(
                 generation,
@@ -319,7 +374,7 @@ class PolicyPipeline:
         assert ticket.request_id is not None
         if usage is None:
             usage = generation.usage if generation is not None else Usage()
-        prices = ticket.spec.prices
+        prices = ticket.prices
         cost = cost_micros(
             usage.prompt_tokens, usage.completion_tokens, prices.input_per_million, prices.output_per_million
         )
@@ -351,8 +406,8 @@ def _usage_record(
         request_id=request_id,
         project_id=ticket.project_id,
         key_id=ticket.key_id,
-        deployment=ticket.deployment.name,
-        model=ticket.spec.model_id,
+        deployment=ticket.name,
+        model=ticket.model_id,
         status=status,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
@@ -361,4 +416,11 @@ def _usage_record(
         error_code=code,
         latency_ms=max(0, int((ended - ticket.started) * 1000)),
         ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
+        user_id=ticket.user_id,
     )
+
+
+def _served(ticket: _Ticket) -> Deployment:
+    """The deployment of a generation or embedding ticket (every ticket but a moderation's)."""
+    assert ticket.deployment is not None
+    return ticket.deployment

@@ -93,7 +93,15 @@ class Tenancy:
     _default_project_id: str | None = None
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, *, limiter: RateLimiter | None = None) -> Tenancy:
+    def build(
+        cls,
+        settings: Settings,
+        db: Database,
+        *,
+        limiter: RateLimiter | None = None,
+        instance_id: str | None = None,
+    ) -> Tenancy:
+        """``instance_id``: the serving process whose budget holds these are (alize.gateway.holds)."""
         hasher = KeyHasher(server_secret(settings))
         auth = Authenticator(db, hasher)
         return cls(
@@ -102,7 +110,7 @@ class Tenancy:
             keys=KeyService(db, hasher, on_revoke=auth.forget),
             auth=auth,
             limiter=limiter if limiter is not None else build_rate_limiter(settings),
-            budget=BudgetService(db),
+            budget=BudgetService(db, owner=instance_id),
             metering=MeteringService(db),
             audit=AuditService(db),
         )

@@ -34,6 +34,9 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
+    # deleted rows are overwritten with zeros, not just unlinked: an erased user's text does not
+    # linger in free pages of the file (GDPR erasure; see Database.purge_deleted)
+    "PRAGMA secure_delete=ON",
 )
 
 #: key of the PostgreSQL advisory lock that serialises concurrent migrations (several workers
@@ -124,6 +127,23 @@ class Database:
             return
         async with self._write_lock, self._sessions() as session, session.begin():
             yield session
+
+    async def purge_deleted(self) -> None:
+        """Make committed deletions physical where the backend allows it.
+
+        SQLite: with ``secure_delete`` the deleted cells are zeroed in the pages written to the
+        WAL, but older WAL frames still hold the text; a ``TRUNCATE`` checkpoint copies the
+        zeroed pages into the main file and empties the WAL. PostgreSQL keeps dead tuples until
+        (auto)vacuum reuses their space; rows are gone for every query at once, bytes later.
+        """
+        if self._write_lock is None:
+            return
+        async with self._write_lock, self.engine.connect() as connection:
+            # on the driver connection: a checkpoint cannot run inside the BEGIN IMMEDIATE
+            # that SQLAlchemy's autobegin would emit first
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -84,6 +84,8 @@ class UsageRow(Base):
     request_id: Mapped[str] = mapped_column(sa.String(100), unique=True)
     project_id: Mapped[str] = mapped_column(sa.String(40))
     key_id: Mapped[str | None] = mapped_column(sa.String(40))
+    #: the chat user of a chat-page reply; a pseudonym (``erased:...``) once the user is erased
+    user_id: Mapped[str | None] = mapped_column(sa.String(100), index=True)
     deployment: Mapped[str] = mapped_column(sa.String(200))
     model: Mapped[str] = mapped_column(sa.String(200))
     prompt_tokens: Mapped[int] = mapped_column(sa.Integer)
@@ -125,9 +127,24 @@ class BudgetReservation(Base):
     amount_micros: Mapped[int] = mapped_column(sa.BigInteger)
     #: ``held``, ``settled`` or ``released``
     state: Mapped[str] = mapped_column(sa.String(16))
+    #: the gateway instance holding it (``gateway_instances.id``); empty for older holds
+    owner: Mapped[str | None] = mapped_column(sa.String(40))
     actual_micros: Mapped[int | None] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GatewayInstance(Base):
+    """A serving process, alive while its heartbeat is recent: the holds it owns are its own;
+    those of an instance that stopped beating (or whose process is gone) are released."""
+
+    __tablename__ = "gateway_instances"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditEntry(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -40,8 +41,9 @@ def _me(user: UserInfo, csrf_token: str) -> dict[str, Any]:
 @router.post("/login", summary="Log in to the chat (sets the session cookie)")
 async def login(body: LoginBody, request: Request, response: Response, services: AppDep) -> dict[str, Any]:
     chat = services.chat
-    check_origin(request, chat.settings)  # no session yet: the Origin check guards login CSRF
-    user = await chat.users.authenticate(body.email, body.password)
+    await check_origin(request, services)  # no session yet: the Origin check guards login CSRF
+    address = request.client.host if request.client else "unknown"
+    user = await chat.login.login(body.email, body.password, address)
     new = await chat.sessions.create(user)
     set_session_cookie(response, request, chat, new)
     return _me(user, new.csrf_token)
@@ -65,3 +67,20 @@ async def me(request: Request, session: ReaderDep) -> dict[str, Any]:
 async def update_me(body: MeBody, request: Request, session: WriterDep, services: AppDep) -> dict[str, Any]:
     user = await services.chat.users.set_language(session.user.id, body.language)
     return _me(user, csrf_for(request.cookies.get(SESSION_COOKIE, "")))
+
+
+@router.get(
+    "/me/export",
+    summary="Download everything stored about the logged-in user (JSON; GDPR access and portability)",
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+async def export_me(session: ReaderDep, services: AppDep) -> Response:
+    body = await services.chat.privacy.export(session.user.id)
+    return Response(
+        json.dumps(body, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": 'attachment; filename="alize-my-data.json"',
+            "Cache-Control": "no-store",
+        },
+    )

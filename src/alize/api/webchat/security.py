@@ -1,10 +1,11 @@
 """Who is logged in, and whether a state-changing request really comes from our own page.
 
 Reads need a live session cookie. Writes (every POST, PATCH and DELETE) also need: an
-``Origin`` (or, failing that, ``Referer``) equal to the server's own origin or one listed in
-``chat.allowed_origins``, and the session's CSRF token in the ``X-CSRF-Token`` header. The
-cookie itself is HttpOnly and SameSite=Strict, so no script can read it and no other site can
-make the browser send it.
+``Origin`` (or, failing that, ``Referer``) equal to the server's own origin under a host name it
+answers to (the rule of :mod:`alize.api.hosts`, never the bare ``Host`` header: a rebinding page
+sends its own name there) or one listed in ``chat.allowed_origins``, and the session's CSRF
+token in the ``X-CSRF-Token`` header. The cookie itself is HttpOnly and SameSite=Strict, so no
+script can read it and no other site can make the browser send it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Response
 
 from alize.api.deps import Services, get_services
+from alize.api.hosts import host_name, origin_allowed
 from alize.chat.service import ChatServices
 from alize.chat.sessions import NewSession, SessionInfo
-from alize.config import ChatSettings
 from alize.errors import PermissionDeniedError
 
 SESSION_COOKIE = "alize_chat_session"
@@ -42,16 +43,23 @@ def _origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def check_origin(request: Request, settings: ChatSettings) -> None:
-    """403 unless the request's Origin (or Referer) is this server or an allowed origin."""
-    own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}".lower()
-    allowed = {own, *(o.rstrip("/").lower() for o in settings.allowed_origins)}
+async def check_origin(request: Request, services: Services) -> None:
+    """403 unless the request's Origin (or Referer) is this server under a host name it answers
+    to (``ALIZE_ALLOWED_HOSTS``, loopback names) or one listed in ``chat.allowed_origins``."""
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         referer = request.headers.get("referer")
         origin = _origin_of(referer) if referer else None
-    if origin is None or origin.rstrip("/").lower() not in allowed:
-        raise PermissionDeniedError("This request did not come from the chat page.", code="bad_origin")
+    own_host = request.headers.get("host", request.url.netloc)
+    if origin is not None:
+        policy = services.hosts
+        keys = (
+            await services.tenancy.keys_exist() if policy.needs_keys_to_decide(host_name(own_host)) else False
+        )
+        extra = services.chat.settings.allowed_origins
+        if origin_allowed(origin, own_host, policy, keys_exist=keys, extra=extra):
+            return
+    raise PermissionDeniedError("This request did not come from the chat page.", code="bad_origin")
 
 
 def get_chat(request: Request) -> Services:
@@ -66,7 +74,7 @@ async def reader(request: Request, services: AppDep) -> SessionInfo:
 
 
 async def writer(request: Request, services: AppDep) -> SessionInfo:
-    check_origin(request, services.chat.settings)
+    await check_origin(request, services)
     session = await services.chat.sessions.resolve(request.cookies.get(SESSION_COOKIE))
     session.check_csrf(request.headers.get(CSRF_HEADER))
     return session

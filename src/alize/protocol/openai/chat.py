@@ -7,11 +7,16 @@ SDKs add new optional fields faster than servers learn them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
+from alize.bounds import Seed, Tokens
 from alize.protocol.openai.common import ChoiceLogprobs, CompletionUsage, WireModel
+
+#: choices per request and logprobs per token: far above any limit a deployment sets
+Choices = Annotated[int, Strict(), Field(ge=1, le=128)]
+TopLogprobs = Annotated[int, Strict(), Field(ge=0, le=20)]
 
 
 class TextPart(BaseModel):
@@ -99,26 +104,28 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Tokens | None = None
+    max_completion_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int | None = Field(None, ge=1)
+    n: Choices | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0)
+    top_logprobs: TopLogprobs | None = None
     user: str | None = Field(None, max_length=256)
+    #: refused when not empty (a 400 says so), never silently ignored
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
     response_format: ResponseFormat | None = None
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required", "any"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # --- Mistral extras ---
-    random_seed: int | None = None
+    random_seed: Seed | None = None
     safe_prompt: bool = False
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from alize.protocol.openai.chat import StreamOptions
+from alize.bounds import TOKENS_MAX, Seed, Tokens
+from alize.protocol.openai.chat import Choices, StreamOptions, TopLogprobs
 from alize.protocol.openai.common import CompletionUsage, WireModel
 
 
@@ -16,19 +17,21 @@ class CompletionRequest(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     prompt: str | list[str]
     suffix: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int | None = Field(None, ge=1)
+    n: Choices | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logprobs: int | None = Field(None, ge=0)
+    logprobs: TopLogprobs | None = None
     echo: bool = False
     user: str | None = Field(None, max_length=256)
+    #: refused when not empty (a 400 says so), never silently ignored
+    logit_bias: dict[str, float] | None = Field(None, max_length=300)
 
 
 class FimRequest(BaseModel):
@@ -39,13 +42,13 @@ class FimRequest(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     prompt: str
     suffix: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    min_tokens: int | None = Field(None, ge=0)
+    max_tokens: Tokens | None = None
+    min_tokens: Annotated[int, Strict(), Field(ge=0, le=TOKENS_MAX)] | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stream: bool = False
     stop: str | list[str] | None = None
-    random_seed: int | None = None
+    random_seed: Seed | None = None
 
 
 class CompletionLogprobs(WireModel):

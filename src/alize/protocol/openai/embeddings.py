@@ -8,23 +8,26 @@ Mistral's SDK requires and OpenAI's ignores.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
+from alize.bounds import TokenId
 from alize.protocol.openai.common import WireModel
+
+Dimensions = Annotated[int, Strict(), Field(ge=1, le=65_536)]
 
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[TokenId] | list[list[TokenId]]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(None, gt=0)
+    dimensions: Dimensions | None = None
     user: str | None = None
     # --- Mistral's names for the same things ---
-    output_dimension: int | None = Field(None, gt=0)
+    output_dimension: Dimensions | None = None
     output_dtype: Literal["float"] | None = None
 
 

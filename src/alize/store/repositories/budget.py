@@ -88,3 +88,22 @@ class BudgetRepository:
             .limit(limit)
         )
         return result.scalars().all()
+
+    async def orphaned(
+        self, live_owners: Sequence[str], before: datetime, limit: int = 1000
+    ) -> Sequence[BudgetReservation]:
+        """Holds no live instance owns: their owner is not live, or (owner or not) they are older
+        than ``before``, the longest any request can take."""
+        owned_by_dead = sa.and_(
+            BudgetReservation.owner.is_not(None), BudgetReservation.owner.not_in(list(live_owners))
+        )
+        result = await self._session.execute(
+            sa.select(BudgetReservation)
+            .where(
+                BudgetReservation.state == "held",
+                sa.or_(owned_by_dead, BudgetReservation.created_at < before),
+            )
+            .order_by(BudgetReservation.created_at)
+            .limit(limit)
+        )
+        return result.scalars().all()

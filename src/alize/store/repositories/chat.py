@@ -39,6 +39,37 @@ class ChatUserRepository:
         result = await self._session.execute(sa.select(ChatUser).where(ChatUser.email == email))
         return result.scalar_one_or_none()
 
+    async def list(self, project_id: str | None = None, limit: int = 10_000) -> Sequence[ChatUser]:
+        query = sa.select(ChatUser).order_by(ChatUser.created_at, ChatUser.id).limit(limit)
+        if project_id is not None:
+            query = query.where(ChatUser.project_id == project_id)
+        return (await self._session.execute(query)).scalars().all()
+
+    async def footprint(self, user_id: str) -> dict[str, int]:
+        """How many rows of each kind hang off this user (what erasing them removes)."""
+        conversations = sa.select(ChatConversation.id).where(ChatConversation.user_id == user_id)
+        documents = sa.select(ChatDocument.id).where(ChatDocument.conversation_id.in_(conversations))
+        counts = {
+            "conversations": sa.select(sa.func.count()).select_from(conversations.subquery()),
+            "messages": sa.select(sa.func.count())
+            .select_from(ChatMessage)
+            .where(ChatMessage.conversation_id.in_(conversations)),
+            "documents": sa.select(sa.func.count()).select_from(documents.subquery()),
+            "chunks": sa.select(sa.func.count())
+            .select_from(ChatChunk)
+            .where(ChatChunk.document_id.in_(documents)),
+            "sessions": sa.select(sa.func.count())
+            .select_from(ChatSession)
+            .where(ChatSession.user_id == user_id),
+            "agents": sa.select(sa.func.count()).select_from(ChatAgent).where(ChatAgent.user_id == user_id),
+        }
+        return {name: int((await self._session.execute(q)).scalar() or 0) for name, q in counts.items()}
+
+    async def delete(self, user_id: str) -> bool:
+        """Delete the user; every row of theirs goes with it (``ON DELETE CASCADE``)."""
+        result = await self._session.execute(sa.delete(ChatUser).where(ChatUser.id == user_id))
+        return _rowcount(result) > 0
+
 
 class ChatSessionRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -66,6 +97,17 @@ class ChatSessionRepository:
             sa.delete(ChatSession).where(ChatSession.token_hash == token_hash)
         )
         return _rowcount(result) > 0
+
+    async def delete_of_user(self, user_id: str) -> int:
+        return _rowcount(
+            await self._session.execute(sa.delete(ChatSession).where(ChatSession.user_id == user_id))
+        )
+
+    async def of_user(self, user_id: str) -> Sequence[ChatSession]:
+        result = await self._session.execute(
+            sa.select(ChatSession).where(ChatSession.user_id == user_id).order_by(ChatSession.created_at)
+        )
+        return result.scalars().all()
 
     async def delete_expired(self, now: datetime) -> int:
         return _rowcount(
@@ -125,6 +167,14 @@ class ConversationRepository:
             query = query.where(sa.func.lower(ChatConversation.title).like(f"%{escaped}%", escape="\\"))
         query = query.order_by(ChatConversation.updated_at.desc(), ChatConversation.id).limit(limit)
         return (await self._session.execute(query)).scalars().all()
+
+    async def delete_idle_before(self, before: datetime) -> int:
+        """Retention: conversations untouched since ``before`` (their messages and documents too)."""
+        return _rowcount(
+            await self._session.execute(
+                sa.delete(ChatConversation).where(ChatConversation.updated_at < before)
+            )
+        )
 
     async def delete(self, user_id: str, conversation_id: str) -> bool:
         result = await self._session.execute(
@@ -210,6 +260,12 @@ class DocumentRepository:
             .order_by(ChatDocument.created_at, ChatChunk.document_id, ChatChunk.seq)
         )
         return [(row[0], row[1]) for row in result.all()]
+
+    async def delete_uploaded_before(self, before: datetime) -> int:
+        """Retention: documents uploaded before ``before`` (their passages too)."""
+        return _rowcount(
+            await self._session.execute(sa.delete(ChatDocument).where(ChatDocument.created_at < before))
+        )
 
     async def delete(self, conversation_id: str, document_id: str) -> bool:
         result = await self._session.execute(

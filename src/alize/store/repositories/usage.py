@@ -45,6 +45,27 @@ class UsageRepository:
         result = await self._session.execute(stmt)
         return result.scalar_one_or_none() is not None
 
+    async def pseudonymise_user(self, user_id: str, pseudonym: str) -> int:
+        """Erasure: the user's ledger rows stay (billing) under a pseudonym instead of their id."""
+        result = await self._session.execute(
+            sa.update(UsageRow)
+            .where(UsageRow.user_id == user_id)
+            .values(user_id=pseudonym)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def of_user(self, user_id: str, limit: int = 100_000) -> Sequence[UsageRow]:
+        result = await self._session.execute(
+            sa.select(UsageRow).where(UsageRow.user_id == user_id).order_by(UsageRow.created_at).limit(limit)
+        )
+        return result.scalars().all()
+
+    async def delete_before(self, before: datetime) -> int:
+        """Retention of the request log: ledger rows older than ``before``."""
+        result = await self._session.execute(sa.delete(UsageRow).where(UsageRow.created_at < before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def get(self, request_id: str) -> UsageRow | None:
         result = await self._session.execute(sa.select(UsageRow).where(UsageRow.request_id == request_id))
         return result.scalar_one_or_none()

@@ -5,6 +5,7 @@ export function errorText(error) {
   const code = error?.code || "";
   const type = error?.type || "";
   if (code === "insufficient_quota" || type === "insufficient_quota") return t("error.quota");
+  if (code === "login_locked" || code === "login_busy") return t("error.login_locked");
   if (type === "rate_limit_error" || code === "rate_limit_exceeded") return t("error.rate_limit");
   if (code === "content_filter") return t("error.content_filter");
   if (["queue_full", "engine_unavailable", "service_unavailable"].includes(code)) return t("error.busy");

@@ -204,6 +204,7 @@ function renderLayout() {
           h("button", { type: "button", id: "stop", class: "danger", hidden: true, on: { click: () => stop(app) } }, t("chat.stop")),
         ),
         h("p", { id: "composer-status", class: "status", role: "status" }),
+        h("p", { id: "ai-notice", class: "ai-notice" }, t("ai.notice")),
       ),
     ),
     h("aside", { id: "source-panel", role: "dialog", "aria-labelledby": "source-title", hidden: true }),
@@ -231,6 +232,7 @@ function renderLogin(message = "") {
     h("label", { for: "password" }, t("login.password")), password,
     h("button", { type: "submit", class: "primary" }, t("login.submit")),
     error,
+    h("p", { id: "ai-notice", class: "ai-notice" }, t("ai.notice")),
   );
   root.append(h("div", { class: "login-wrap" }, form));
   email.focus();

@@ -116,7 +116,10 @@ export function openSettings(app) {
       h("label", { for: "setting-instructions" }, t("settings.instructions")),
       h("p", { class: "help" }, t("settings.instructionsHelp")), instructions, h("p", { class: "row" }, saveInstructions),
       h("h3", {}, t("settings.agents")), agentList, h("p", { class: "row" }, agentName, saveAgent),
-      exports ? h("h3", {}, t("settings.export")) : null, exports, status,
+      exports ? h("h3", {}, t("settings.export")) : null, exports,
+      h("h3", {}, t("settings.myData")),
+      h("p", { class: "row" }, h("a", { id: "export-my-data", href: "/chat/api/me/export", download: "" }, t("settings.exportMyData"))),
+      status,
     ),
   );
   renderAgents().catch(() => {});

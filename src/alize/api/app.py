@@ -24,6 +24,7 @@ from alize.api import (
     completions,
     embeddings,
     health,
+    metrics,
     models,
     moderations,
 )
@@ -32,6 +33,7 @@ from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
 from alize.api.hosts import HostGate, HostPolicy
+from alize.api.observe import Observe
 from alize.api.openapi import build_openapi
 from alize.api.webchat import chat_routers
 from alize.catalog.service import CatalogService
@@ -49,6 +51,7 @@ from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.observability.observers import build_observability
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
 from alize.store.database import Database, open_database
@@ -94,7 +97,10 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     # the classifier itself loads on first use
     moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
-    pipeline = PolicyPipeline(generation, manager, tenancy, embeddings, safety=safety)
+    observability = build_observability(settings.observability, manager)
+    pipeline = PolicyPipeline(
+        generation, manager, tenancy, embeddings, safety=safety, observer=observability.observer
+    )
     chat = build_chat_services(
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
@@ -116,6 +122,7 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         hosts=HostPolicy(settings.allowed_hosts),
         holds=holds,
         retention=_retention(settings, db, tenancy),
+        observability=observability,
     )
 
 
@@ -178,6 +185,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.tenancy.aclose()
             await services.deployments.close()
             services.chat.close()
+            services.observability.close()
             await services.db.close()
 
     app = FastAPI(
@@ -190,6 +198,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     app.openapi = build_openapi(app)  # type: ignore[method-assign]
     for router in (health.router, models.router, chat_completions.router, completions.router, azure.router):
         app.include_router(router)
+    if settings.observability.metrics_enabled:
+        app.include_router(metrics.router)
     app.include_router(admin_tenancy.router)
     app.include_router(admin_users.router)
     for router in (
@@ -205,5 +215,6 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(AuthGate)
+    app.add_middleware(Observe)  # counts and ids every request, refused ones included
     app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing
     return app

@@ -20,6 +20,7 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.observability.observers import Observability
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
@@ -58,6 +59,8 @@ class Services:
     holds: HoldSweeper
     #: deletes what is older than the retention settings allow
     retention: RetentionSweeper
+    #: metrics, the request log and traces, fed by the pipeline's observer
+    observability: Observability
 
 
 def get_services(request: Request) -> Services:

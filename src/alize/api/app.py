@@ -30,6 +30,7 @@ from alize.api import (
 )
 from alize.api.auth import AuthGate
 from alize.api.body_limit import BodySizeLimit
+from alize.api.console import router as console_router
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
 from alize.api.hosts import HostGate, HostPolicy
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         app.include_router(router)
     if settings.observability.metrics_enabled:
         app.include_router(metrics.router)
+    app.include_router(console_router)
     app.include_router(admin_tenancy.router)
     app.include_router(admin_users.router)
     for router in (

@@ -6,7 +6,11 @@ JSON log carries the requests' facts but no key and no prompt text."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -99,3 +103,32 @@ def test_an_inference_key_cannot_scrape(metrics_server: LiveServer) -> None:
     inference = {"Authorization": f"Bearer {key.json()['key']}"}
     assert httpx.get(f"{metrics_server.url}/metrics", headers=inference, timeout=10).status_code == 403
     assert httpx.get(f"{metrics_server.url}/metrics", timeout=10).status_code == 401
+
+
+def test_alize_bench_reports_what_the_server_metered(metrics_server: LiveServer, tmp_path: Path) -> None:
+    """``alize bench`` at 2 clients: its token count equals what the server metered, and it writes
+    its JSON and PNG."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    key = httpx.post(f"{metrics_server.url}/admin/api/keys", json={"name": "b"}, headers=admin, timeout=10)
+    before = scrape(metrics_server)
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "alize.cli.main", "bench", "--base-url", metrics_server.v1, "--model", MODEL,
+         "--concurrency", "2", "--num-prompts", "6", "--output-len", "16", "--goodput", "ttft:60000",
+         "--json", str(out), "--plot", str(png)],
+        env={**os.environ, "ALIZE_API_KEY": key.json()["key"]},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    report = record["report"]
+    assert report["completed"] == 6 and report["failed"] == 0
+    assert report["goodput"]["good_requests"] == 6
+    assert report["ttft_ms"]["p50"] > 0 and report["tpot_ms"]["p50"] > 0
+    after = scrape(metrics_server)
+    metered = value(after, "alize_generation_tokens_total", deployment=MODEL) - value(
+        before, "alize_generation_tokens_total", deployment=MODEL
+    )
+    assert report["output_tokens"] == metered
+    assert record["machine"]["cpu"] and len(record["requests"]) == 6
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -115,6 +115,16 @@ def meets(result: Result, slos: dict[str, float]) -> bool:
 
 
 async def one_request(client: httpx.AsyncClient, model: str, prompt: Prompt, extra: dict[str, Any]) -> Result:
+    """One streamed request. A connection the server closed while idle in the pool (llama.cpp's
+    listener drops keep-alive connections after a few seconds) fails before any response and is
+    retried once on a fresh one; any other failure is the request's."""
+    result = await _attempt(client, model, prompt, extra)
+    if result.error is not None and result.error.startswith("RemoteProtocolError") and result.ttft_s is None:
+        result = await _attempt(client, model, prompt, extra)
+    return result
+
+
+async def _attempt(client: httpx.AsyncClient, model: str, prompt: Prompt, extra: dict[str, Any]) -> Result:
     body = {
         "model": model,
         "messages": prompt.messages,

@@ -6,6 +6,7 @@ import typer
 
 from alize.cli import bench as bench_cmd
 from alize.cli import chat as chat_cmd
+from alize.cli import evaluation as eval_cmd
 from alize.cli import models as models_cmd
 from alize.cli import safety as safety_cmd
 from alize.cli import serve as serve_cmd
@@ -25,6 +26,7 @@ app.add_typer(tenancy_cmd.audit_app, name="audit")
 app.command("usage")(tenancy_cmd.usage)
 app.add_typer(users_cmd.users_app, name="users")
 app.command("bench")(bench_cmd.bench)
+app.command("eval")(eval_cmd.evaluate)
 
 if __name__ == "__main__":
     app()

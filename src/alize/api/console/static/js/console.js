@@ -304,7 +304,9 @@ async function usersView(view) {
 async function catalogView(view) {
   const models = await api.get("/models");
   const speed = (m) => (m.measured ? `${m.measured.decode_tokens_per_second ?? "–"} tok/s decode, ${m.measured.prefill_tokens_per_second} prefill (${when(m.measured.measured_at)})` : m.tokens_per_second ? `${m.tokens_per_second} tok/s` : "–");
-  const quality = (m) => Object.entries(m.quality_scores || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "–";
+  const quality = (m) =>
+    (m.evaluations || []).map((e) => `${e.task} ${e.metric} ${Number(e.score).toPrecision(3)} (${e.items} items, ${when(e.measured_at).slice(0, 10)})`).join("; ") ||
+    Object.entries(m.quality_scores || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "–";
   clear(view).append(
     h("h2", { text: "Catalog" }),
     table(

@@ -182,9 +182,11 @@ class Evaluation(_Data):
 
     task: str = Field(min_length=1, max_length=64, description="task set, e.g. 'humaneval'")
     metric: str = Field(min_length=1, max_length=40, description="e.g. 'pass@1', 'accuracy', 'chrF'")
-    score: float = Field(description="the metric's value (fractions in [0, 1], chrF in [0, 100])")
-    items: int = Field(ge=1, description="items scored")
-    duration_s: float = Field(ge=0, description="wall time of the evaluation")
+    score: float = Field(
+        ge=-1e6, le=1e6, description="the metric's value (fractions in [0, 1], chrF in [0, 100])"
+    )
+    items: int = Field(ge=1, le=1_000_000, description="items scored")
+    duration_s: float = Field(ge=0, le=1e7, description="wall time of the evaluation")
     source: str = Field(max_length=200, description="where the items come from (package and licence)")
     command: str = Field(max_length=1000, description="the command that produced it")
     machine: str = Field(max_length=300, description="CPU, core count and memory of the host")

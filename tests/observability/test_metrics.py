@@ -132,3 +132,34 @@ def test_metrics_can_be_public_or_off(tmp_path: Path) -> None:
     off = settings(tmp_path / "off", observability=ObservabilitySettings(metrics_enabled=False))
     with scripted_app(off) as client:
         assert client.get("/metrics").status_code == 404
+
+
+def test_rate_limited_and_budget_refused_requests_are_counted_by_code(tmp_path: Path) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    base = settings(tmp_path, admin_key=ADMIN)
+    # echo at one unit per token: any request costs more than a budget of one micro-unit
+    prices = {"price_input_per_million": 1_000_000, "price_output_per_million": 1_000_000}
+    priced = base.model_copy(update={"deployments": [d.model_copy(update=prices) for d in base.deployments]})
+    with scripted_app(priced) as client:
+        # a key allowed one request a minute: the second is refused before any engine work
+        limited = client.post("/admin/api/keys", json={"name": "ratekey", "rpm": 1}, headers=admin).json()
+        body = {"model": "echo", "messages": [{"role": "user", "content": "a b"}]}
+        auth = {"Authorization": f"Bearer {limited['key']}"}
+        assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+        assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 429
+        # a project with a budget of one micro-unit
+        project = client.post(
+            "/admin/api/projects", json={"name": "poor", "monthly_budget_micros": 1}, headers=admin
+        ).json()
+        poor = client.post("/admin/api/keys", json={"name": "p", "project_id": project["id"]}, headers=admin)
+        refused = client.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {poor.json()['key']}"}
+        )
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+        text = client.get("/metrics", headers=admin).text
+    refusals = {"deployment": "echo", "project": limited["project_id"]}
+    assert value(text, "alize_requests_refused_total", code="rate_limit_exceeded", **refusals) == 1
+    assert value(text, "alize_requests_refused_total", code="insufficient_quota", project=project["id"]) == 1
+    # refused before admission: no ledger row, so no settled request for them
+    assert value(text, "alize_requests_total", deployment="echo") == 1
+    assert limited["key"] not in text and "ratekey" not in text  # keys are never labels

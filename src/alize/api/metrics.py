@@ -8,7 +8,7 @@ project and deployment names are the operator's business.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alize.api.auth import authenticate
@@ -19,7 +19,7 @@ from alize.observability.workers import worker_families
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, services: ServicesDep) -> Response:
     settings = services.settings.observability
     if not settings.metrics_public and await services.tenancy.keys_exist():

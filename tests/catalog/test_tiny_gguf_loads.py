@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+from tests.support.installed import import_or_missing
 
-pytest.importorskip("xllamacpp")
+import_or_missing("xllamacpp")
 
 SCRIPT = textwrap.dedent(
     """

@@ -15,7 +15,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The embedded default, 8 slots: what `alize serve` gives a user, a little smaller."""
     with live_server(
         tmp_path_factory.mktemp("server"),
-        {"ALIZE_ENGINE__PARALLEL": "8", "ALIZE_ENGINE__CTX_PER_SLOT": "4096"},
+        {
+            "ALIZE_ENGINE__PARALLEL": "8",
+            "ALIZE_ENGINE__CTX_PER_SLOT": "4096",
+            # 32 concurrent replies on 8 slots and 2 busy cores can wait past the 120 s default;
+            # the tests count tokens and outcomes, not latency
+            "ALIZE_LIMITS__QUEUE_TIMEOUT_S": "600",
+        },
     ) as s:
         yield s
 

@@ -14,7 +14,7 @@ from alize.api.app import create_app
 from alize.config import DeploymentSettings, LimitSettings, Settings
 from alize.engines.registry import EngineRegistry
 
-SCENARIOS = ("echo", "slow", "error-mid-stream", "tool-json", "zero-usage")
+SCENARIOS = ("echo", "slow", "error-mid-stream", "error-first", "tool-json", "zero-usage")
 
 
 @contextmanager

@@ -26,18 +26,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[LiveServer]:
-    tiny = write_tiny_llama_gguf(workdir / "tiny.gguf")
-    env = {
-        "ALIZE_DEPLOYMENTS": json.dumps([{"name": "tiny-local", "model_path": str(tiny)}]),
-        "ALIZE_DEFAULT_MODEL": "tiny-local",
-        "ALIZE_ENGINE__PARALLEL": "2",
-        "ALIZE_ENGINE__CTX_PER_SLOT": "256",
-        "ALIZE_ENGINE__THREADS": "1",
-        "ALIZE_CHAT__ENABLED": "false",
-    }
-    with live_server(workdir, env) as s:
-        yield s
+def server(tiny_server: LiveServer) -> LiveServer:
+    """The shared tiny-GGUF server (tests/e2e/conftest.py): the HF folder is added at run time."""
+    return tiny_server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ its own limits, metering and usage; the official ``openai`` SDK is the client of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,9 +11,8 @@ import httpx
 import openai
 import pytest
 from tests.e2e.conftest import KEYED_ADMIN, REMOTE_KEY_ENV
-from tests.e2e.server import LiveServer, admin, live_server
+from tests.e2e.server import LiveServer, admin
 from tests.e2e.streaming import finishes_of, text_of
-from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -5,16 +5,14 @@ are on structure: usage, finish reasons, max_tokens, stop strings, metering."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from tests.e2e.server import LiveServer, admin, live_server
+from tests.e2e.server import LiveServer, admin
 from tests.e2e.streaming import finishes_of
-from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.fixtures.tiny_hf import write_tiny_causal_lm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -19,15 +19,18 @@ from alize.api import (
     admin_tenancy,
     admin_users,
     azure,
+    batches,
     catalog_page,
     chat_completions,
     completions,
     embeddings,
+    files,
     health,
     models,
     moderations,
 )
 from alize.api.auth import AuthGate
+from alize.api.batch_lines import build_worker
 from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
@@ -49,6 +52,11 @@ from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.jobs.batches import BatchService
+from alize.jobs.files import FileLimits, FileService
+from alize.jobs.queue import JobQueue
+from alize.jobs.worker import Worker
+from alize.periodic import Periodic
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
 from alize.store.database import Database, open_database
@@ -98,6 +106,13 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     chat = build_chat_services(
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
+    jobs = settings.jobs
+    files = FileService(
+        db,
+        (settings.data_dir / "files").absolute(),
+        FileLimits(jobs.max_file_bytes, jobs.max_file_lines, jobs.max_line_bytes),
+    )
+    queue = JobQueue(db, lease_s=jobs.lease_s)
     return Services(
         settings=settings,
         db=db,
@@ -116,6 +131,10 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         hosts=HostPolicy(settings.allowed_hosts),
         holds=holds,
         retention=_retention(settings, db, tenancy),
+        files=files,
+        queue=queue,
+        batches=BatchService(db, files, queue, output_expires_after_s=jobs.batch_output_expires_after_s),
+        file_sweeper=Periodic("file-sweeper", jobs.file_sweep_interval_s, files.sweep),
     )
 
 
@@ -156,6 +175,11 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.db.close()
             raise
         services.idle_reaper.start()
+        services.file_sweeper.start()
+        worker: Worker | None = None
+        if settings.jobs.embedded_worker:
+            worker = build_worker(services, role="serve")
+            worker.start()
         if settings.safety.warm_up:
             await asyncio.to_thread(services.moderator.warm_up)
         loader: asyncio.Task[object] | None = None
@@ -170,6 +194,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
+            if worker is not None:
+                await worker.stop()  # hands its jobs back to the queue for the next worker
+            await services.file_sweeper.stop()
             await services.idle_reaper.stop()
             await services.packs.close()
             await services.pipeline.drain()
@@ -195,6 +222,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (
         embeddings.router,
         moderations.router,
+        files.router,
+        batches.router,
         admin_catalog.router,
         admin_packs.router,
         catalog_page.router,
@@ -203,7 +232,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     if settings.chat.enabled:
         for router in chat_routers():
             app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    # an upload may be as large as a file may be, plus the multipart envelope
+    uploads = {"/v1/files": settings.jobs.max_file_bytes + 64 * 1024}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes, per_path=uploads)
     app.add_middleware(AuthGate)
     app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing
     return app

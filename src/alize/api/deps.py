@@ -20,6 +20,10 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.jobs.batches import BatchService
+from alize.jobs.files import FileService
+from alize.jobs.queue import JobQueue
+from alize.periodic import Periodic
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
@@ -58,6 +62,13 @@ class Services:
     holds: HoldSweeper
     #: deletes what is older than the retention settings allow
     retention: RetentionSweeper
+    #: uploaded files and batch outputs (alize.jobs.files)
+    files: FileService
+    #: the durable job queue batches wait in
+    queue: JobQueue
+    batches: BatchService
+    #: removes expired files and interrupted uploads
+    file_sweeper: Periodic
 
 
 def get_services(request: Request) -> Services:

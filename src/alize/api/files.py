@@ -112,7 +112,8 @@ async def retrieve_file(file_id: str, services: ServicesDep, principal: Inferenc
 async def file_content(file_id: str, services: ServicesDep, principal: InferenceDep) -> FileResponse:
     project_id = await caller_project(services, principal)
     found, path = await services.files.content_path(file_id, project_id)
-    return FileResponse(path, media_type="application/jsonl", filename=found.filename)
+    # octet-stream: what the Mistral SDK requires of a download (the OpenAI SDK takes any type)
+    return FileResponse(path, media_type="application/octet-stream", filename=found.filename)
 
 
 @router.delete("/v1/files/{file_id}", summary="Delete a file")

@@ -196,6 +196,7 @@ class BatchHandler:
             return "cancelled"
         slots = asyncio.Semaphore(self.concurrency)
         stop: list[str] = []
+        failures: list[BaseException] = []
         tasks: set[asyncio.Task[None]] = set()
 
         async def one(request: BatchRequest) -> None:
@@ -216,23 +217,34 @@ class BatchHandler:
                     usage=result.usage,
                     clock=self._clock,
                 )
+            except Exception as exc:  # the job fails and is retried; finished lines are kept
+                failures.append(exc)
             finally:
                 slots.release()
 
-        for request in pending:
-            await slots.acquire()
-            if ctx.cancelled.is_set():
-                stop.append("cancelled")
-            elif self._clock() >= batch.expires_at:
-                stop.append("expired")
-            if stop:
-                slots.release()
-                break
-            task = asyncio.create_task(one(request))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
+        try:
+            for request in pending:
+                await slots.acquire()
+                if not failures and ctx.cancelled.is_set():
+                    stop.append("cancelled")
+                elif not failures and self._clock() >= batch.expires_at:
+                    stop.append("expired")
+                if stop or failures:
+                    slots.release()
+                    break
+                task = asyncio.create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            # the handler is cancelled (worker stopping, lease lost): so are its lines in flight
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if failures:
+            raise failures[0]
         if ctx.cancelled.is_set() and not stop:
             stop.append("cancelled")
         return stop[0] if stop else "done"

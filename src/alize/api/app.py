@@ -65,7 +65,11 @@ from alize.store.ids import new_id, utc_now
 log = logging.getLogger(__name__)
 
 
-async def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
+async def build_services(
+    settings: Settings, registry: EngineRegistry | None = None, *, serving: bool = True
+) -> Services:
+    """Every service of a server; ``serving=False`` for an ``alize worker`` beside servers on the
+    same data (it leaves the servers' own housekeeping, such as pulls being staged, alone)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await open_database(settings.resolved_database_url())
     manager = DeploymentManager(
@@ -86,7 +90,8 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     deployment_admin = DeploymentService(db, manager, catalog, settings)
     await deployment_admin.restore()
     packs = PackService(catalog, deployment_admin, models_dir, settings.catalog)
-    await packs.sweep()
+    if serving:
+        await packs.sweep()
     generation = GenerationService(settings.limits, settings.safe_prompt)
     instance_id = new_id("gw")
     tenancy = Tenancy.build(settings, db, instance_id=instance_id)

@@ -25,7 +25,7 @@ async def _run_worker(stop_after_idle_s: float | None) -> None:
     from alize.api.batch_lines import build_worker
 
     settings = load_settings()
-    services = await build_services(settings)
+    services = await build_services(settings, serving=False)
     await services.holds.start()  # its budget holds belong to this process, heartbeated
     worker = build_worker(services, role="worker")
     stop = asyncio.Event()

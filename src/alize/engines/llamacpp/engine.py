@@ -19,7 +19,8 @@ import httpx
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig
 from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess
-from alize.engines.llamacpp.wire import ChunkDecoder, chat_body, completion_body
+from alize.engines.llamacpp.wire import chat_body, completion_body
+from alize.engines.openai_wire import ChunkDecoder
 from alize.errors import (
     AlizeError,
     ContextLengthExceededError,

@@ -161,9 +161,12 @@ class PolicyPipeline:
         *,
         dimensions: int | None = None,
         project_id: str | None = None,
+        user_id: str | None = None,
     ) -> EmbeddingResult:
-        """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation."""
+        """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation.
+        ``project_id`` and ``user_id`` as for :meth:`chat` (the chat page's documents)."""
         ticket = await self._ticket(model, principal, project_id)
+        ticket.user_id = user_id
         prepared = await self._embeddings.prepare(_served(ticket), inputs, dimensions=dimensions)
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)

@@ -9,6 +9,12 @@ Two entry points:
   with code ``invalid_model_file`` and carries on.
 * :func:`read_gguf_info` — the same parsing in-process; the worker calls it, and so may code
   that reads files it shipped itself (the packaged models).
+
+This module is the one home of what a GGUF file supports (FIM tokens, chat template, tools):
+the catalog writes cards from :class:`GGUFInfo`, and the llama.cpp engine's worker reports
+:class:`ModelTraits` (``GGUFInfo.traits``) from the same parse, so the two cannot disagree.
+Only the header and metadata are read, never the tensor data: for SmolLM2-135M that is 0.08 s
+of CPU where ``gguf.GGUFReader`` (which maps and indexes every tensor) took 4.3 s.
 """
 
 from __future__ import annotations
@@ -71,6 +77,38 @@ _TOOLS_RE = re.compile(r"\btools\b|tool_call")
 
 
 @dataclass(frozen=True, slots=True)
+class ModelTraits:
+    """What an engine needs to know about its model beyond what the runtime reports: a few
+    fields, small enough to cross the worker's one-line start-up message (no chat template)."""
+
+    architecture: str
+    context_length: int | None = None
+    embedding_length: int | None = None
+    has_chat_template: bool = False
+    supports_tools: bool = False
+    fim_token_ids: tuple[int, int, int] | None = None
+
+    @property
+    def supports_fim(self) -> bool:
+        return self.fim_token_ids is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelTraits:
+        fim = data.get("fim_token_ids")
+        return cls(
+            architecture=str(data["architecture"]),
+            context_length=data.get("context_length"),
+            embedding_length=data.get("embedding_length"),
+            has_chat_template=bool(data.get("has_chat_template")),
+            supports_tools=bool(data.get("supports_tools")),
+            fim_token_ids=(int(fim[0]), int(fim[1]), int(fim[2])) if fim else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class GGUFInfo:
     """The facts about a GGUF file that the catalog and the engines need."""
 
@@ -105,8 +143,7 @@ class GGUFInfo:
 
     @property
     def supports_fim(self) -> bool:
-        ids = (self.fim_prefix_token_id, self.fim_suffix_token_id, self.fim_middle_token_id)
-        return all(i is not None for i in ids)
+        return self.fim_token_ids is not None
 
     @property
     def has_chat_template(self) -> bool:
@@ -128,6 +165,22 @@ class GGUFInfo:
         if key is None or value is None:
             return None
         return self.block_count * kv_heads * (key + value)
+
+    @property
+    def fim_token_ids(self) -> tuple[int, int, int] | None:
+        pre, suf, mid = self.fim_prefix_token_id, self.fim_suffix_token_id, self.fim_middle_token_id
+        return (pre, suf, mid) if pre is not None and suf is not None and mid is not None else None
+
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(
+            architecture=self.architecture,
+            context_length=self.context_length,
+            embedding_length=self.embedding_length,
+            has_chat_template=self.has_chat_template,
+            supports_tools=self.template_mentions_tools,
+            fim_token_ids=self.fim_token_ids,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

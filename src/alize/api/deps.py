@@ -25,6 +25,7 @@ from alize.gateway.tenancy import Tenancy
 from alize.jobs.batches import BatchService
 from alize.jobs.files import FileService
 from alize.jobs.queue import JobQueue
+from alize.observability.observers import Observability
 from alize.periodic import Periodic
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
@@ -75,6 +76,8 @@ class Services:
     batches: BatchService
     #: removes expired files and interrupted uploads
     file_sweeper: Periodic
+    #: metrics, the request log and traces, fed by the pipeline's observer
+    observability: Observability
     #: how everything above ends, last built first closed
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -19,16 +19,19 @@ from alize.api import (
     admin_tenancy,
     admin_users,
     azure,
+    batches,
     catalog_page,
     chat_completions,
     completions,
     embeddings,
+    files,
     health,
     metrics,
     models,
     moderations,
 )
 from alize.api.auth import AuthGate
+from alize.api.batch_lines import build_worker
 from alize.api.body_limit import BodySizeLimit
 from alize.api.console import router as console_router
 from alize.api.deps import Services
@@ -52,7 +55,11 @@ from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.jobs.batches import BatchService
+from alize.jobs.files import FileLimits, FileService
+from alize.jobs.queue import JobQueue
 from alize.observability.observers import build_observability
+from alize.periodic import Periodic
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
 from alize.store.database import Database, open_database
@@ -61,13 +68,32 @@ from alize.store.ids import new_id, utc_now
 log = logging.getLogger(__name__)
 
 
-async def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
+async def build_services(
+    settings: Settings, registry: EngineRegistry | None = None, *, serving: bool = True
+) -> Services:
+    """Build every service; each one's teardown is pushed on one stack as soon as it exists, so
+    a failure half-way closes what was built (``Services.aclose`` unwinds the same stack).
+    ``serving=False`` for an ``alize worker`` beside servers on the same data (it leaves the
+    servers' own housekeeping, such as pulls being staged, alone)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stack = AsyncExitStack()
+    try:
+        return await _build(settings, registry, stack, serving=serving)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _build(
+    settings: Settings, registry: EngineRegistry | None, stack: AsyncExitStack, *, serving: bool
+) -> Services:
     db = await open_database(settings.resolved_database_url())
+    stack.push_async_callback(db.close)
     manager = DeploymentManager(
         registry or EngineRegistry(),
         QueueLimits(max_waiting=settings.limits.queue_max, timeout_s=settings.limits.queue_timeout_s),
     )
+    stack.push_async_callback(manager.close)
     # the catalog lives in the database; built-in cards are (re)seeded at every start, then the
     # declared and stored deployments are created over it
 
@@ -82,10 +108,13 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     deployment_admin = DeploymentService(db, manager, catalog, settings)
     await deployment_admin.restore()
     packs = PackService(catalog, deployment_admin, models_dir, settings.catalog)
-    await packs.sweep()
+    stack.push_async_callback(packs.close)
+    if serving:
+        await packs.sweep()
     generation = GenerationService(settings.limits, settings.safe_prompt)
     instance_id = new_id("gw")
     tenancy = Tenancy.build(settings, db, instance_id=instance_id)
+    stack.push_async_callback(tenancy.aclose)
     holds = HoldSweeper(
         db,
         tenancy.budget,
@@ -99,12 +128,21 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
     observability = build_observability(settings.observability, manager)
+    stack.callback(observability.close)
     pipeline = PolicyPipeline(
         generation, manager, tenancy, embeddings, safety=safety, observer=observability.observer
     )
     chat = build_chat_services(
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
+    stack.callback(chat.close)
+    jobs = settings.jobs
+    files = FileService(
+        db,
+        (settings.data_dir / "files").absolute(),
+        FileLimits(jobs.max_file_bytes, jobs.max_file_lines, jobs.max_line_bytes),
+    )
+    queue = JobQueue(db, lease_s=jobs.lease_s)
     return Services(
         settings=settings,
         db=db,
@@ -123,7 +161,12 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         hosts=HostPolicy(settings.allowed_hosts),
         holds=holds,
         retention=_retention(settings, db, tenancy),
+        files=files,
+        queue=queue,
+        batches=BatchService(db, files, queue, output_expires_after_s=jobs.batch_output_expires_after_s),
+        file_sweeper=Periodic("file-sweeper", jobs.file_sweep_interval_s, files.sweep),
         observability=observability,
+        exit_stack=stack,
     )
 
 
@@ -157,37 +200,32 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.tenancy.bootstrap(settings)
             await check_bind_address(settings, services.tenancy)
             await services.holds.start()  # releases the holds a killed predecessor left
+            services.on_close(services.holds.stop)
             await services.retention.start()
-        except BaseException:
-            await services.tenancy.aclose()
-            await services.deployments.close()
-            await services.db.close()
-            raise
-        services.idle_reaper.start()
-        if settings.safety.warm_up:
-            await asyncio.to_thread(services.moderator.warm_up)
-        loader: asyncio.Task[object] | None = None
-        if settings.load_on_start:
-            names = {d.name for d in services.deployments.list()}
-            if settings.default_model in names:
+            services.on_close(services.retention.stop)
+            services.idle_reaper.start()
+            services.on_close(services.idle_reaper.stop)
+            if settings.safety.warm_up:
+                await asyncio.to_thread(services.moderator.warm_up)
+            # first at shutdown: requests in flight finish (and settle) before anything closes
+            services.on_close(services.pipeline.drain)
+            services.file_sweeper.start()
+            services.on_close(services.file_sweeper.stop)
+            if settings.jobs.embedded_worker:
+                worker = build_worker(services, role="serve")
+                worker.start()
+                # before the drain: the worker hands its jobs back, then lines in flight settle
+                services.on_close(worker.stop)
+            if settings.load_on_start and settings.default_model in {
+                d.name for d in services.deployments.list()
+            }:
                 # Load in the background: /health answers at once, /ready turns 200 when loaded.
                 loader = asyncio.create_task(services.deployments.get(settings.default_model).ensure_loaded())
                 loader.add_done_callback(_log_load_failure)
-        try:
+                services.exit_stack.callback(loader.cancel)
             yield
         finally:
-            if loader is not None and not loader.done():
-                loader.cancel()
-            await services.idle_reaper.stop()
-            await services.packs.close()
-            await services.pipeline.drain()
-            await services.holds.stop()
-            await services.retention.stop()
-            await services.tenancy.aclose()
-            await services.deployments.close()
-            services.chat.close()
-            services.observability.close()
-            await services.db.close()
+            await services.aclose()
 
     app = FastAPI(
         title="Alizé",
@@ -210,12 +248,16 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         admin_catalog.router,
         admin_packs.router,
         catalog_page.router,
+        files.router,
+        batches.router,
     ):
         app.include_router(router)
     if settings.chat.enabled:
         for router in chat_routers():
             app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    # an upload may be as large as a file may be, plus the multipart envelope
+    uploads = {"/v1/files": settings.jobs.max_file_bytes + 64 * 1024}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes, per_path=uploads)
     app.add_middleware(AuthGate)
     app.add_middleware(Observe)  # counts and ids every request, refused ones included
     app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,7 +22,11 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.jobs.batches import BatchService
+from alize.jobs.files import FileService
+from alize.jobs.queue import JobQueue
 from alize.observability.observers import Observability
+from alize.periodic import Periodic
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
@@ -28,7 +34,11 @@ from alize.store.database import Database
 
 @dataclass
 class Services:
-    """Everything a request may need; one instance per app, built in the lifespan."""
+    """Everything a request may need; one instance per app, built in the lifespan.
+
+    The one teardown: whatever is built or started registers how it ends on ``exit_stack`` the
+    moment it exists (:meth:`on_close`), and :meth:`aclose` unwinds it in reverse, so a service
+    is closed exactly when it was built, whether start-up failed half-way or the app stopped."""
 
     settings: Settings
     db: Database
@@ -59,8 +69,24 @@ class Services:
     holds: HoldSweeper
     #: deletes what is older than the retention settings allow
     retention: RetentionSweeper
+    #: uploaded files and batch outputs (alize.jobs.files)
+    files: FileService
+    #: the durable job queue batches wait in
+    queue: JobQueue
+    batches: BatchService
+    #: removes expired files and interrupted uploads
+    file_sweeper: Periodic
     #: metrics, the request log and traces, fed by the pipeline's observer
     observability: Observability
+    #: how everything above ends, last built first closed
+    exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    def on_close(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Await ``close`` at :meth:`aclose`, before what was registered earlier."""
+        self.exit_stack.push_async_callback(close)
+
+    async def aclose(self) -> None:
+        await self.exit_stack.aclose()
 
 
 def get_services(request: Request) -> Services:

@@ -192,6 +192,11 @@ class Evaluation(_Data):
     machine: str = Field(max_length=300, description="CPU, core count and memory of the host")
     measured_at: str = Field(max_length=40, description="ISO 8601 time of the measurement (UTC)")
 
+    @property
+    def fraction(self) -> float:
+        """The score on a 0-1 scale (chrF is a percentage), as ``quality_scores`` holds it."""
+        return self.score / 100 if self.metric.lower() == "chrf" else self.score
+
     @field_validator("score", "duration_s")
     @classmethod
     def _finite(cls, v: float) -> float:

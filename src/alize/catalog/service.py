@@ -221,7 +221,8 @@ class CatalogService:
 
     async def record_evaluation(self, model_id: str, evaluation: Evaluation) -> ModelCard:
         """Store an evaluation on the card, replacing the previous one of the same task and
-        metric; its score also becomes ``quality_scores[task]`` (what the catalog sorts by)."""
+        metric; its score, as a fraction, also becomes ``quality_scores[task]`` (what the catalog
+        sorts packs by, so every score there is on one scale)."""
         async with self._db.transaction() as session:
             repo = CatalogModelRepository(session)
             row = await repo.get(model_id)
@@ -231,7 +232,7 @@ class CatalogService:
             kept = [
                 e for e in current.evaluations if (e.task, e.metric) != (evaluation.task, evaluation.metric)
             ]
-            scores = {**current.quality_scores, evaluation.task: evaluation.score}
+            scores = {**current.quality_scores, evaluation.task: evaluation.fraction}
             card = current.model_copy(update={"evaluations": (*kept, evaluation), "quality_scores": scores})
             card = ModelCard.model_validate(card.model_dump(mode="json"))
             await repo.upsert(model_id, card.model_dump(mode="json"), _now())

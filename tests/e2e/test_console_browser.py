@@ -164,3 +164,44 @@ def test_hostile_names_are_text(browser: playwright_sync.Browser, console_server
     assert page.evaluate("window.__xss") is None
     assert page.dialogs == []  # type: ignore[attr-defined]
     page.context.close()
+
+
+def test_a_batch_job_shows_its_progress(browser: playwright_sync.Browser, console_server: LiveServer) -> None:
+    lines = [
+        {
+            "custom_id": f"line-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": f"Say {i}."}], "max_tokens": 4},
+        }
+        for i in range(3)
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    uploaded = httpx.post(
+        f"{console_server.url}/v1/files",
+        files={"file": ("in.jsonl", data)},
+        data={"purpose": "batch"},
+        headers=auth,
+        timeout=30,
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    batch = httpx.post(
+        f"{console_server.url}/v1/batches",
+        json={
+            "input_file_id": uploaded.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+        headers=auth,
+        timeout=30,
+    )
+    assert batch.status_code == 200, batch.text
+    page = open_console(browser, console_server, ADMIN)
+    page.wait_for_selector("#deployments")
+    page.click("button[data-tab=jobs]")
+    row = page.locator("#batches tr", has_text=batch.json()["id"])
+    row.wait_for()
+    row.filter(has_text="completed").wait_for(timeout=180_000)  # the table refreshes every 5 s
+    assert "3 / 3" in row.inner_text()
+    page.context.close()

@@ -21,7 +21,7 @@ export function setAdminKey(key) {
   else sessionStorage.removeItem(STORE);
 }
 
-async function request(method, path, body) {
+async function request(method, path, body, root = "/admin/api") {
   const headers = { Accept: "application/json" };
   const key = adminKey();
   if (key) headers.Authorization = "Bearer " + key;
@@ -30,7 +30,7 @@ async function request(method, path, body) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch("/admin/api" + path, init);
+  const response = await fetch(root + path, init);
   const type = response.headers.get("content-type") || "";
   const data = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
@@ -45,6 +45,8 @@ export const api = {
   post: (path, body) => request("POST", path, body === undefined ? {} : body),
   patch: (path, body) => request("PATCH", path, body),
   del: (path) => request("DELETE", path),
+  // an OpenAI-compatible route, called with the same key (jobs belong to the key's project)
+  v1: (path) => request("GET", path, undefined, "/v1"),
 };
 
 export function qs(params) {

@@ -9,6 +9,7 @@ import { histograms, quantile } from "./latency.js";
 const TABS = {
   deployments: ["Deployments", deploymentsView],
   usage: ["Usage", usageView],
+  jobs: ["Jobs", jobsView],
   keys: ["Keys", keysView],
   projects: ["Projects", projectsView],
   users: ["Chat users", usersView],
@@ -198,6 +199,29 @@ async function latencyTable() {
   const rows = [...e2e.keys()].sort().map((name) => ({ name, ttft: ttft.get(name) || [], e2e: e2e.get(name) }));
   const cols = (label, key) => [50, 95, 99].map((q) => [`${label} p${q} (ms)`, (r) => ms(quantile(q / 100, r[key])), "num"]);
   return table([["Deployment", (r) => r.name], ["Requests", (r) => String(r.e2e.at(-1)[1]), "num"], ...cols("TTFT", "ttft"), ...cols("E2E", "e2e")], rows, { id: "latency" });
+}
+
+async function jobsView(view) {
+  const render = async () => {
+    const batches = await api.v1("/batches?limit=50");
+    const progress = (b) => {
+      const c = b.request_counts;
+      const done = c.completed + c.failed;
+      return h("span", {}, h("progress", { max: c.total || 1, value: done }), ` ${done} / ${c.total}` + (c.failed ? ` (${c.failed} failed)` : ""));
+    };
+    const at = (t) => (t ? when(new Date(t * 1000).toISOString()) : "–");
+    clear(view).append(
+      h("h2", { text: "Batch jobs" }),
+      h("p", { class: "muted", text: "The batches of this key's project, newest first. Refreshes every 5 s." }),
+      table(
+        [["Batch", (b) => b.id], ["Model", (b) => b.model || "–"], ["Status", (b) => b.status], ["Progress", progress], ["Output tokens", (b) => String(b.usage ? b.usage.output_tokens : 0), "num"], ["Created", (b) => at(b.created_at)], ["Finished", (b) => at(b.completed_at || b.failed_at || b.cancelled_at)]],
+        batches.data,
+        { id: "batches" },
+      ),
+    );
+  };
+  await render();
+  timer = setInterval(() => render().catch(() => stopTimer()), 5000);
 }
 
 async function downloadCsv(groupBy) {

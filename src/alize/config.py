@@ -268,6 +268,18 @@ class ChatSettings(_Group):
     )
 
 
+class FineTuningSettings(_Group):
+    """Fine-tuning jobs on the job workers (see docs/finetuning.md)."""
+
+    threads: int = Field(
+        default_factory=_default_threads,
+        ge=1,
+        le=512,
+        description="CPU threads one training run uses (it runs at the lowest CPU priority).",
+    )
+    max_concurrent: int = Field(1, ge=1, le=16, description="Training runs one worker runs at once.")
+
+
 class RetentionSettings(_Group):
     """How long stored data is kept; a sweeper deletes what is older (0 = keep forever)."""
 
@@ -286,6 +298,50 @@ class RetentionSettings(_Group):
         ),
     )
     interval_s: float = Field(3600, gt=0, le=86_400, description="How often the retention sweep runs.")
+
+
+class JobSettings(_Group):
+    """Files, batch jobs and the workers that run them (see docs/operations.md#workers)."""
+
+    embedded_worker: bool = Field(
+        True,
+        description="Run a job worker inside `alize serve` (off when `alize worker` processes run them).",
+    )
+    worker_max_jobs: int = Field(2, ge=1, le=64, description="Jobs one worker runs at once.")
+    lease_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description=(
+            "How long a claimed job stays a worker's without a heartbeat; a dead worker's job "
+            "is taken over after it."
+        ),
+    )
+    heartbeat_s: float = Field(10.0, gt=0, le=600, description="How often a worker renews its leases.")
+    poll_s: float = Field(2.0, gt=0, le=600, description="How often an idle worker looks for new jobs.")
+    batch_concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Lines of one batch in flight at once (each still waits for a free batch-lane slot).",
+    )
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="Largest file `/v1/files` accepts (413 above)."
+    )
+    max_file_lines: int = Field(
+        50_000, ge=1, description="Most lines in one uploaded file (requests of a batch)."
+    )
+    max_line_bytes: int = Field(
+        1024 * 1024, ge=256, description="Longest line of an uploaded JSONL file, in bytes."
+    )
+    batch_output_expires_after_s: int = Field(
+        30 * 24 * 3600,
+        ge=0,
+        description="Output and error files of a batch expire this long after it ends (0 = never).",
+    )
+    file_sweep_interval_s: float = Field(
+        600.0, gt=0, le=86_400, description="How often expired files (and interrupted uploads) are removed."
+    )
 
 
 def _default_deployments() -> list[DeploymentSettings]:
@@ -342,7 +398,9 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

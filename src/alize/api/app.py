@@ -23,6 +23,7 @@ from alize.api import (
     chat_completions,
     completions,
     embeddings,
+    fine_tuning,
     health,
     models,
     moderations,
@@ -49,6 +50,10 @@ from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.jobs.files import FileLimits, FileService
+from alize.jobs.finetune.wiring import build_fine_tuning
+from alize.jobs.queue import JobQueue
+from alize.jobs.worker import Worker
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
 from alize.store.database import Database, open_database
@@ -98,6 +103,23 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     chat = build_chat_services(
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
+    jobs = settings.jobs
+    queue = JobQueue(db, lease_s=jobs.lease_s)
+    files = FileService(
+        db,
+        (settings.data_dir / "files").absolute(),
+        FileLimits(
+            max_bytes=jobs.max_file_bytes, max_lines=jobs.max_file_lines, max_line_bytes=jobs.max_line_bytes
+        ),
+    )
+    tuning = build_fine_tuning(settings, db, queue, files, catalog, deployment_admin, tenancy)
+    worker = Worker(
+        queue,
+        [tuning.handler],
+        max_jobs=jobs.worker_max_jobs,
+        heartbeat_s=jobs.heartbeat_s,
+        poll_s=jobs.poll_s,
+    )
     return Services(
         settings=settings,
         db=db,
@@ -116,6 +138,10 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         hosts=HostPolicy(settings.allowed_hosts),
         holds=holds,
         retention=_retention(settings, db, tenancy),
+        queue=queue,
+        files=files,
+        fine_tuning=tuning.service,
+        job_worker=worker if jobs.embedded_worker else None,
     )
 
 
@@ -156,6 +182,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.db.close()
             raise
         services.idle_reaper.start()
+        if services.job_worker is not None:
+            services.job_worker.start()
         if settings.safety.warm_up:
             await asyncio.to_thread(services.moderator.warm_up)
         loader: asyncio.Task[object] | None = None
@@ -170,6 +198,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
+            if services.job_worker is not None:
+                await services.job_worker.stop()  # running jobs are handed back to the queue
             await services.idle_reaper.stop()
             await services.packs.close()
             await services.pipeline.drain()
@@ -195,6 +225,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (
         embeddings.router,
         moderations.router,
+        fine_tuning.router,
         admin_catalog.router,
         admin_packs.router,
         catalog_page.router,

@@ -20,6 +20,10 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.jobs.files import FileService
+from alize.jobs.finetune.service import FineTuningService
+from alize.jobs.queue import JobQueue
+from alize.jobs.worker import Worker
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
@@ -58,6 +62,14 @@ class Services:
     holds: HoldSweeper
     #: deletes what is older than the retention settings allow
     retention: RetentionSweeper
+    #: the durable job queue (alize.jobs.queue)
+    queue: JobQueue
+    #: uploaded and generated files (alize.jobs.files)
+    files: FileService
+    #: fine-tuning jobs: create, start, cancel, and their records (alize.jobs.finetune)
+    fine_tuning: FineTuningService
+    #: the job worker inside this server (None when `alize worker` processes run the jobs)
+    job_worker: Worker | None
 
 
 def get_services(request: Request) -> Services:

@@ -6,14 +6,19 @@ starts ``python -m alize.jobs.finetune.run SPEC.json`` at the lowest CPU priorit
 JSON event a line on stdout (``{"type": "metrics"|"message"|"checkpoint"|"result", ...}``).
 SIGTERM asks the run to stop between steps (cancellation); SIGKILL loses at most the steps since
 the last checkpoint, because starting the same spec again resumes from it (same workdir).
+With ``--lifeline`` the run exits as soon as its stdin reaches end of file: the worker keeps the
+pipe open, so a worker that dies (even by SIGKILL) never leaves a run training on its own, and
+the worker that takes the job over does not find two runs writing one workdir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -149,8 +154,18 @@ def run(spec: RunSpec, emit: Callable[[Event], None], should_stop: Callable[[], 
     return out
 
 
+def _lifeline() -> None:
+    """Exit at once when the parent closes (or loses) our stdin."""
+    with contextlib.suppress(OSError):
+        while sys.stdin.buffer.read(4096):
+            pass
+    os._exit(3)
+
+
 def main() -> int:
     spec = RunSpec.from_json(json.loads(Path(sys.argv[1]).read_text()))
+    if "--lifeline" in sys.argv[2:]:
+        threading.Thread(target=_lifeline, name="lifeline", daemon=True).start()
     stop = {"requested": False}
 
     def request_stop(*_: object) -> None:

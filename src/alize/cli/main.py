@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from alize.cli import chat as chat_cmd
+from alize.cli import finetune as finetune_cmd
 from alize.cli import models as models_cmd
 from alize.cli import safety as safety_cmd
 from alize.cli import serve as serve_cmd
@@ -23,6 +24,7 @@ app.add_typer(tenancy_cmd.keys_app, name="keys")
 app.add_typer(tenancy_cmd.audit_app, name="audit")
 app.command("usage")(tenancy_cmd.usage)
 app.add_typer(users_cmd.users_app, name="users")
+app.add_typer(finetune_cmd.finetune_app, name="finetune")
 
 if __name__ == "__main__":
     app()

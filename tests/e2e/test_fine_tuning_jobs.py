@@ -30,6 +30,8 @@ from alize.jobs.files import FileLimits, FileService
 from alize.store.database import open_database
 
 pytestmark = pytest.mark.e2e
+#: micro-units per million training tokens: 2 per token
+PRICE = 2_000_000
 #: accepted by the upload check (it has an assistant turn) but not by training: it ends on the user
 _UNANSWERED = {
     "messages": [
@@ -63,6 +65,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with live_server(folder, env) as s:
         added = admin(s, "POST", "/models", {"path": str(base), "id": "tiny"})
         assert added.status_code == 201, added.text
+        priced = admin(s, "PATCH", "/models/tiny", {"price_training_per_million": PRICE})
+        assert priced.status_code == 200, priced.text
         yield s
 
 
@@ -144,9 +148,32 @@ def test_a_job_trains_publishes_and_serves_its_model(server: LiveServer, client:
     tuned = _ask(client, done.fine_tuned_model, "tax please")
     assert tuned != _ask(client, "tiny", "tax please")
     assert '"d"' in tuned  # it learned the task's answer format
+    usage = admin(server, "GET", f"/usage/requests/{job.id}").json()  # one row, billed at the price
+    assert usage["prompt_tokens"] == done.trained_tokens and usage["deployment"] == "tiny"
+    assert usage["cost_micros"] == 2 * done.trained_tokens and usage["status"] == "success"
     card = admin(server, "GET", f"/models/{done.fine_tuned_model}").json()
     assert card["fine_tune"]["trained_tokens"] == done.trained_tokens
     assert card["fine_tune"]["train_loss"] is not None and card["source"]["base"] == "tiny"
+
+
+def test_cancel_stops_a_running_job_between_steps(server: LiveServer, client: OpenAI) -> None:
+    file_id = _upload(server, jsonl(TOY))
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=file_id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"training_steps": 5000}}},
+    )
+    deadline = time.monotonic() + 60
+    while (current := client.fine_tuning.jobs.retrieve(job.id)).status != "running" or not current.step:
+        assert time.monotonic() < deadline and current.status in ("validating_files", "queued", "running")
+        time.sleep(0.2)
+    asked = time.monotonic()
+    client.fine_tuning.jobs.cancel(job.id)
+    done, _ = _wait(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=30)
+    assert done.status == "cancelled" and time.monotonic() - asked < 10
+    assert done.fine_tuned_model is None and done.trained_tokens
+    usage = admin(server, "GET", f"/usage/requests/{job.id}").json()  # the steps it did are billed
+    assert usage["status"] == "cancelled" and usage["cost_micros"] == 2 * done.trained_tokens
 
 
 def test_mistral_shape_waits_for_start_and_cancels(server: LiveServer) -> None:

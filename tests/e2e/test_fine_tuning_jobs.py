@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from openai import APIStatusError, OpenAI
-from tests.e2e.server import LiveServer, admin, live_server
+from tests.e2e.server import LiveServer, admin, cli, live_server
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.jobs.finetune.conftest import TOY, chat_line, jsonl
 
@@ -151,6 +151,11 @@ def test_a_job_trains_publishes_and_serves_its_model(server: LiveServer, client:
     usage = admin(server, "GET", f"/usage/requests/{job.id}").json()  # one row, billed at the price
     assert usage["prompt_tokens"] == done.trained_tokens and usage["deployment"] == "tiny"
     assert usage["cost_micros"] == 2 * done.trained_tokens and usage["status"] == "success"
+    status = cli(server, "finetune", "status", job.id)
+    assert status.returncode == 0, status.stderr
+    assert done.fine_tuned_model in status.stdout and f"[{'#' * 30}]    40/40" in status.stdout
+    assert job.id in cli(server, "finetune", "list").stdout
+    assert "New fine-tuned model created" in cli(server, "finetune", "events", job.id).stdout
     card = admin(server, "GET", f"/models/{done.fine_tuned_model}").json()
     assert card["fine_tune"]["trained_tokens"] == done.trained_tokens
     assert card["fine_tune"]["train_loss"] is not None and card["source"]["base"] == "tiny"

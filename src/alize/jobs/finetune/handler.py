@@ -297,7 +297,7 @@ class FineTuneHandler:
         cost = cost_micros(tokens, 0, price, 0)
         cancelled = bool(result.get("cancelled"))
         host = self.deployments.host_of(base.card.id)
-        await self.metering.record(
+        recorded = await self.metering.record(
             UsageRecord(
                 request_id=job.id,
                 project_id=job.project_id,
@@ -310,7 +310,8 @@ class FineTuneHandler:
                 latency_ms=int(float(result.get("seconds") or 0) * 1000),
             )
         )
-        await self.budget.settle(hold, cost)
+        # a retry after the row was written (publishing failed) must not charge the budget twice
+        await self.budget.settle(hold, cost if recorded else 0)
         now = self.records.clock()
         if cancelled:
             await self.records.update(

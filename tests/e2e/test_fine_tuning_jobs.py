@@ -181,6 +181,22 @@ def test_cancel_stops_a_running_job_between_steps(server: LiveServer, client: Op
     assert usage["status"] == "cancelled" and usage["cost_micros"] == 2 * done.trained_tokens
 
 
+def test_a_sequence_longer_than_seq_len_fails_the_job_naming_the_line(
+    server: LiveServer, client: OpenAI
+) -> None:
+    long = chat_line("please " * 40, "ok")
+    file_id = _upload(server, jsonl([chat_line("hi", "there"), long]))
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=file_id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"seq_len": 32}}},
+    )
+    done, seen = _wait(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=60)
+    assert done.status == "failed" and "running" not in seen
+    assert done.error.code == "invalid_training_file" and done.error.param == "training_file"
+    assert "line 2" in done.error.message
+
+
 def test_mistral_shape_waits_for_start_and_cancels(server: LiveServer) -> None:
     file_id = _upload(server, jsonl(TOY))
     body = {

@@ -61,11 +61,16 @@ _MAX_REPEAT = 10
 class RunFailed(Exception):
     """The run reported an error (bad data, unsupported base): the job fails, no retry."""
 
+    def __init__(self, message: str, code: str, param: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+
 
 @dataclass
 class _Progress:
     result: dict[str, Any] | None = None
-    error: str | None = None
+    error: RunFailed | None = None
 
 
 def weighted_lines(files: list[tuple[bytes, float]]) -> bytes:
@@ -194,14 +199,14 @@ class FineTuneHandler:
         try:
             progress = await self._run_process(ctx, job, spec)
             if progress.error is not None:
-                raise RunFailed(progress.error)
+                raise progress.error
             if progress.result is None:  # killed (OOM, signal): retried, resumes from its checkpoint
                 raise RuntimeError("the training process ended without a result")
             state = await self._finish(job, base, progress.result, hold, price)
             settled = True
             return state
         except RunFailed as exc:
-            await self._fail(job, str(exc), code="training_failed")
+            await self._fail(job, str(exc), code=exc.code, param=exc.param)
             return "succeeded"
         finally:
             if not settled:
@@ -286,7 +291,11 @@ class FineTuneHandler:
         elif kind == "result":
             progress.result = event
         elif kind == "error":
-            progress.error = str(event.get("message", "the training process failed"))
+            progress.error = RunFailed(
+                str(event.get("message") or "the training process failed"),
+                str(event.get("code") or "training_failed"),
+                str(event["param"]) if event.get("param") else None,
+            )
 
     # ------------------------------------------------------------------ the end
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from alize.errors import AlizeError
 from alize.jobs.finetune.base import load_base, read_base_facts
 from alize.jobs.finetune.dataset import parse_chat_jsonl, split_validation, tokenize_all
 from alize.jobs.finetune.gguf_lora import write_lora_gguf
@@ -180,6 +181,9 @@ def main() -> int:
 
         try:
             emit(run(spec, emit, lambda: stop["requested"]))
+        except AlizeError as exc:  # the client's data or base: the job fails naming what is wrong
+            emit({"type": "error", "message": exc.message, "code": exc.code, "param": exc.param})
+            return 1
         except Exception as exc:  # reported as the run's failure; the worker decides what next
             emit({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
             return 1

@@ -7,8 +7,8 @@ whose adapters llama.cpp cannot load, no llama.cpp deployment of the base to ser
 (409), another project's file (404, exactly like a missing one), a file of the wrong purpose, a
 line without an assistant turn, a hyperparameter out of range, and a project whose budget
 cannot pay for the run's estimated tokens (429 ``insufficient_quota``). Sequences longer than
-the base's context need the base's tokenizer, so that check runs on the worker while the job
-shows ``validating_files``; it fails the job with the same message naming the line.
+the base's context need the base's tokenizer, so that check runs on the worker before the first
+training step; it fails the job with the same message naming the line.
 """
 
 from __future__ import annotations

@@ -313,8 +313,8 @@ class JobSettings(_Group):
         ge=1,
         le=3600,
         description=(
-            "How long a claimed job stays a worker's without a heartbeat; a dead worker's job "
-            "is taken over after it."
+            "How long a claimed job stays a worker's without a heartbeat; after it, another "
+            "worker takes a dead worker's job over."
         ),
     )
     heartbeat_s: float = Field(10.0, gt=0, le=600, description="How often a worker renews its leases.")

@@ -112,6 +112,18 @@ class DeploymentConfig(BaseModel):
     price_output_per_million: int | None = Field(
         None, ge=0, le=MAX_PRICE, description="Micro-units per million completion tokens; default the card's."
     )
+    price_batch_input_per_million: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="What a batch line pays per million prompt tokens; default half the input price.",
+    )
+    price_batch_output_per_million: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="What a batch line pays per million completion tokens; default half the output price.",
+    )
     description: str = Field("", max_length=2000, description="Shown with the deployment.")
     safety: SafetyPolicy | None = Field(
         None, description="Content filters on input and output (see docs/safety.md); empty = none."

@@ -3,19 +3,13 @@ random Llama (a catalog card over a GGUF this test writes, deployed on llama.cpp
 validating_files → queued → running → succeeded on the server's own worker, reports loss and
 token accuracy, and its ``ft:`` model is listed and answers differently from the base, served as
 a LoRA adapter on the base's llama.cpp deployment. Mistral's shape (``auto_start`` false, then
-cancelled) and the 400s run on the same server.
-
-Files are written through ``alize.jobs.files.FileService`` into the server's own database and
-data folder (the ``/v1/files`` endpoints are another issue's)."""
+cancelled) and the 400s run on the same server."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +18,6 @@ from openai import APIStatusError, OpenAI
 from tests.e2e.server import LiveServer, admin, cli, live_server
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.jobs.finetune.conftest import TOY, chat_line, jsonl
-
-from alize.gateway.projects import ProjectService
-from alize.jobs.files import FileLimits, FileService
-from alize.store.database import open_database
 
 pytestmark = pytest.mark.e2e
 #: micro-units per million training tokens: 2 per token
@@ -71,22 +61,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def _upload(server: LiveServer, data: bytes, purpose: str = "fine-tune") -> str:
-    """Store a file the way /v1/files would, in the server's database and data folder."""
-    httpx.get(server.v1 + "/fine_tuning/jobs", timeout=30)  # the server creates its default project
-    data_dir = Path(server.log_path.parent, f"data-{server.url.rsplit(':', 1)[1]}")
-
-    async def go() -> str:
-        db = await open_database(f"sqlite+aiosqlite:///{data_dir / 'alize.db'}")
-        try:
-            project = await ProjectService(db).get_by_name("default")
-            assert project is not None
-            files = FileService(db, data_dir / "files", FileLimits(1 << 20, 1000, 1 << 16))
-            stored = await files.upload(project.id, io.BytesIO(data), filename="train.jsonl", purpose=purpose)
-            return stored.id
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
+    with OpenAI(base_url=server.v1, api_key="unused", max_retries=0) as client:
+        return client.files.create(file=("train.jsonl", data), purpose=purpose).id  # type: ignore[arg-type]
 
 
 def _wait(client: OpenAI, job_id: str, until: set[str], timeout: float = 90) -> Any:

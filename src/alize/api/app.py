@@ -19,16 +19,19 @@ from alize.api import (
     admin_tenancy,
     admin_users,
     azure,
+    batches,
     catalog_page,
     chat_completions,
     completions,
     embeddings,
+    files,
     fine_tuning,
     health,
     models,
     moderations,
 )
 from alize.api.auth import AuthGate
+from alize.api.batch_lines import build_worker
 from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
@@ -50,10 +53,12 @@ from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.jobs.batches import BatchService
 from alize.jobs.files import FileLimits, FileService
 from alize.jobs.finetune.wiring import build_fine_tuning
 from alize.jobs.queue import JobQueue
 from alize.jobs.worker import Worker
+from alize.periodic import Periodic
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
 from alize.store.database import Database, open_database
@@ -62,7 +67,11 @@ from alize.store.ids import new_id, utc_now
 log = logging.getLogger(__name__)
 
 
-async def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
+async def build_services(
+    settings: Settings, registry: EngineRegistry | None = None, *, serving: bool = True
+) -> Services:
+    """Every service of a server; ``serving=False`` for an ``alize worker`` beside servers on the
+    same data (it leaves the servers' own housekeeping, such as pulls being staged, alone)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await open_database(settings.resolved_database_url())
     manager = DeploymentManager(
@@ -83,7 +92,8 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
     deployment_admin = DeploymentService(db, manager, catalog, settings)
     await deployment_admin.restore()
     packs = PackService(catalog, deployment_admin, models_dir, settings.catalog)
-    await packs.sweep()
+    if serving:
+        await packs.sweep()
     generation = GenerationService(settings.limits, settings.safe_prompt)
     instance_id = new_id("gw")
     tenancy = Tenancy.build(settings, db, instance_id=instance_id)
@@ -104,22 +114,12 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
     jobs = settings.jobs
-    queue = JobQueue(db, lease_s=jobs.lease_s)
     files = FileService(
         db,
         (settings.data_dir / "files").absolute(),
-        FileLimits(
-            max_bytes=jobs.max_file_bytes, max_lines=jobs.max_file_lines, max_line_bytes=jobs.max_line_bytes
-        ),
+        FileLimits(jobs.max_file_bytes, jobs.max_file_lines, jobs.max_line_bytes),
     )
-    tuning = build_fine_tuning(settings, db, queue, files, catalog, deployment_admin, tenancy)
-    worker = Worker(
-        queue,
-        [tuning.handler],
-        max_jobs=jobs.worker_max_jobs,
-        heartbeat_s=jobs.heartbeat_s,
-        poll_s=jobs.poll_s,
-    )
+    queue = JobQueue(db, lease_s=jobs.lease_s)
     return Services(
         settings=settings,
         db=db,
@@ -138,10 +138,11 @@ async def build_services(settings: Settings, registry: EngineRegistry | None = N
         hosts=HostPolicy(settings.allowed_hosts),
         holds=holds,
         retention=_retention(settings, db, tenancy),
-        queue=queue,
         files=files,
-        fine_tuning=tuning.service,
-        job_worker=worker if jobs.embedded_worker else None,
+        queue=queue,
+        batches=BatchService(db, files, queue, output_expires_after_s=jobs.batch_output_expires_after_s),
+        file_sweeper=Periodic("file-sweeper", jobs.file_sweep_interval_s, files.sweep),
+        fine_tuning=build_fine_tuning(db, queue, files, catalog, deployment_admin, tenancy),
     )
 
 
@@ -182,8 +183,11 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             await services.db.close()
             raise
         services.idle_reaper.start()
-        if services.job_worker is not None:
-            services.job_worker.start()
+        services.file_sweeper.start()
+        worker: Worker | None = None
+        if settings.jobs.embedded_worker:
+            worker = build_worker(services, role="serve")
+            worker.start()
         if settings.safety.warm_up:
             await asyncio.to_thread(services.moderator.warm_up)
         loader: asyncio.Task[object] | None = None
@@ -198,8 +202,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
-            if services.job_worker is not None:
-                await services.job_worker.stop()  # running jobs are handed back to the queue
+            if worker is not None:
+                await worker.stop()  # hands its jobs back to the queue for the next worker
+            await services.file_sweeper.stop()
             await services.idle_reaper.stop()
             await services.packs.close()
             await services.pipeline.drain()
@@ -225,6 +230,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (
         embeddings.router,
         moderations.router,
+        files.router,
+        batches.router,
         fine_tuning.router,
         admin_catalog.router,
         admin_packs.router,
@@ -234,7 +241,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     if settings.chat.enabled:
         for router in chat_routers():
             app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    # an upload may be as large as a file may be, plus the multipart envelope
+    uploads = {"/v1/files": settings.jobs.max_file_bytes + 64 * 1024}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes, per_path=uploads)
     app.add_middleware(AuthGate)
     app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing
     return app

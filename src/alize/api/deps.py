@@ -20,10 +20,11 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.jobs.batches import BatchService
 from alize.jobs.files import FileService
 from alize.jobs.finetune.service import FineTuningService
 from alize.jobs.queue import JobQueue
-from alize.jobs.worker import Worker
+from alize.periodic import Periodic
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
@@ -62,14 +63,15 @@ class Services:
     holds: HoldSweeper
     #: deletes what is older than the retention settings allow
     retention: RetentionSweeper
-    #: the durable job queue (alize.jobs.queue)
-    queue: JobQueue
-    #: uploaded and generated files (alize.jobs.files)
+    #: uploaded files and batch outputs (alize.jobs.files)
     files: FileService
+    #: the durable job queue batches wait in
+    queue: JobQueue
+    batches: BatchService
+    #: removes expired files and interrupted uploads
+    file_sweeper: Periodic
     #: fine-tuning jobs: create, start, cancel, and their records (alize.jobs.finetune)
     fine_tuning: FineTuningService
-    #: the job worker inside this server (None when `alize worker` processes run the jobs)
-    job_worker: Worker | None
 
 
 def get_services(request: Request) -> Services:

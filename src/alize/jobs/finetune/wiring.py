@@ -1,8 +1,8 @@
-"""Fine-tuning's services, built in one place for ``alize serve`` (and tests that need them)."""
+"""Fine-tuning's service (for the API) and its queue handler (for the job workers), built from the
+services a server or an ``alize worker`` already has."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from alize.catalog.service import CatalogService
@@ -17,24 +17,22 @@ from alize.jobs.queue import JobQueue
 from alize.store.database import Database
 
 
-@dataclass(frozen=True, slots=True)
-class FineTuning:
-    service: FineTuningService
-    handler: FineTuneHandler
-
-
 def build_fine_tuning(
-    settings: Settings,
     db: Database,
     queue: JobQueue,
     files: FileService,
     catalog: CatalogService,
     deployments: DeploymentService,
     tenancy: Tenancy,
-) -> FineTuning:
+) -> FineTuningService:
+    return FineTuningService(FineTuningRecords(db), queue, files, catalog, deployments, tenancy.budget)
+
+
+def fine_tune_handler(
+    settings: Settings, service: FineTuningService, deployments: DeploymentService, tenancy: Tenancy
+) -> FineTuneHandler:
     data_dir = Path(settings.data_dir).absolute()
-    service = FineTuningService(FineTuningRecords(db), queue, files, catalog, deployments, tenancy.budget)
-    handler = FineTuneHandler(
+    return FineTuneHandler(
         service,
         deployments,
         tenancy.metering,
@@ -45,4 +43,3 @@ def build_fine_tuning(
         threads=settings.fine_tuning.threads,
         max_concurrent=settings.fine_tuning.max_concurrent,
     )
-    return FineTuning(service=service, handler=handler)

@@ -239,3 +239,14 @@ def test_bad_input_is_a_400_naming_the_field(
     error = caught.value.body
     assert isinstance(error, dict)
     assert error["param"] == param and words in error["message"]
+
+
+def test_the_cli_creates_a_job_and_follows_it_to_the_end(server: LiveServer) -> None:
+    file_id = _upload(server, jsonl(TOY))
+    created = cli(
+        server, "finetune", "create", "tiny", file_id, "--suffix", "cli", "--steps", "3", "--follow"
+    )
+    assert created.returncode == 0, created.stderr
+    assert "ft:tiny:cli:" in created.stdout and "succeeded" in created.stdout
+    progress = created.stderr.splitlines()  # not a terminal: one progress line per poll
+    assert progress[-1].startswith(f"[{'#' * 30}]     3/3  loss ") and progress[-1].endswith("succeeded")

@@ -168,6 +168,20 @@ class FineTuningRecords:
             raise _not_found(job_id)
         return _job(row)
 
+    def new_event(
+        self, job_id: str, seq: int, message: str, *, type: str, level: str, data: dict[str, Any] | None
+    ) -> FineTuningEventRow:
+        return FineTuningEventRow(
+            id=new_id("ftevent"),
+            fine_tuning_job_id=job_id,
+            seq=seq,
+            type=type,
+            level=level,
+            message=message[:4000],
+            data=data,
+            created_at=self.clock(),
+        )
+
     async def event(
         self,
         job_id: str,
@@ -179,15 +193,8 @@ class FineTuningRecords:
     ) -> JobEvent:
         async with self.db.transaction() as session:
             repo = FineTuningRepository(session)
-            row = FineTuningEventRow(
-                id=new_id("ftevent"),
-                fine_tuning_job_id=job_id,
-                seq=await repo.next_seq(job_id),
-                type=type,
-                level=level,
-                message=message[:4000],
-                data=data,
-                created_at=self.clock(),
+            row = self.new_event(
+                job_id, await repo.next_seq(job_id), message, type=type, level=level, data=data
             )
             await repo.add_event(row)
         return _event(row)

@@ -172,12 +172,21 @@ class FineTuningService:
             metadata_=request.metadata,
             status="validating_files",
         )
+        first = self.records.new_event(
+            row.id,
+            0,
+            "Validating training files",
+            type="message",
+            level="info",
+            data={"status": "validating_files"},
+        )
         async with self.records.db.transaction() as session:
-            await FineTuningRepository(session).add(row)
+            repo = FineTuningRepository(session)
+            await repo.add(row)
+            await repo.add_event(first)  # in the same transaction: a worker cannot log before it
             job = self.queue.add(session, KIND, {"fine_tuning_job": row.id}, project_id=project_id)
             row.job_id = job.id
         self.queue.wake()
-        await self.records.event(row.id, "Validating training files", data={"status": "validating_files"})
         return await self.records.get(row.id)
 
     async def start(self, job_id: str, project_id: str) -> FineTuningJob:
@@ -190,12 +199,23 @@ class FineTuningService:
                 code="invalid_state",
             )
         async with self.records.db.transaction() as session:
+            repo = FineTuningRepository(session)
             queued = self.queue.add(session, KIND, {"fine_tuning_job": job.id}, project_id=project_id)
-            await FineTuningRepository(session).update(
+            await repo.update(
                 job.id, {"status": "queued", "job_id": queued.id, "updated_at": self.records.clock()}
             )
+            seq = await repo.next_seq(job.id)
+            await repo.add_event(
+                self.records.new_event(
+                    job.id,
+                    seq,
+                    "Job queued for training",
+                    type="message",
+                    level="info",
+                    data={"status": "queued"},
+                )
+            )
         self.queue.wake()
-        await self.records.event(job.id, "Job queued for training", data={"status": "queued"})
         return await self.records.get(job.id)
 
     async def cancel(self, job_id: str, project_id: str) -> FineTuningJob:

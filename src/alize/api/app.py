@@ -57,7 +57,6 @@ from alize.jobs.batches import BatchService
 from alize.jobs.files import FileLimits, FileService
 from alize.jobs.finetune.wiring import build_fine_tuning
 from alize.jobs.queue import JobQueue
-from alize.jobs.worker import Worker
 from alize.periodic import Periodic
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
@@ -184,10 +183,10 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             raise
         services.idle_reaper.start()
         services.file_sweeper.start()
-        worker: Worker | None = None
-        if settings.jobs.embedded_worker:
-            worker = build_worker(services, role="serve")
-            worker.start()
+        # fine-tuning jobs always run in a server (they publish there); batches only when the
+        # embedded worker is on
+        worker = build_worker(services, role="serve", batches=settings.jobs.embedded_worker)
+        worker.start()
         if settings.safety.warm_up:
             await asyncio.to_thread(services.moderator.warm_up)
         loader: asyncio.Task[object] | None = None
@@ -202,8 +201,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
-            if worker is not None:
-                await worker.stop()  # hands its jobs back to the queue for the next worker
+            await worker.stop()  # hands its jobs back to the queue for the next worker
             await services.file_sweeper.stop()
             await services.idle_reaper.stop()
             await services.packs.close()

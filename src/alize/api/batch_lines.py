@@ -130,10 +130,10 @@ class PipelineLineRunner:
         raise InvalidRequestError(f"'{endpoint}' cannot be batched", param="endpoint")
 
 
-def build_worker(services: Services, *, role: str = "worker") -> Worker:
-    """A job worker with every job kind this process runs, over ``services``: batches everywhere;
-    fine-tuning only in a server's embedded worker (``role="serve"``), because publishing the
-    trained adapter starts new llama.cpp workers for the base in the process that serves it."""
+def build_worker(services: Services, *, role: str = "worker", batches: bool = True) -> Worker:
+    """A job worker with every job kind this process runs, over ``services``: batches (unless
+    ``batches`` is false); fine-tuning only in a server (``role="serve"``), because publishing
+    the trained adapter starts new llama.cpp workers for the base in the process that serves it."""
     jobs = services.settings.jobs
     handler = BatchHandler(
         services.db,
@@ -145,7 +145,7 @@ def build_worker(services: Services, *, role: str = "worker") -> Worker:
         max_line_bytes=jobs.max_line_bytes,
         max_concurrent=jobs.worker_max_jobs,
     )
-    handlers: list[JobHandler] = [handler]
+    handlers: list[JobHandler] = [handler] if batches else []
     if role == "serve":
         handlers.append(
             fine_tune_handler(

@@ -181,6 +181,11 @@ def test_mistral_shape_waits_for_start_and_cancels(server: LiveServer) -> None:
         "hyperparameters": {"training_steps": 5, "learning_rate": 1e-4},
         "auto_start": False,
     }
+    before = httpx.get(server.v1 + "/fine_tuning/jobs?page=0", timeout=30).json()["total"]
+    dry = httpx.post(server.v1 + "/fine_tuning/jobs?dry_run=true", json=body, timeout=30).json()
+    assert dry["object"] == "job.metadata" and dry["training_steps"] == 5 and dry["data_tokens"] > 0
+    assert dry["cost"] == pytest.approx(dry["train_tokens"] * PRICE / 1e12)
+    assert httpx.get(server.v1 + "/fine_tuning/jobs?page=0", timeout=30).json()["total"] == before
     created = httpx.post(server.v1 + "/fine_tuning/jobs", json=body, timeout=30)
     assert created.status_code == 200, created.text
     job = created.json()

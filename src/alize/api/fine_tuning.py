@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from alize.api.auth import InferenceDep
 from alize.api.deps import Services, ServicesDep
 from alize.api.fine_tuning_shapes import (
+    dry_run_reply,
     is_mistral_body,
     mistral_job,
     mistral_request,
@@ -47,9 +48,12 @@ async def _shown(services: Services, job: FineTuningJob) -> dict[str, Any]:
     return mistral_job(job, events, checkpoints)
 
 
-@router.post(_JOBS, summary="Create a fine-tuning job (OpenAI or Mistral body)")
+@router.post(_JOBS, summary="Create a fine-tuning job (OpenAI or Mistral body; Mistral's `dry_run`)")
 async def create_job(
-    body: Annotated[dict[str, Any], Body()], services: ServicesDep, principal: InferenceDep
+    body: Annotated[dict[str, Any], Body()],
+    services: ServicesDep,
+    principal: InferenceDep,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     mistral = is_mistral_body(body)
     model_type: type[OpenAIJobCreate | MistralJobCreate] = MistralJobCreate if mistral else OpenAIJobCreate
@@ -63,6 +67,8 @@ async def create_job(
     if principal is not None:
         authorize_deployment(principal, request.model)
     project = await _project(services, principal)
+    if dry_run:
+        return dry_run_reply(await services.fine_tuning.check(project, request))
     job = await services.fine_tuning.create(project, principal.key_id if principal else None, request)
     return await _shown(services, job)
 

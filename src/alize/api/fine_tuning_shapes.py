@@ -19,7 +19,7 @@ from typing import Any
 from alize.errors import InvalidRequestError
 from alize.jobs.finetune.hyperparams import BASE_LEARNING_RATE
 from alize.jobs.finetune.records import FineTuningJob, JobEvent
-from alize.jobs.finetune.service import NewJob, TrainingFile
+from alize.jobs.finetune.service import Checked, NewJob, TrainingFile
 from alize.protocol.mistral.fine_tuning import MistralJobCreate
 from alize.protocol.openai.fine_tuning import OpenAIJobCreate
 
@@ -96,6 +96,25 @@ def mistral_request(body: MistralJobCreate) -> NewJob:
         hyperparameters=hyper,
         auto_start=body.auto_start,
     )
+
+
+def dry_run_reply(checked: Checked) -> dict[str, Any]:
+    """Mistral's ``dry_run`` answer: what the run would train and cost (upper bounds, from the
+    files' size; the duration is unknown until a run on this machine measures it)."""
+    h = checked.hyperparameters
+    steps = h.training_steps
+    return {
+        "object": "job.metadata",
+        "expected_duration_seconds": None,
+        "cost": checked.cost_micros / 1_000_000,
+        "cost_currency": checked.base.card.currency,
+        "train_tokens_per_step": h.batch_size * h.seq_len,
+        "train_tokens": checked.train_tokens,
+        "data_tokens": checked.data_tokens,
+        "estimated_start_time": None,
+        "epochs": None if steps is not None else h.n_epochs,
+        "training_steps": steps,
+    }
 
 
 # ---------------------------------------------------------------------- OpenAI replies

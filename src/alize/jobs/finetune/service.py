@@ -71,6 +71,20 @@ class BaseModel:
     gguf: Path
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A request that passed every check, with the run's upper-bound estimate."""
+
+    hyperparameters: Hyperparameters
+    base: BaseModel
+    suffix: str
+    #: the training files' tokens, estimated from their size (one pass)
+    data_tokens: int
+    #: every pass together (what the budget must cover)
+    train_tokens: int
+    cost_micros: int
+
+
 def estimated_tokens(hyper: Hyperparameters, training_bytes: int) -> int:
     """An upper bound on the tokens a run trains on, before tokenization (for the budget)."""
     per_epoch = training_bytes // _BYTES_PER_TOKEN + 1
@@ -127,7 +141,9 @@ class FineTuningService:
         await asyncio.to_thread(parse_chat_jsonl, data, what=param)
         return len(data)
 
-    async def create(self, project_id: str, key_id: str | None, request: NewJob) -> FineTuningJob:
+    async def check(self, project_id: str, request: NewJob) -> Checked:
+        """Every check :meth:`create` makes, and the run's estimate; writes nothing (Mistral's
+        ``dry_run`` answers with this)."""
         hyper = parse_hyperparameters(request.hyperparameters)
         try:
             suffix = check_suffix(request.suffix or DEFAULT_SUFFIX)
@@ -151,14 +167,19 @@ class FineTuningService:
             await self._check_file(
                 request.validation_file, project_id, "validation_files[0]" if many else "validation_file"
             )
-        price = base.card.price_training_per_million
-        estimate = cost_micros(estimated_tokens(hyper, training_bytes), 0, price, 0)
+        tokens = estimated_tokens(hyper, training_bytes)
+        cost = cost_micros(tokens, 0, base.card.price_training_per_million, 0)
         status = await self.budget.status(project_id)
-        if status.remaining_micros is not None and estimate > status.remaining_micros:
+        if status.remaining_micros is not None and cost > status.remaining_micros:
             raise InsufficientQuotaError(
-                f"this run is estimated at {estimate} micro-units of training and the project's "
+                f"this run is estimated at {cost} micro-units of training and the project's "
                 f"budget has {status.remaining_micros} left this month",
             )
+        return Checked(hyper, base, suffix, training_bytes // _BYTES_PER_TOKEN + 1, tokens, cost)
+
+    async def create(self, project_id: str, key_id: str | None, request: NewJob) -> FineTuningJob:
+        checked = await self.check(project_id, request)
+        hyper, base, suffix = checked.hyperparameters, checked.base, checked.suffix
         row = self.records.new_row(
             project_id=project_id,
             key_id=key_id,

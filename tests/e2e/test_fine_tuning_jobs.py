@@ -120,6 +120,10 @@ def test_a_job_trains_publishes_and_serves_its_model(server: LiveServer, client:
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [40, 30, 20, 10]
     assert checkpoints[0].metrics.train_loss is not None
+    assert len(done.result_files) == 1  # the step metrics as CSV, through /v1/files
+    csv_rows = client.files.content(done.result_files[0]).text.splitlines()
+    assert csv_rows[0].startswith("step,train_loss,") and len(csv_rows) == 41
+    assert csv_rows[-1].startswith("40,")
     assert done.fine_tuned_model in {m.id for m in client.models.list()}
     tuned = _ask(client, done.fine_tuned_model, "tax please")
     assert tuned != _ask(client, "tiny", "tax please")

@@ -137,7 +137,7 @@ def openai_job(job: FineTuningJob) -> dict[str, Any]:
         "hyperparameters": hyper,
         "model": job.model,
         "organization_id": job.project_id,
-        "result_files": [],
+        "result_files": list((job.result or {}).get("result_files") or []),
         "seed": h.get("seed"),
         "status": job.status if job.status != "validated" else "validating_files",
         "trained_tokens": job.trained_tokens,

@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -330,6 +331,7 @@ class FineTuneHandler:
             return "cancelled"
         model_id = await self._publish(job, base, result, tokens)
         final = result.get("final") or {}
+        metrics_file = await self._metrics_file(job)
         await self.records.update(
             job.id,
             status="succeeded",
@@ -337,7 +339,12 @@ class FineTuneHandler:
             trained_tokens=tokens,
             finished_at=now,
             estimated_finish=None,
-            result={"final": final, "seconds": result.get("seconds"), "steps": result.get("steps")},
+            result={
+                "final": final,
+                "seconds": result.get("seconds"),
+                "steps": result.get("steps"),
+                "result_files": [metrics_file],
+            },
         )
         await self.records.event(
             job.id,
@@ -346,6 +353,43 @@ class FineTuneHandler:
         )
         shutil.rmtree(self.workdir(job.id) / "checkpoints", ignore_errors=True)
         return "succeeded"
+
+    async def _metrics_file(self, job: FineTuningJob) -> str:
+        """OpenAI's result file: the step metrics as CSV (purpose ``fine-tune-results``)."""
+        events = await self.records.events(
+            job.id, job.project_id, types=("metrics",), limit=1_000_000, newest_first=False
+        )
+        by_step = {int((e.data or {}).get("step", 0)): e.data or {} for e in events}  # a resumed step: last
+        columns = (
+            "step",
+            "train_loss",
+            "train_mean_token_accuracy",
+            "valid_loss",
+            "valid_mean_token_accuracy",
+        )
+
+        def cell(value: object) -> str:
+            return "" if value is None else str(value)
+
+        lines = [",".join(columns)] + [
+            ",".join(cell(data.get(c)) for c in columns) for _, data in sorted(by_step.items())
+        ]
+
+        async def pages() -> AsyncIterator[list[str]]:
+            yield lines
+
+        files = self.service.files
+        staged = await files.stage(
+            job.project_id,
+            pages(),
+            filename="step_metrics.csv",
+            purpose="fine-tune-results",
+            sample_type="fine-tune-results",
+            source="fine-tune",
+        )
+        async with self.records.db.transaction() as session:
+            stored = await files.commit(session, staged)
+        return stored.id
 
     async def _publish(self, job: FineTuningJob, base: BaseModel, result: dict[str, Any], tokens: int) -> str:
         final = result.get("final") or {}

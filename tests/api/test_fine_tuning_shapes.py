@@ -16,8 +16,8 @@ from alize.api.fine_tuning_shapes import (
     openai_request,
 )
 from alize.errors import InvalidRequestError
-from alize.jobs.finetune.handler import weighted_lines
 from alize.jobs.finetune.hyperparams import BASE_LEARNING_RATE, Hyperparameters
+from alize.jobs.finetune.outputs import weighted_lines
 from alize.jobs.finetune.records import FineTuningJob
 from alize.jobs.finetune.service import estimated_tokens
 from alize.protocol.mistral.fine_tuning import MistralJobCreate

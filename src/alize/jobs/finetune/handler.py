@@ -36,7 +36,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +48,7 @@ from alize.gateway.metering import MeteringService, UsageRecord, UsageStatus
 from alize.jobs.finetune.card import fine_tuned_card
 from alize.jobs.finetune.dataset import parse_chat_jsonl
 from alize.jobs.finetune.hyperparams import Hyperparameters
+from alize.jobs.finetune.outputs import metrics_csv, weighted_lines
 from alize.jobs.finetune.records import FineTuningJob, FineTuningRecords
 from alize.jobs.finetune.run import RunSpec, adapter_path
 from alize.jobs.finetune.service import KIND, BaseModel, FineTuningService, estimated_tokens
@@ -56,7 +56,6 @@ from alize.jobs.queue import FinalState, Job
 from alize.jobs.worker import JobContext
 
 log = logging.getLogger(__name__)
-_MAX_REPEAT = 10
 
 
 class RunFailed(Exception):
@@ -72,18 +71,6 @@ class RunFailed(Exception):
 class _Progress:
     result: dict[str, Any] | None = None
     error: RunFailed | None = None
-
-
-def weighted_lines(files: list[tuple[bytes, float]]) -> bytes:
-    """One JSONL from several files, each file's lines repeated by its relative weight."""
-    lightest = min(weight for _, weight in files)
-    out = bytearray()
-    for data, weight in files:
-        repeat = max(1, min(_MAX_REPEAT, round(weight / lightest)))
-        lines = [line for line in data.splitlines() if line.strip()]
-        for _ in range(repeat):
-            out += b"".join(line + b"\n" for line in lines)
-    return bytes(out)
 
 
 class FineTuneHandler:
@@ -331,7 +318,7 @@ class FineTuneHandler:
             return "cancelled"
         model_id = await self._publish(job, base, result, tokens)
         final = result.get("final") or {}
-        metrics_file = await self._metrics_file(job)
+        metrics_file = await metrics_csv(self.records, self.service.files, job)
         await self.records.update(
             job.id,
             status="succeeded",
@@ -353,43 +340,6 @@ class FineTuneHandler:
         )
         shutil.rmtree(self.workdir(job.id) / "checkpoints", ignore_errors=True)
         return "succeeded"
-
-    async def _metrics_file(self, job: FineTuningJob) -> str:
-        """OpenAI's result file: the step metrics as CSV (purpose ``fine-tune-results``)."""
-        events = await self.records.events(
-            job.id, job.project_id, types=("metrics",), limit=1_000_000, newest_first=False
-        )
-        by_step = {int((e.data or {}).get("step", 0)): e.data or {} for e in events}  # a resumed step: last
-        columns = (
-            "step",
-            "train_loss",
-            "train_mean_token_accuracy",
-            "valid_loss",
-            "valid_mean_token_accuracy",
-        )
-
-        def cell(value: object) -> str:
-            return "" if value is None else str(value)
-
-        lines = [",".join(columns)] + [
-            ",".join(cell(data.get(c)) for c in columns) for _, data in sorted(by_step.items())
-        ]
-
-        async def pages() -> AsyncIterator[list[str]]:
-            yield lines
-
-        files = self.service.files
-        staged = await files.stage(
-            job.project_id,
-            pages(),
-            filename="step_metrics.csv",
-            purpose="fine-tune-results",
-            sample_type="fine-tune-results",
-            source="fine-tune",
-        )
-        async with self.records.db.transaction() as session:
-            stored = await files.commit(session, staged)
-        return stored.id
 
     async def _publish(self, job: FineTuningJob, base: BaseModel, result: dict[str, Any], tokens: int) -> str:
         final = result.get("final") or {}

@@ -280,6 +280,18 @@ class ChatSettings(_Group):
     )
 
 
+class FineTuningSettings(_Group):
+    """Fine-tuning jobs on the job workers (see docs/finetuning.md)."""
+
+    threads: int = Field(
+        default_factory=_default_threads,
+        ge=1,
+        le=512,
+        description="CPU threads one training run uses (it runs at the lowest CPU priority).",
+    )
+    max_concurrent: int = Field(1, ge=1, le=16, description="Training runs one worker runs at once.")
+
+
 class RetentionSettings(_Group):
     """How long stored data is kept; a sweeper deletes what is older (0 = keep forever)."""
 
@@ -428,6 +440,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

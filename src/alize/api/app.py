@@ -25,6 +25,7 @@ from alize.api import (
     completions,
     embeddings,
     files,
+    fine_tuning,
     health,
     metrics,
     models,
@@ -57,6 +58,7 @@ from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
 from alize.jobs.batches import BatchService
 from alize.jobs.files import FileLimits, FileService
+from alize.jobs.finetune.wiring import build_fine_tuning
 from alize.jobs.queue import JobQueue
 from alize.observability.observers import build_observability
 from alize.periodic import Periodic
@@ -166,6 +168,7 @@ async def _build(
         batches=BatchService(db, files, queue, output_expires_after_s=jobs.batch_output_expires_after_s),
         file_sweeper=Periodic("file-sweeper", jobs.file_sweep_interval_s, files.sweep),
         observability=observability,
+        fine_tuning=build_fine_tuning(db, queue, files, catalog, deployment_admin, tenancy),
         exit_stack=stack,
     )
 
@@ -211,11 +214,12 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             services.on_close(services.pipeline.drain)
             services.file_sweeper.start()
             services.on_close(services.file_sweeper.stop)
-            if settings.jobs.embedded_worker:
-                worker = build_worker(services, role="serve")
-                worker.start()
-                # before the drain: the worker hands its jobs back, then lines in flight settle
-                services.on_close(worker.stop)
+            # fine-tuning jobs always run in a server (they publish there); batches only when
+            # the embedded worker is on
+            worker = build_worker(services, role="serve", batches=settings.jobs.embedded_worker)
+            worker.start()
+            # before the drain: the worker hands its jobs back, then lines in flight settle
+            services.on_close(worker.stop)
             if settings.load_on_start and settings.default_model in {
                 d.name for d in services.deployments.list()
             }:
@@ -250,6 +254,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         catalog_page.router,
         files.router,
         batches.router,
+        fine_tuning.router,
     ):
         app.include_router(router)
     if settings.chat.enabled:

@@ -24,6 +24,7 @@ from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
 from alize.jobs.batches import BatchService
 from alize.jobs.files import FileService
+from alize.jobs.finetune.service import FineTuningService
 from alize.jobs.queue import JobQueue
 from alize.observability.observers import Observability
 from alize.periodic import Periodic
@@ -78,6 +79,8 @@ class Services:
     file_sweeper: Periodic
     #: metrics, the request log and traces, fed by the pipeline's observer
     observability: Observability
+    #: fine-tuning jobs: create, start, cancel, and their records (alize.jobs.finetune)
+    fine_tuning: FineTuningService
     #: how everything above ends, last built first closed
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 

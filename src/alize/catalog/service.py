@@ -35,6 +35,7 @@ EDITABLE_FIELDS = frozenset(
         "description",
         "price_input_per_million",
         "price_output_per_million",
+        "price_training_per_million",
         "currency",
         "tokens_per_second",
         "quality_scores",

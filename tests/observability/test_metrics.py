@@ -163,3 +163,19 @@ def test_rate_limited_and_budget_refused_requests_are_counted_by_code(tmp_path: 
     # refused before admission: no ledger row, so no settled request for them
     assert value(text, "alize_requests_total", deployment="echo") == 1
     assert limited["key"] not in text and "ratekey" not in text  # keys are never labels
+
+
+def test_moderation_calls_count_under_one_label_and_their_refusals_too(tmp_path: Path) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with scripted_app(settings(tmp_path, admin_key=ADMIN)) as client:
+        key = client.post("/admin/api/keys", json={"name": "mod", "rpm": 1}, headers=admin).json()
+        auth = {"Authorization": f"Bearer {key['key']}"}
+        body = {"model": "omni-moderation-client-chosen-name", "input": "hello there"}
+        assert client.post("/v1/moderations", json=body, headers=auth).status_code == 200
+        assert client.post("/v1/moderations", json=body, headers=auth).status_code == 429
+        text = client.get("/metrics", headers=admin).text
+    assert value(text, "alize_requests_total", deployment="moderation", status="success") == 1
+    assert (
+        value(text, "alize_requests_refused_total", deployment="moderation", code="rate_limit_exceeded") == 1
+    )
+    assert "client-chosen" not in text  # the client's model name never becomes a label

@@ -243,8 +243,8 @@ class PolicyPipeline:
         ticket = _Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
         tokens = -(-chars // 4)
         request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
-        await self._admit(ticket, principal, request_id, tokens, 0)
         try:
+            await self._admit(ticket, principal, request_id, tokens, 0)
             result = await classify()
         except BaseException as exc:
             await self._settle_failure(ticket, exc)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ import httpx
 import pytest
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer, live_server
+
+from alize.store.testing import postgres_schema_url, require_postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -167,11 +171,38 @@ def _worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[byt
         )
 
 
-def test_a_worker_killed_mid_batch_is_resumed_by_another(tmp_path: Path) -> None:
+@contextmanager
+def _database_url(backend: str) -> Iterator[dict[str, str]]:
+    """Nothing for SQLite (the data directory's file); a fresh PostgreSQL schema otherwise."""
+    if backend == "sqlite":
+        yield {}
+        return
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(require_postgres())
+        schema = postgres_schema_url()
+        url = loop.run_until_complete(schema.__aenter__())
+        try:
+            yield {"ALIZE_DATABASE_URL": url.render_as_string(hide_password=False)}
+        finally:
+            loop.run_until_complete(schema.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_worker_killed_mid_batch_is_resumed_by_another(tmp_path: Path, backend: str) -> None:
     """SIGKILL the worker (and its engine) mid-batch: a second worker finishes the batch, no line
     is missing or repeated, every line has exactly one usage row, and the lines finished before
-    the kill are not run again."""
-    env = _env(tmp_path / "data", ALIZE_JOBS__EMBEDDED_WORKER="false", ALIZE_JOBS__BATCH_CONCURRENCY="2")
+    the kill are not run again. On PostgreSQL the claims are ``FOR UPDATE SKIP LOCKED``."""
+    with _database_url(backend) as database:
+        _kill_and_resume(tmp_path, database)
+
+
+def _kill_and_resume(tmp_path: Path, database: dict[str, str]) -> None:
+    env = _env(
+        tmp_path / "data", ALIZE_JOBS__EMBEDDED_WORKER="false", ALIZE_JOBS__BATCH_CONCURRENCY="2", **database
+    )
     total = 40
     with live_server(tmp_path, env) as server:
         project = _admin(server, "POST", "/projects", {"name": "kill"})
@@ -230,3 +261,44 @@ def test_a_worker_killed_mid_batch_is_resumed_by_another(tmp_path: Path) -> None
         # the lines the first worker finished were billed once, before the kill, and never again
         after = [r for r in rows if datetime.fromisoformat(r["created_at"]) > killed_at]
         assert len(after) <= total - done_at_kill
+
+
+def test_cli_uploads_runs_with_a_progress_bar_and_downloads(
+    batch_server: tuple[LiveServer, str], tmp_path: Path
+) -> None:
+    server, key = batch_server
+    env = {**os.environ, "ALIZE_URL": server.url, "ALIZE_API_KEY": key}
+
+    def alize(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "alize.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_lines(6))
+    uploaded = alize("files", "upload", str(source))
+    assert uploaded.returncode == 0, uploaded.stderr
+    file_id = uploaded.stdout.split()[0]
+    assert "6 lines" in uploaded.stdout
+    assert file_id in alize("files", "list").stdout
+    created = alize("batch", "create", file_id, "--wait", "--poll-s", "0.3")
+    assert created.returncode == 0, created.stderr
+    batch_id, status = created.stdout.split()[:2]
+    assert status == "completed" and "6/6 done" in created.stdout
+    assert "[" + "#" * 30 + "] 6/6 lines  completed" in created.stderr  # the bar ran to its end
+    assert batch_id in alize("batch", "list").stdout
+    assert "completed" in alize("batch", "status", batch_id).stdout
+    results = alize("batch", "results", batch_id)
+    assert [json.loads(x)["custom_id"] for x in results.stdout.splitlines()] == [
+        f"line-{i}" for i in range(6)
+    ]
+    assert alize("batch", "results", batch_id, "--errors").returncode == 1  # no failed line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": "a", "body": {}}\nnot json\n')
+    refused = alize("files", "upload", str(bad))
+    assert refused.returncode == 1 and "line 2" in refused.stderr
+    assert alize("files", "rm", file_id).returncode == 0

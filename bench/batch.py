@@ -67,18 +67,18 @@ async def _probe(client: httpx.AsyncClient, max_tokens: int) -> float:
     """TTFT of one streamed request (to its first content chunk)."""
     body = {**_body(max_tokens, uuid.uuid4().hex[:8]), "stream": True}
     sent = time.perf_counter()
+    first: float | None = None
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()}")
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for choice in json.loads(line[6:]).get("choices", []):
-                    if choice["delta"].get("content"):
-                        first = time.perf_counter() - sent
-                        async for _ in response.aiter_lines():
-                            pass
-                        return first
-    raise RuntimeError("the probe produced no content")
+        async for line in response.aiter_lines():  # read to the end: the slot is held until then
+            if first is not None or not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if any(c["delta"].get("content") for c in json.loads(line[6:]).get("choices", [])):
+                first = time.perf_counter() - sent
+    if first is None:
+        raise RuntimeError("the probe produced no content")
+    return first
 
 
 async def _probes(client: httpx.AsyncClient, n: int, max_tokens: int, gap_s: float = 0.2) -> list[float]:

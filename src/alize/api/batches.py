@@ -9,6 +9,7 @@ one API can be read through the other. Mistral's statuses map from OpenAI's life
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -104,7 +105,7 @@ def openai_json(batch: Batch) -> dict[str, Any]:
     }
 
 
-def mistral_json(batch: Batch, outputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def mistral_json(batch: Batch, outputs: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Mistral's BatchJob; ``outputs``: the result lines of an inline job once it is over."""
     ended = batch.completed_at or batch.failed_at or batch.expired_at or batch.cancelled_at
     return {
@@ -126,7 +127,7 @@ def mistral_json(batch: Batch, outputs: list[dict[str, Any]] | None = None) -> d
         "failed_requests": batch.failed,
         "started_at": _ts(batch.in_progress_at),
         "completed_at": _ts(ended),
-        "outputs": outputs,
+        "outputs": list(outputs) if outputs is not None else None,
     }
 
 

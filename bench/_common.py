@@ -1,4 +1,5 @@
-"""Shared helpers for Alizé's benchmarks: paths, machine facts, percentiles, and servers run as subprocesses.
+"""Shared helpers for Alizé's benchmarks: paths, machine facts, the one percentile, the one tally of a
+streamed chat completion (:class:`StreamTally`), and servers run as subprocesses.
 
 Benchmarks are plain scripts (``python bench/engine.py``); they import this module from their own folder.
 Nothing here is part of Alizé's install.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import math
 import os
 import platform
@@ -17,7 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -166,3 +169,103 @@ class ManagedServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def percentile_or_zero(values: Sequence[float], q: float) -> float:
+    """:func:`percentile` for callers that always have values (0.0 for none)."""
+    found = percentile(values, q)
+    return 0.0 if found is None else found
+
+
+# --------------------------------------------------------------------------- streamed chat completions
+
+
+@dataclass
+class Req:
+    """What one request produced."""
+
+    error: str | None
+    ttft_s: float | None
+    latency_s: float
+    completion_tokens: int
+    tokens_source: str  # usage | finish_reason=length | chunks
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    finish_reason: str | None = None
+    #: the filters that cut the reply (``content_filter_results`` of a ``content_filter`` finish)
+    filtered_by: list[str] = field(default_factory=list)
+
+
+class StreamTally:
+    """Accounts for the chunks of one streamed chat completion (OpenAI chunk shape)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.ttft_s: float | None = None
+        self.content_chunks = 0
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.filtered_by: list[str] = []
+
+    def feed(self, chunk: Any, now: float) -> None:
+        if not isinstance(chunk, dict):
+            self.error = f"unexpected chunk: {str(chunk)[:200]}"
+            return
+        if "error" in chunk:
+            self.error = f"error chunk: {json.dumps(chunk['error'])[:300]}"
+            return
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content") or delta.get("reasoning_content"):
+                self.content_chunks += 1
+                if self.ttft_s is None:
+                    self.ttft_s = now - self.t0
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            if choice.get("finish_reason") == "content_filter":
+                results = choice.get("content_filter_results") or {}
+                self.filtered_by = [
+                    k for k, v in results.items() if isinstance(v, dict) and v.get("filtered")
+                ]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+
+    def result(self, max_tokens: int, now: float, error: str | None = None) -> Req:
+        error = error or self.error
+        usage = self.usage or {}
+        details = usage.get("prompt_tokens_details") or {}
+        if usage.get("completion_tokens") is not None:
+            tokens, source = int(usage["completion_tokens"]), "usage"
+        elif self.finish_reason == "length":
+            tokens, source = max_tokens, "finish_reason=length"
+        else:
+            tokens, source = self.content_chunks, "chunks"
+        if error is None and self.ttft_s is None and tokens == 0:
+            error = "no content received"
+        return Req(
+            error=error,
+            ttft_s=self.ttft_s,
+            latency_s=now - self.t0,
+            completion_tokens=tokens if error is None else 0,
+            tokens_source=source,
+            prompt_tokens=usage.get("prompt_tokens"),
+            cached_tokens=details.get("cached_tokens"),
+            finish_reason=self.finish_reason,
+            filtered_by=self.filtered_by,
+        )
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[Any]:
+    """The JSON payloads of an OpenAI-style SSE stream, up to ``[DONE]``."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        yield json.loads(data)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import packaged_gguf
+from _common import packaged_gguf, percentile_or_zero
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -94,7 +94,7 @@ def concurrent_streams(unified: bool, streams: int = 8, max_tokens: int = 64) ->
         rounds.append(
             {
                 "tokens_per_s": sum(n for _, n in results) / wall,
-                "ttft_p50_s": statistics.median(f for f, _ in results),
+                "ttft_p50_s": percentile_or_zero([f for f, _ in results], 50),
             }
         )
     return {

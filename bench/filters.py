@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from _common import RESULTS_DIR, ManagedServer, free_port, machine_info, percentile
+from _common import RESULTS_DIR, ManagedServer, StreamTally, free_port, machine_info, percentile, sse_data
 
 DEPLOYMENTS = ("plain", "filtered")
 QUESTIONS = (
@@ -72,30 +72,18 @@ async def _one(client: httpx.AsyncClient, model: str, max_tokens: int, i: int) -
         "stream_options": {"include_usage": True},
     }
     sent = time.perf_counter()
-    first: float | None = None
-    tokens, finish = 0, None
-    cut_by: list[str] = []
+    tally = StreamTally(sent)
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{model}: HTTP {response.status_code}: {(await response.aread()).decode()}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices", []):
-                if choice["delta"].get("content") and first is None:
-                    first = time.perf_counter()
-                finish = choice.get("finish_reason") or finish
-                if choice.get("finish_reason") == "content_filter":
-                    results = choice.get("content_filter_results", {})
-                    cut_by = [k for k, v in results.items() if isinstance(v, dict) and v.get("filtered")]
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
+        async for chunk in sse_data(response):
+            tally.feed(chunk, time.perf_counter())
+    result = tally.result(max_tokens, time.perf_counter())
     return {
-        "ttft_s": (first or time.perf_counter()) - sent,
-        "tokens": tokens,
-        "finish": finish,
-        "cut_by": cut_by,
+        "ttft_s": result.ttft_s if result.ttft_s is not None else result.latency_s,
+        "tokens": result.completion_tokens,
+        "finish": result.finish_reason,
+        "cut_by": result.filtered_by,
     }
 
 

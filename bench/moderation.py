@@ -35,6 +35,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "src"))
 
+from _common import percentile_or_zero  # noqa: E402
 from alize.safety.categories import OPENAI_TO_HEAD  # noqa: E402
 from alize.safety.dataset import LABEL_CODES, load_dev, split_indices  # noqa: E402
 from alize.safety.moderator import create_moderator  # noqa: E402
@@ -60,12 +61,6 @@ def prf(truth: Sequence[bool], pred: Sequence[bool]) -> dict[str, float | int]:
     }
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def words_200(texts: Sequence[str]) -> list[str]:
     """Each text cut or repeated to exactly 200 words."""
     out = []
@@ -86,8 +81,8 @@ def latency(fn: Callable[[str], object], texts: Sequence[str], runs: int) -> dic
         fn(texts[i % len(texts)])
         timings.append((time.perf_counter() - start) * 1000.0)
     return {
-        "p50_ms": round(percentile(timings, 50), 3),
-        "p99_ms": round(percentile(timings, 99), 3),
+        "p50_ms": round(percentile_or_zero(timings, 50), 3),
+        "p99_ms": round(percentile_or_zero(timings, 99), 3),
         "mean_ms": round(statistics.fmean(timings), 3),
         "runs": runs,
     }

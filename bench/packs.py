@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from typing import Any
 import httpx
 import openai
 
-from _common import REPO_ROOT, ManagedServer, free_port, machine_info
+from _common import REPO_ROOT, ManagedServer, free_port, machine_info, percentile_or_zero
 from alize.chat.language import LanguageGuesser
 from alize.chat.prompting import system_prompt
 
@@ -99,10 +98,10 @@ def _speed(client: openai.OpenAI, model: str) -> dict[str, Any]:
         four = list(pool.map(lambda _: _turn(client, model, messages), range(4)))
     wall = time.perf_counter() - start
     return {
-        "ttft_s_median": statistics.median(r["ttft_s"] for r in runs),
-        "decode_tps_1_stream": statistics.median(r["decode_tps"] or 0 for r in runs),
+        "ttft_s_median": percentile_or_zero([r["ttft_s"] for r in runs], 50),
+        "decode_tps_1_stream": percentile_or_zero([r["decode_tps"] or 0 for r in runs], 50),
         "tokens_per_s_4_streams": sum(r["tokens"] for r in four) / wall,
-        "ttft_s_4_streams_median": statistics.median(r["ttft_s"] for r in four),
+        "ttft_s_4_streams_median": percentile_or_zero([r["ttft_s"] for r in four], 50),
     }
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from tests.support.scripted_engine import EMBED_VOCAB, ScriptedEngine
 
 from alize.chat.accounts import UserInfo, UserService
 from alize.chat.chunking import chunk_text
@@ -15,8 +20,17 @@ from alize.chat.extract import extract
 from alize.chat.language import ANSWER_IN
 from alize.chat.prompting import system_prompt
 from alize.chat.retrieval import bm25_scores, cosine_scores, pack_vector, top_k, unpack_vector
-from alize.config import ChatSettings
+from alize.config import ChatSettings, LimitSettings, Settings
+from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.specs import DeploymentSpec, Prices
+from alize.engines.base import EngineConfig
+from alize.engines.registry import EngineRegistry
 from alize.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from alize.gateway.generation import GenerationService
+from alize.gateway.limits import MemoryRateLimiter
+from alize.gateway.metering import UsageRecord
+from alize.gateway.pipeline import PolicyPipeline
+from alize.gateway.tenancy import Tenancy
 from alize.store import Database
 
 LIGHTHOUSE = (
@@ -112,9 +126,7 @@ class _NoEmbeddings(Embedder):
 
 
 class _BagOfWords(Embedder):
-    """Vectors from a fixed vocabulary, to exercise the cosine path end to end."""
-
-    VOCAB = ("lighthouse", "built", "bread", "bakery", "green", "island")
+    """Vectors from a fixed vocabulary with no pipeline behind them (for tests about storage)."""
 
     def __init__(self) -> None:
         self.model = "bag"
@@ -122,22 +134,54 @@ class _BagOfWords(Embedder):
     def available(self) -> bool:
         return True
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]] | None:
-        return [[float(t.lower().count(w)) for w in self.VOCAB] for t in texts]
+    async def embed(
+        self, texts: Sequence[str], *, user_id: str, project_id: str | None = None
+    ) -> list[list[float]] | None:
+        return [[float(t.lower().count(w)) for w in EMBED_VOCAB] for t in texts]
 
 
-@pytest.mark.parametrize("embedder", [_NoEmbeddings, _BagOfWords])
+@dataclass
+class Gateway:
+    """A real pipeline over a scripted embeddings deployment ``bag`` (bag-of-words vectors)."""
+
+    tenancy: Tenancy
+    embedder: Embedder
+
+
+@pytest_asyncio.fixture
+async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
+    registry = EngineRegistry(load_entry_points=False)
+    registry.register("scripted", ScriptedEngine)
+    manager = DeploymentManager(registry, QueueLimits(max_waiting=8, timeout_s=5))
+    config = EngineConfig(kind="scripted", model_path=Path("embed"), parallel=2, ctx_per_slot=512)
+    prices = Prices(input_per_million=1_000_000)  # one micro-unit per token
+    manager.add(DeploymentSpec(name="bag", model_id="bag-model", engine=config, prices=prices))
+    settings = Settings(data_dir=tmp_path, secret_key="test-secret")  # type: ignore[arg-type]
+    tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())
+    pipeline = PolicyPipeline(GenerationService(LimitSettings(), "be safe"), manager, tenancy)
+    try:
+        yield Gateway(tenancy, Embedder(manager, pipeline, "bag"))
+    finally:
+        await manager.close()
+
+
+async def _ledger(tenancy: Tenancy, project_id: str) -> list[UsageRecord]:
+    now = datetime.now(UTC)
+    return await tenancy.metering.rows(project_id, now - timedelta(hours=1), now + timedelta(hours=1))
+
+
+@pytest.mark.parametrize("embeddings", [False, True], ids=["bm25", "embeddings"])
 async def test_upload_and_retrieve(
-    db: Database, users: tuple[UserService, UserInfo, UserInfo], embedder: type[Embedder]
+    db: Database, users: tuple[UserService, UserInfo, UserInfo], gateway: Gateway, embeddings: bool
 ) -> None:
     _, alice, bob = users
     conversations = ConversationService(db)
     c = await conversations.create(alice.id, model="m")
     settings = ChatSettings(chunk_chars=100, chunk_overlap=0, top_k=2)
-    documents = DocumentService(db, settings, embedder())  # type: ignore[call-arg]
+    documents = DocumentService(db, settings, gateway.embedder if embeddings else _NoEmbeddings())
     info = await documents.upload(alice.id, c.id, "../../lighthouse.txt", LIGHTHOUSE.encode())
     assert info.name == "lighthouse.txt"
-    assert info.embedding_model == (None if embedder is _NoEmbeddings else "bag")
+    assert info.embedding_model == ("bag" if embeddings else None)
     passages = await documents.retrieve(alice.id, c.id, "Which bakery sells bread?")
     assert [p.n for p in passages] == [1, 2]
     assert "bakery" in passages[0].text and passages[0].document == "lighthouse.txt"
@@ -150,6 +194,36 @@ async def test_upload_and_retrieve(
     assert "[1] (lighthouse.txt)\n" in prompt and "[2] (lighthouse.txt)" in prompt
     await documents.delete(alice.id, c.id, info.id)
     assert await documents.retrieve(alice.id, c.id, "bread") == []
+
+
+async def test_document_embeddings_are_metered_to_the_users_project(
+    db: Database, users: tuple[UserService, UserInfo, UserInfo], gateway: Gateway
+) -> None:
+    _, alice, _ = users
+    c = await ConversationService(db).create(alice.id, model="m")
+    documents = DocumentService(db, ChatSettings(chunk_chars=100, chunk_overlap=0), gateway.embedder)
+    info = await documents.upload(alice.id, c.id, "l.txt", LIGHTHOUSE.encode(), project_id=alice.project_id)
+    assert info.embedding_model == "bag"
+    [row] = await _ledger(gateway.tenancy, alice.project_id)
+    words = len(LIGHTHOUSE.split())
+    assert (row.status, row.deployment, row.model, row.user_id) == ("success", "bag", "bag-model", alice.id)
+    assert row.prompt_tokens == words and row.completion_tokens == 0 and row.cost_micros == words
+    await documents.retrieve(alice.id, c.id, "bakery bread", project_id=alice.project_id)
+    rows = await _ledger(gateway.tenancy, alice.project_id)
+    assert len(rows) == 2 and {r.user_id for r in rows} == {alice.id}
+
+
+async def test_a_refused_embedding_falls_back_to_bm25(
+    db: Database, users: tuple[UserService, UserInfo, UserInfo], gateway: Gateway
+) -> None:
+    _, alice, _ = users
+    c = await ConversationService(db).create(alice.id, model="m")
+    project = await gateway.tenancy.projects.create("broke", monthly_budget_micros=1)
+    documents = DocumentService(db, ChatSettings(chunk_chars=100, chunk_overlap=0), gateway.embedder)
+    info = await documents.upload(alice.id, c.id, "l.txt", LIGHTHOUSE.encode(), project_id=project.id)
+    assert info.embedding_model is None  # over budget: stored without vectors, ranked by BM25
+    passages = await documents.retrieve(alice.id, c.id, "bakery bread", project_id=project.id)
+    assert "bakery" in passages[0].text
 
 
 async def test_document_count_is_limited(db: Database, users: tuple[UserService, UserInfo, UserInfo]) -> None:

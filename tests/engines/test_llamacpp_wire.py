@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from alize.domain import FinishReason, GenerationRequest, Message, SamplingParams, ToolSpec
-from alize.engines.llamacpp.wire import ChunkDecoder, chat_body, completion_body
+from alize.engines.llamacpp.wire import chat_body, completion_body
+from alize.engines.openai_wire import ChunkDecoder
 
 
 def test_content_then_finish_then_usage() -> None:

@@ -2,8 +2,9 @@
 
 The deployment's ``model_path`` name picks the scenario, so one app can serve several:
 ``echo`` repeats the last user message word by word, ``slow`` sleeps between tokens,
-``error-mid-stream`` fails after two tokens, ``tool-json`` answers with a JSON tool call,
-``zero-usage`` reports no tokens.
+``error-mid-stream`` fails after two tokens, ``error-first`` before the first, ``tool-json``
+answers with a JSON tool call, ``zero-usage`` reports no tokens, ``embed`` is an embeddings
+model (bag-of-words vectors over :data:`EMBED_VOCAB`, one prompt token per word).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import AsyncGenerator, Sequence
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
 from alize.engines.base import Engine, EngineConfig
 from alize.errors import EngineError, UnsupportedFeatureError
+
+#: the dimensions of the ``embed`` scenario's vectors: how often each word occurs
+EMBED_VOCAB = ("lighthouse", "built", "bread", "bakery", "green", "island")
 
 
 class ScriptedEngine(Engine):
@@ -29,7 +33,14 @@ class ScriptedEngine(Engine):
 
     async def start(self) -> EngineInfo:
         self.started += 1
-        self._info = EngineInfo(context_length=self.config.ctx_per_slot, max_sequences=self.config.parallel)
+        embeds = self.scenario == "embed"
+        self._info = EngineInfo(
+            context_length=self.config.ctx_per_slot,
+            max_sequences=self.config.parallel,
+            supports_chat=not embeds,
+            supports_embeddings=embeds,
+            embedding_dimensions=len(EMBED_VOCAB) if embeds else None,
+        )
         return self._info
 
     async def stop(self) -> None:
@@ -50,6 +61,8 @@ class ScriptedEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         words = self._words(request)
+        if self.scenario == "error-first":
+            raise EngineError("scripted failure before the first token")
         try:
             for i, word in enumerate(words):
                 if self.scenario == "slow":
@@ -70,4 +83,7 @@ class ScriptedEngine(Engine):
         return len(text.split())
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
-        raise UnsupportedFeatureError("scripted engines do not embed")
+        if self.scenario != "embed":
+            raise UnsupportedFeatureError("only the 'embed' scenario embeds")
+        vectors = tuple(tuple(float(t.lower().count(w)) for w in EMBED_VOCAB) for t in texts)
+        return Embeddings(vectors=vectors, prompt_tokens=sum(len(t.split()) for t in texts))

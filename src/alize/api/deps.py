@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,7 +33,11 @@ from alize.store.database import Database
 
 @dataclass
 class Services:
-    """Everything a request may need; one instance per app, built in the lifespan."""
+    """Everything a request may need; one instance per app, built in the lifespan.
+
+    The one teardown: whatever is built or started registers how it ends on ``exit_stack`` the
+    moment it exists (:meth:`on_close`), and :meth:`aclose` unwinds it in reverse, so a service
+    is closed exactly when it was built, whether start-up failed half-way or the app stopped."""
 
     settings: Settings
     db: Database
@@ -69,6 +75,15 @@ class Services:
     batches: BatchService
     #: removes expired files and interrupted uploads
     file_sweeper: Periodic
+    #: how everything above ends, last built first closed
+    exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    def on_close(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Await ``close`` at :meth:`aclose`, before what was registered earlier."""
+        self.exit_stack.push_async_callback(close)
+
+    async def aclose(self) -> None:
+        await self.exit_stack.aclose()
 
 
 def get_services(request: Request) -> Services:

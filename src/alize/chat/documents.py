@@ -1,8 +1,10 @@
 """Documents of a conversation: upload (extract → chunk → embed → store) and retrieval.
 
 Embeddings come from the embeddings deployment named in settings (``chat.embedding_model``),
-reached through the deployment manager at run time. When that deployment does not exist, or
-fails, passages are stored without vectors and retrieval falls back to BM25 (see
+called through the gateway's policy pipeline like any ``/v1/embeddings`` request: the user's
+project is limited, charged and metered for them (one ledger row per batch, naming the chat
+user). When that deployment does not exist, is refused (limits, budget) or fails, passages are
+stored without vectors and retrieval falls back to BM25 (see
 ``alize.chat.retrieval``): documents always work, with or without an embeddings model. A
 conversation is ranked by cosine similarity only when every one of its passages carries a
 vector from the model available now; otherwise the whole set is ranked by BM25, so scores are
@@ -24,6 +26,7 @@ from alize.chat.retrieval import bm25_scores, cosine_scores, pack_vector, top_k,
 from alize.config import ChatSettings
 from alize.deployments.manager import DeploymentManager
 from alize.errors import AlizeError, InvalidRequestError, NotFoundError
+from alize.gateway.pipeline import PolicyPipeline
 from alize.store.chat_models import ChatChunk, ChatDocument
 from alize.store.database import Database
 from alize.store.ids import new_id, utc_now
@@ -49,32 +52,34 @@ class Passage:
 
 
 class Embedder:
-    """The embeddings deployment, looked up on each use (it may be added or removed at run time)."""
+    """The embeddings deployment, looked up on each use (it may be added or removed at run time)
+    and called through the pipeline on the chat user's behalf."""
 
-    def __init__(self, deployments: DeploymentManager, model: str) -> None:
+    def __init__(self, deployments: DeploymentManager, pipeline: PolicyPipeline, model: str) -> None:
         self._deployments = deployments
+        self._pipeline = pipeline
         self.model = model
 
     def available(self) -> bool:
         return any(d.name == self.model for d in self._deployments.list())
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]] | None:
+    async def embed(
+        self, texts: Sequence[str], *, user_id: str, project_id: str | None = None
+    ) -> list[list[float]] | None:
         """One vector per text, or None when no embeddings deployment can serve (BM25 then)."""
         if not texts or not self.available():
             return None
+        vectors: list[list[float]] = []
         try:
-            deployment = self._deployments.get(self.model)
-            info, _ = await deployment.ensure_loaded()
-            if not info.supports_embeddings:
-                log.warning("deployment %s does not embed; ranking by BM25", self.model)
-                return None
-            vectors: list[list[float]] = []
             for start in range(0, len(texts), EMBED_BATCH):
-                lease = await deployment.admit("chat:documents")
-                try:
-                    result = await deployment.engine.embed(list(texts[start : start + EMBED_BATCH]))
-                finally:
-                    lease.release()
+                result = await self._pipeline.embed(
+                    self.model,
+                    texts[start : start + EMBED_BATCH],
+                    f"user:{user_id}",
+                    None,
+                    project_id=project_id,
+                    user_id=user_id,
+                )
                 vectors.extend(list(v) for v in result.vectors)
         except AlizeError as exc:
             log.warning("embeddings deployment %s failed, ranking by BM25: %s", self.model, exc.message)
@@ -103,7 +108,10 @@ class DocumentService:
                     f"Conversation '{conversation_id}' not found.", code="conversation_not_found"
                 )
 
-    async def upload(self, user_id: str, conversation_id: str, name: str, data: bytes) -> DocumentInfo:
+    async def upload(
+        self, user_id: str, conversation_id: str, name: str, data: bytes, *, project_id: str | None = None
+    ) -> DocumentInfo:
+        """Extract, chunk, embed (billed to ``project_id``, the user's project) and store."""
         await self._owned(user_id, conversation_id)
         name = (name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "document")[:255]
         settings = self._settings
@@ -111,7 +119,7 @@ class DocumentService:
             extract, name, data, max_bytes=settings.max_upload_bytes, max_pages=settings.max_pdf_pages
         )
         chunks = chunk_text(extracted.text, settings.chunk_chars, settings.chunk_overlap)
-        vectors = await self._embedder.embed(chunks)
+        vectors = await self._embedder.embed(chunks, user_id=user_id, project_id=project_id)
         document = ChatDocument(
             id=new_id("doc"),
             conversation_id=conversation_id,
@@ -154,9 +162,16 @@ class DocumentService:
                 raise NotFoundError(f"Document '{document_id}' not found.")
 
     async def retrieve(
-        self, user_id: str, conversation_id: str, query: str, k: int | None = None
+        self,
+        user_id: str,
+        conversation_id: str,
+        query: str,
+        k: int | None = None,
+        *,
+        project_id: str | None = None,
     ) -> list[Passage]:
-        """The ``k`` passages of the conversation's documents most relevant to ``query``."""
+        """The ``k`` passages of the conversation's documents most relevant to ``query``; the
+        query's embedding is billed to ``project_id`` like the upload's."""
         await self._owned(user_id, conversation_id)
         async with self._db.transaction() as session:
             found = await DocumentRepository(session).chunks(conversation_id)
@@ -167,7 +182,7 @@ class DocumentService:
         scores: list[float] | None = None
         model = self._embedder.model
         if all(doc.embedding_model == model and chunk.embedding for chunk, doc in found):
-            query_vector = await self._embedder.embed([query])
+            query_vector = await self._embedder.embed([query], user_id=user_id, project_id=project_id)
             if query_vector is not None:
                 vectors = [unpack_vector(chunk.embedding or b"") for chunk, _ in found]
                 scores = cosine_scores(query_vector[0], vectors)

@@ -78,7 +78,9 @@ class ReplyRun:
             yield {"type": "status", "status": "loading"}
         passages: list[Passage] = []
         if self.query:
-            passages = await service.documents.retrieve(self.user_id, self.conversation.id, self.query)
+            passages = await service.documents.retrieve(
+                self.user_id, self.conversation.id, self.query, project_id=self.project_id
+            )
         self.citations = [p.citation() for p in passages]
         if passages:
             yield {"type": "sources", "citations": self.citations}

@@ -94,7 +94,7 @@ def build_chat_services(
         lockout_s=settings.login_lockout_s,
     )
     conversations = ConversationService(db)
-    embedder = Embedder(deployments, settings.embedding_model)
+    embedder = Embedder(deployments, pipeline, settings.embedding_model)
     documents = DocumentService(db, settings, embedder)
     replies = ReplyService(settings, conversations, documents, pipeline, deployments, LanguageGuesser())
     return ChatServices(

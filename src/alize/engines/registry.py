@@ -1,51 +1,32 @@
-"""Engines by kind. Built-ins register through the ``alize.engines`` entry-point group exactly as
-third-party engines would, so adding one is one new module plus one line of packaging."""
+"""Engines by kind: a :class:`~alize.plugins.Registry` over the ``alize.engines`` entry-point
+group, where the built-ins (llamacpp, torch, remote) register exactly as third-party engines
+would. An unknown kind or a broken plugin is the deployment's error (400, ``param=engine``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib.metadata import entry_points
-
 from alize.engines.base import Engine, EngineConfig
 from alize.errors import InvalidRequestError
+from alize.plugins import PluginNotFoundError, PluginTypeError, Registry
 
-EngineFactory = Callable[[EngineConfig], Engine]
+GROUP = "alize.engines"
 
 
-class EngineRegistry:
+class EngineRegistry(Registry[Engine]):
     def __init__(self, *, load_entry_points: bool = True) -> None:
-        self._factories: dict[str, EngineFactory] = {}
-        if load_entry_points:
-            for ep in entry_points(group="alize.engines"):
-                self._factories.setdefault(ep.name, _lazy(ep.name, ep.load))
-
-    def register(self, kind: str, factory: EngineFactory) -> None:
-        self._factories[kind] = factory
+        super().__init__(GROUP, Engine, what="engine", load_entry_points=load_entry_points)
 
     @property
     def kinds(self) -> list[str]:
-        return sorted(self._factories)
+        return self.names
 
     def create(self, config: EngineConfig) -> Engine:
-        factory = self._factories.get(config.kind)
-        if factory is None:
+        """The engine for ``config.kind``, built over ``config``."""
+        try:
+            return self.build(config.kind, config)
+        except PluginNotFoundError:
+            installed = ", ".join(self.kinds) or "none"
             raise InvalidRequestError(
-                f"unknown engine kind '{config.kind}'; installed: {', '.join(self.kinds) or 'none'}",
-                param="engine",
-            )
-        return factory(config)
-
-
-def _lazy(name: str, load: Callable[[], object]) -> EngineFactory:
-    """Import an engine's module only when a deployment first uses it (torch is heavy)."""
-
-    def factory(config: EngineConfig) -> Engine:
-        cls = load()
-        if not callable(cls):
-            raise InvalidRequestError(f"engine entry point '{name}' is not callable")
-        engine = cls(config)
-        if not isinstance(engine, Engine):
-            raise InvalidRequestError(f"engine entry point '{name}' did not build an Engine")
-        return engine
-
-    return factory
+                f"unknown engine kind '{config.kind}'; installed: {installed}", param="engine"
+            ) from None
+        except PluginTypeError as exc:
+            raise InvalidRequestError(str(exc), param="engine") from None

@@ -42,7 +42,7 @@ import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
 from alize.engines.base import Engine, EngineConfig, refuse_adapter
-from alize.engines.llamacpp.wire import ChunkDecoder, message_json
+from alize.engines.openai_wire import ChunkDecoder, message_json
 from alize.engines.remote_wire import (
     chat_body,
     completion_body,

@@ -1,12 +1,10 @@
 """What the remote engine sends to and reads from an OpenAI-compatible upstream.
 
 Pure functions over Alizé's domain values, kept apart from the HTTP client so they are tested
-without a network: request bodies for ``/chat/completions``, ``/completions`` and
-``/embeddings``, the upstream's error body turned into a readable message, and the prompt-size
-estimate used when the upstream cannot count tokens for us.
-
-Only fields of the public OpenAI API are sent (no llama.cpp extras such as ``cache_prompt``):
-an upstream may be strict about unknown fields.
+without a network: the request bodies (:mod:`alize.engines.openai_wire`'s, naming the upstream
+model; only fields of the public OpenAI API, since an upstream may be strict about unknown
+ones), the upstream's error body turned into a readable message, and the prompt-size estimate
+used when the upstream cannot count tokens for us.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import math
 from typing import Any
 
 from alize.domain import GenerationRequest
-from alize.engines.llamacpp.wire import message_json, tools_json
+from alize.engines import openai_wire
 
 #: tokens a chat message costs beside its text (role markers, separators), as OpenAI counts them
 TOKENS_PER_MESSAGE = 4
@@ -28,60 +26,18 @@ TOKENS_PER_REPLY = 3
 BYTES_PER_TOKEN = 3
 
 
-def _sampling(request: GenerationRequest, model: str) -> dict[str, Any]:
-    p = request.params
-    body: dict[str, Any] = {
-        "model": model,
-        "temperature": p.temperature,
-        "top_p": p.top_p,
-        "stream": True,
-        # the final chunk then carries the upstream's own token counts: metering stays exact
-        "stream_options": {"include_usage": True},
-    }
-    if p.presence_penalty:
-        body["presence_penalty"] = p.presence_penalty
-    if p.frequency_penalty:
-        body["frequency_penalty"] = p.frequency_penalty
-    if p.max_tokens is not None:
-        body["max_tokens"] = p.max_tokens
-    if p.stop:
-        body["stop"] = list(p.stop)
-    if p.seed is not None:
-        body["seed"] = p.seed
-    if p.json_schema is not None:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": p.json_schema, "strict": True},
-        }
-    return body
-
-
 def chat_body(request: GenerationRequest, model: str) -> dict[str, Any]:
-    """A streamed ``/chat/completions`` request; tools are passed natively."""
-    body = _sampling(request, model)
-    body["messages"] = [message_json(m) for m in request.messages]
-    p = request.params
-    if p.logprobs:
-        body["logprobs"] = True
-        if p.top_logprobs:
-            body["top_logprobs"] = p.top_logprobs
-    if request.tools:
-        body["tools"] = tools_json(request.tools)
-        body["tool_choice"] = request.tool_choice or "auto"
-    return body
+    """A streamed ``/chat/completions`` request for the upstream's ``model``."""
+    return openai_wire.chat_body(request, model=model)
 
 
 def completion_body(request: GenerationRequest, model: str) -> dict[str, Any]:
     """A streamed ``/completions`` request; fill-in-the-middle uses the API's ``suffix`` field."""
-    body = _sampling(request, model)
     if request.fim is not None:
-        body["prompt"] = request.fim.prefix
-        body["suffix"] = request.fim.suffix
-    else:
-        body["prompt"] = request.prompt or ""
-    if request.params.logprobs:
-        body["logprobs"] = max(1, request.params.top_logprobs)
-    return body
+        return openai_wire.completion_body(
+            request, request.fim.prefix, suffix=request.fim.suffix, model=model
+        )
+    return openai_wire.completion_body(request, request.prompt or "", model=model)
 
 
 def estimate_prompt_tokens(request: GenerationRequest) -> int:

@@ -34,7 +34,7 @@ from alize.domain import (
     TopLogprob,
     Usage,
 )
-from alize.engines.llamacpp.wire import message_json
+from alize.engines.openai_wire import message_json
 from alize.errors import EngineError, UnsupportedFeatureError
 
 #: the replacement character a byte-level tokenizer yields for an incomplete UTF-8 sequence

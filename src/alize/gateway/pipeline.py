@@ -195,10 +195,13 @@ class PolicyPipeline:
         *,
         dimensions: int | None = None,
         project_id: str | None = None,
+        user_id: str | None = None,
         line: BatchLine | None = None,
     ) -> EmbeddingResult:
-        """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation."""
+        """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation.
+        ``project_id`` and ``user_id`` as for :meth:`chat` (the chat page's documents)."""
         ticket = await self._ticket(model, principal, project_id, line)
+        ticket.user_id = user_id
         prepared = await self._embeddings.prepare(
             _served(ticket), inputs, dimensions=dimensions, request_id=_request_id(line)
         )

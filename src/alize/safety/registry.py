@@ -1,4 +1,5 @@
-"""Content classifiers by name, through the ``alize.moderators`` entry-point group.
+"""Content classifiers by name: a :class:`~alize.plugins.Registry` over the ``alize.moderators``
+entry-point group.
 
 The built-in one (``alize``: the shipped learned classifier + PII detectors) registers exactly as
 a third-party classifier would (DESIGN rule 10): an entry point naming a factory that takes the
@@ -9,27 +10,25 @@ imported until the server builds its services, and nothing heavy is loaded until
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from pathlib import Path
 
+from alize.plugins import PluginNotFoundError, Registry
 from alize.safety.moderator import Moderator
 
 GROUP = "alize.moderators"
 
 
+def moderator_registry() -> Registry[Moderator]:
+    return Registry[Moderator](GROUP, Moderator, what="content classifier")
+
+
 def installed_moderators() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=GROUP))
+    return moderator_registry().names
 
 
 def load_moderator(name: str, *, weights_path: Path | None = None) -> Moderator:
-    """The moderator registered as ``name``; a clear error when none is."""
-    for ep in entry_points(group=GROUP):
-        if ep.name != name:
-            continue
-        factory = ep.load()
-        moderator = factory(weights_path)
-        if not isinstance(moderator, Moderator):
-            raise TypeError(f"moderator entry point '{name}' did not build a Moderator")
-        return moderator
-    installed = ", ".join(installed_moderators()) or "none"
-    raise ValueError(f"no content classifier named '{name}' is installed (installed: {installed})")
+    """The moderator registered as ``name``; a clear error (``ValueError``) when none is."""
+    try:
+        return moderator_registry().build(name, weights_path)
+    except PluginNotFoundError as exc:
+        raise ValueError(str(exc)) from None

@@ -24,7 +24,7 @@ async def upload_document(
             f"Files are limited to {limit} bytes.", param="file", code="file_too_large"
         )
     document = await services.chat.documents.upload(
-        session.user.id, conversation_id, file.filename or "", data
+        session.user.id, conversation_id, file.filename or "", data, project_id=session.user.project_id
     )
     return jsonable_encoder(document)
 

@@ -19,7 +19,8 @@ import httpx
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig
 from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess
-from alize.engines.llamacpp.wire import ChunkDecoder, chat_body, completion_body
+from alize.engines.llamacpp.wire import chat_body, completion_body
+from alize.engines.openai_wire import ChunkDecoder
 from alize.errors import (
     AlizeError,
     ContextLengthExceededError,
@@ -87,14 +88,14 @@ class LlamaCppEngine(Engine):
                 ),
             )
             traits = handle.traits
-            trained = int(traits.get("context_length") or cfg.ctx_per_slot)
+            trained = traits.context_length or cfg.ctx_per_slot
             self._info = EngineInfo(
                 context_length=min(trained, cfg.ctx_per_slot),
                 max_sequences=cfg.parallel,
-                supports_chat=bool(traits.get("has_chat_template")),
-                supports_tools=bool(traits.get("template_supports_tools")),
-                supports_fim=traits.get("fim_token_ids") is not None,
-                architecture=traits.get("architecture"),
+                supports_chat=traits.has_chat_template,
+                supports_tools=traits.supports_tools,
+                supports_fim=traits.supports_fim,
+                architecture=traits.architecture,
             )
             self._watch = asyncio.create_task(self._watch_worker(worker))
             return self._info
@@ -144,7 +145,7 @@ class LlamaCppEngine(Engine):
 
     def _prompt_for(self, request: GenerationRequest) -> str | list[int | str]:
         if request.fim is not None:
-            fim = self._handle.traits.get("fim_token_ids") if self._handle else None
+            fim = self._handle.traits.fim_token_ids if self._handle else None
             if not fim:
                 raise UnsupportedFeatureError(
                     "this model has no fill-in-the-middle tokens; use a code model for FIM", param="model"

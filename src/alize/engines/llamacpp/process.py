@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from alize.catalog.gguf import ModelTraits
 from alize.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class WorkerHandle:
     address: str
     secret: str
     pid: int
-    traits: dict[str, Any]
+    traits: ModelTraits
 
 
 class WorkerProcess:
@@ -80,12 +81,18 @@ class WorkerProcess:
         if not message.get("ready"):
             await self.stop()
             raise EngineUnavailableError(f"model failed to load: {message.get('error')}", retry_after=5)
-        traits = message.get("traits")
+        reported = message.get("traits")
+        try:
+            if not isinstance(reported, dict):
+                raise TypeError("no traits")
+            traits = ModelTraits.from_json(reported)
+        except (KeyError, TypeError, ValueError, IndexError):
+            await self.stop()
+            raise EngineUnavailableError(
+                "the worker reported no usable model traits", retry_after=5
+            ) from None
         self.handle = WorkerHandle(
-            address=str(message["address"]),
-            secret=secret,
-            pid=self._proc.pid,
-            traits=traits if isinstance(traits, dict) else {},
+            address=str(message["address"]), secret=secret, pid=self._proc.pid, traits=traits
         )
         log.info("worker %d listening for %s", self._proc.pid, self._config.get("model_path"))
         return self.handle

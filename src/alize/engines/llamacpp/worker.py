@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Any
 
-from alize.engines.llamacpp.gguf_meta import read_model_traits
+from alize.catalog.gguf import read_gguf_info
 
 
 def build_params(config: dict[str, Any], secret: str) -> Any:
@@ -70,7 +70,9 @@ def main() -> int:
     secret = os.environ.pop("ALIZE_WORKER_SECRET")
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     try:
-        traits = read_model_traits(config["model_path"])
+        # The catalog's reader (header and metadata only): the engine and the model's card see
+        # the same FIM tokens, template and context.
+        traits = read_gguf_info(config["model_path"]).traits.to_json()
         import xllamacpp
 
         server = xllamacpp.Server(build_params(config, secret))

@@ -302,3 +302,80 @@ def test_cli_uploads_runs_with_a_progress_bar_and_downloads(
     refused = alize("files", "upload", str(bad))
     assert refused.returncode == 1 and "line 2" in refused.stderr
     assert alize("files", "rm", file_id).returncode == 0
+
+
+def _project_key(server: LiveServer, name: str, budget: int | None = None) -> tuple[str, dict[str, str]]:
+    project = _admin(server, "POST", "/projects", {"name": name, "monthly_budget_micros": budget})
+    key = _admin(server, "POST", "/keys", {"name": "k", "project_id": project["id"]})["key"]
+    return project["id"], {"Authorization": f"Bearer {key}"}
+
+
+def _create(server: LiveServer, auth: dict[str, str], lines: int) -> str:
+    uploaded = httpx.post(
+        f"{server.v1}/files",
+        files={"file": ("in.jsonl", _lines(lines))},
+        data={"purpose": "batch"},
+        headers=auth,
+        timeout=60,
+    ).json()
+    created = httpx.post(
+        f"{server.v1}/batches",
+        json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions"},
+        headers=auth,
+        timeout=60,
+    )
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+def _until(server: LiveServer, auth: dict[str, str], batch_id: str, done: Any, timeout_s: float = 300) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = httpx.get(f"{server.v1}/batches/{batch_id}", headers=auth, timeout=60).json()
+        if done(batch):
+            return batch
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.3)
+
+
+def test_a_budget_for_about_ten_lines_stops_the_batch(batch_server: tuple[LiveServer, str]) -> None:
+    server, _ = batch_server
+    # a line: ~33 prompt tokens at 1 micro-unit and up to 6 completion tokens at 2 (batch prices)
+    budget = 450
+    project, auth = _project_key(server, "budget", budget)
+    batch_id = _create(server, auth, 30)
+    batch = _until(server, auth, batch_id, lambda b: b["status"] in ("completed", "failed"))
+    counts = batch["request_counts"]
+    assert batch["status"] == "completed" and counts["total"] == 30
+    assert 5 <= counts["completed"] <= 14 and counts["completed"] + counts["failed"] == 30
+    assert batch["errors"]["data"][0]["code"] == "insufficient_quota"
+    errors = httpx.get(f"{server.v1}/files/{batch['error_file_id']}/content", headers=auth, timeout=60).text
+    assert {json.loads(x)["error"]["code"] for x in errors.splitlines()} == {"insufficient_quota"}
+    spent = _admin(server, "GET", f"/projects/{project}")["budget"]
+    assert spent["spent_micros"] <= budget and spent["reserved_micros"] == 0
+
+
+def test_cancel_mid_batch_keeps_and_bills_the_finished_lines(batch_server: tuple[LiveServer, str]) -> None:
+    server, _ = batch_server
+    _, auth = _project_key(server, "cancel")
+    batch_id = _create(server, auth, 60)
+    _until(server, auth, batch_id, lambda b: b["request_counts"]["completed"] >= 3)
+    cancelled = httpx.post(f"{server.v1}/batches/{batch_id}/cancel", headers=auth, timeout=60).json()
+    assert cancelled["status"] in ("cancelling", "cancelled") and cancelled["cancelling_at"]
+    batch = _until(server, auth, batch_id, lambda b: b["status"] == "cancelled")
+    done = batch["request_counts"]["completed"]
+    assert 3 <= done < 60 and batch["cancelled_at"]
+    kept = httpx.get(f"{server.v1}/files/{batch['output_file_id']}/content", headers=auth, timeout=60).text
+    kept_ids = [json.loads(x)["custom_id"] for x in kept.splitlines()]
+    assert len(kept_ids) == done == len(set(kept_ids))
+    billed = [
+        i
+        for i in range(60)
+        if httpx.get(
+            f"{server.url}/admin/api/usage/requests/{batch_id}-{i}",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=60,
+        ).status_code
+        == 200
+    ]
+    assert len(billed) == done

@@ -112,6 +112,18 @@ class DeploymentConfig(BaseModel):
     price_output_per_million: int | None = Field(
         None, ge=0, le=MAX_PRICE, description="Micro-units per million completion tokens; default the card's."
     )
+    price_batch_input_per_million: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="What a batch line pays per million prompt tokens; default half the input price.",
+    )
+    price_batch_output_per_million: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PRICE,
+        description="What a batch line pays per million completion tokens; default half the output price.",
+    )
     description: str = Field("", max_length=2000, description="Shown with the deployment.")
     safety: SafetyPolicy | None = Field(
         None, description="Content filters on input and output (see docs/safety.md); empty = none."
@@ -288,6 +300,50 @@ class RetentionSettings(_Group):
     interval_s: float = Field(3600, gt=0, le=86_400, description="How often the retention sweep runs.")
 
 
+class JobSettings(_Group):
+    """Files, batch jobs and the workers that run them (see docs/operations.md#workers)."""
+
+    embedded_worker: bool = Field(
+        True,
+        description="Run a job worker inside `alize serve` (off when `alize worker` processes run them).",
+    )
+    worker_max_jobs: int = Field(2, ge=1, le=64, description="Jobs one worker runs at once.")
+    lease_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description=(
+            "How long a claimed job stays a worker's without a heartbeat; after it, another "
+            "worker takes a dead worker's job over."
+        ),
+    )
+    heartbeat_s: float = Field(10.0, gt=0, le=600, description="How often a worker renews its leases.")
+    poll_s: float = Field(2.0, gt=0, le=600, description="How often an idle worker looks for new jobs.")
+    batch_concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Lines of one batch in flight at once (each still waits for a free batch-lane slot).",
+    )
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="Largest file `/v1/files` accepts (413 above)."
+    )
+    max_file_lines: int = Field(
+        50_000, ge=1, description="Most lines in one uploaded file (requests of a batch)."
+    )
+    max_line_bytes: int = Field(
+        1024 * 1024, ge=256, description="Longest line of an uploaded JSONL file, in bytes."
+    )
+    batch_output_expires_after_s: int = Field(
+        30 * 24 * 3600,
+        ge=0,
+        description="Output and error files of a batch expire this long after it ends (0 = never).",
+    )
+    file_sweep_interval_s: float = Field(
+        600.0, gt=0, le=86_400, description="How often expired files (and interrupted uploads) are removed."
+    )
+
+
 def _default_deployments() -> list[DeploymentSettings]:
     return [DeploymentSettings(name="smollm2-135m-instruct"), DeploymentSettings(name="all-minilm-l6-v2")]
 
@@ -343,6 +399,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

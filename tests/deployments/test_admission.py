@@ -86,3 +86,51 @@ async def test_wait_timeout_is_queue_full() -> None:
     with pytest.raises(QueueFullError):
         await queue.acquire("y")
     assert queue.waiting == 0
+
+
+async def test_batch_lane_leaves_a_quarter_of_the_slots_to_interactive_traffic() -> None:
+    queue = FairQueue(8, max_waiting=4, timeout_s=5)
+    assert queue.batch_slots == 6
+    batch = [await queue.acquire("b", "batch") for _ in range(6)]
+    seventh = asyncio.create_task(queue.acquire("b", "batch"))
+    await asyncio.sleep(0)
+    assert not seventh.done() and queue.batch_busy == 6
+    # interactive requests still find free slots at once
+    interactive = [await asyncio.wait_for(queue.acquire("i"), 0.1) for _ in range(2)]
+    assert queue.busy == 8
+    interactive[0].release()
+    batch[0].release()  # the waiting batch line takes a batch slot, never the freed reserve
+    lease = await asyncio.wait_for(seventh, 1)
+    assert lease.lane == "batch" and queue.batch_busy == 6 and queue.busy == 7
+    for held in [*batch[1:], lease, interactive[1]]:
+        held.release()
+    assert (queue.busy, queue.batch_busy) == (0, 0)
+
+
+async def test_a_freed_slot_goes_to_an_interactive_waiter_before_a_batch_waiter() -> None:
+    queue = FairQueue(2, max_waiting=4, timeout_s=5)
+    assert queue.batch_slots == 1
+    first = await queue.acquire("b", "batch")
+    other = await queue.acquire("i")
+    batch_waiter = asyncio.create_task(queue.acquire("b", "batch"))
+    interactive_waiter = asyncio.create_task(queue.acquire("i"))
+    await asyncio.sleep(0)
+    first.release()
+    granted = await asyncio.wait_for(interactive_waiter, 1)
+    await asyncio.sleep(0)
+    assert granted.lane == "interactive" and not batch_waiter.done()
+    granted.release()
+    assert (await asyncio.wait_for(batch_waiter, 1)).lane == "batch"
+    other.release()
+
+
+async def test_a_cancelled_batch_waiter_takes_nothing() -> None:
+    queue = FairQueue(1, max_waiting=1, timeout_s=5)
+    held = await queue.acquire("i")
+    waiter = asyncio.create_task(queue.acquire("b", "batch"))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    held.release()
+    assert (queue.busy, queue.batch_busy, queue.waiting) == (0, 0, 0)

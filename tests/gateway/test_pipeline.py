@@ -26,7 +26,7 @@ from alize.gateway.calls import ChatCall
 from alize.gateway.generation import GenerationService
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter
 from alize.gateway.metering import UsageRecord
-from alize.gateway.pipeline import PolicyPipeline
+from alize.gateway.pipeline import BatchLine, PolicyPipeline
 from alize.gateway.tenancy import Tenancy
 from alize.store import Database
 from alize.store.testing import temporary_database
@@ -187,3 +187,24 @@ async def test_allow_list_is_enforced(rig: Rig) -> None:
     with pytest.raises(PermissionDeniedError):
         await rig.pipeline.chat(_call("echo"), "c", principal)
     assert await _rows(rig, project.id) == []
+
+
+async def test_a_batch_line_pays_the_batch_price_under_its_own_request_id(rig: Rig) -> None:
+    principal = await _principal(rig, budget=10_000)
+    generation = await rig.pipeline.chat(_call(), "c", principal, line=BatchLine("batch_x-0"))
+    await _drain(generation)
+    [row] = await _rows(rig, principal.project_id)
+    assert row.request_id == "batch_x-0"
+    # half of 1 and 2 per token
+    assert row.cost_micros == -(-(row.prompt_tokens * 500_000 + 8 * 1_000_000) // 1_000_000)
+
+
+async def test_a_request_id_seen_twice_is_billed_once(rig: Rig) -> None:
+    """A batch line run again (its worker died between the usage row and the line's result) keeps
+    its first row and is not charged a second time."""
+    principal = await _principal(rig, budget=10_000)
+    for _ in range(2):
+        await _drain(await rig.pipeline.chat(_call(), "c", principal, line=BatchLine("batch_y-3")))
+    [row] = await _rows(rig, principal.project_id)
+    status = await rig.tenancy.budget.status(principal.project_id)
+    assert (status.spent_micros, status.reserved_micros) == (row.cost_micros, 0)

@@ -19,15 +19,18 @@ from alize.api import (
     admin_tenancy,
     admin_users,
     azure,
+    batches,
     catalog_page,
     chat_completions,
     completions,
     embeddings,
+    files,
     health,
     models,
     moderations,
 )
 from alize.api.auth import AuthGate
+from alize.api.batch_lines import build_worker
 from alize.api.body_limit import BodySizeLimit
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
@@ -49,6 +52,10 @@ from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
+from alize.jobs.batches import BatchService
+from alize.jobs.files import FileLimits, FileService
+from alize.jobs.queue import JobQueue
+from alize.periodic import Periodic
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
 from alize.store.database import Database, open_database
@@ -57,19 +64,26 @@ from alize.store.ids import new_id, utc_now
 log = logging.getLogger(__name__)
 
 
-async def build_services(settings: Settings, registry: EngineRegistry | None = None) -> Services:
-    """Build every service; each one's teardown is pushed on one stack as soon as it exists, so
-    a failure half-way closes what was built (``Services.aclose`` unwinds the same stack)."""
+async def build_services(
+    settings: Settings, registry: EngineRegistry | None = None, *, serving: bool = True
+) -> Services:
+    """Every service of a server; ``serving=False`` for an ``alize worker`` beside servers on the
+    same data (it leaves the servers' own housekeeping, such as pulls being staged, alone).
+
+    Each service's teardown is pushed on one stack as soon as it exists, so a failure half-way
+    closes what was built (``Services.aclose`` unwinds the same stack)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stack = AsyncExitStack()
     try:
-        return await _build(settings, registry, stack)
+        return await _build(settings, registry, stack, serving=serving)
     except BaseException:
         await stack.aclose()
         raise
 
 
-async def _build(settings: Settings, registry: EngineRegistry | None, stack: AsyncExitStack) -> Services:
+async def _build(
+    settings: Settings, registry: EngineRegistry | None, stack: AsyncExitStack, *, serving: bool
+) -> Services:
     db = await open_database(settings.resolved_database_url())
     stack.push_async_callback(db.close)
     manager = DeploymentManager(
@@ -92,7 +106,8 @@ async def _build(settings: Settings, registry: EngineRegistry | None, stack: Asy
     await deployment_admin.restore()
     packs = PackService(catalog, deployment_admin, models_dir, settings.catalog)
     stack.push_async_callback(packs.close)
-    await packs.sweep()
+    if serving:
+        await packs.sweep()
     generation = GenerationService(settings.limits, settings.safe_prompt)
     instance_id = new_id("gw")
     tenancy = Tenancy.build(settings, db, instance_id=instance_id)
@@ -114,6 +129,13 @@ async def _build(settings: Settings, registry: EngineRegistry | None, stack: Asy
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
     stack.callback(chat.close)
+    jobs = settings.jobs
+    files = FileService(
+        db,
+        (settings.data_dir / "files").absolute(),
+        FileLimits(jobs.max_file_bytes, jobs.max_file_lines, jobs.max_line_bytes),
+    )
+    queue = JobQueue(db, lease_s=jobs.lease_s)
     return Services(
         settings=settings,
         db=db,
@@ -132,6 +154,10 @@ async def _build(settings: Settings, registry: EngineRegistry | None, stack: Asy
         hosts=HostPolicy(settings.allowed_hosts),
         holds=holds,
         retention=_retention(settings, db, tenancy),
+        files=files,
+        queue=queue,
+        batches=BatchService(db, files, queue, output_expires_after_s=jobs.batch_output_expires_after_s),
+        file_sweeper=Periodic("file-sweeper", jobs.file_sweep_interval_s, files.sweep),
         exit_stack=stack,
     )
 
@@ -171,10 +197,17 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             services.on_close(services.retention.stop)
             services.idle_reaper.start()
             services.on_close(services.idle_reaper.stop)
+            services.file_sweeper.start()
+            services.on_close(services.file_sweeper.stop)
+            # at shutdown, after the worker: requests in flight finish (and settle) before
+            # anything they use closes
+            services.on_close(services.pipeline.drain)
+            if settings.jobs.embedded_worker:
+                worker = build_worker(services, role="serve")
+                worker.start()
+                services.on_close(worker.stop)  # first: hands its jobs back to the queue
             if settings.safety.warm_up:
                 await asyncio.to_thread(services.moderator.warm_up)
-            # first at shutdown: requests in flight finish (and settle) before anything closes
-            services.on_close(services.pipeline.drain)
             if settings.load_on_start and settings.default_model in {
                 d.name for d in services.deployments.list()
             }:
@@ -201,6 +234,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (
         embeddings.router,
         moderations.router,
+        files.router,
+        batches.router,
         admin_catalog.router,
         admin_packs.router,
         catalog_page.router,
@@ -209,7 +244,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     if settings.chat.enabled:
         for router in chat_routers():
             app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    # an upload may be as large as a file may be, plus the multipart envelope
+    uploads = {"/v1/files": settings.jobs.max_file_bytes + 64 * 1024}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes, per_path=uploads)
     app.add_middleware(AuthGate)
     app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing
     return app

@@ -26,14 +26,17 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
 class BodySizeLimit:
     """Checks Content-Length up front and counts streamed (chunked) bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, *, per_path: dict[str, int] | None = None) -> None:
+        """``per_path``: a larger (or smaller) limit for exact paths (file uploads)."""
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         declared: int | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -41,8 +44,8 @@ class BodySizeLimit:
                     declared = int(value)
                 except ValueError:
                     declared = None
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared > limit:
+            await self._reject(send, limit)
             return
         if declared is not None or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             # The server enforces Content-Length framing, so the declared size is the real size.
@@ -58,8 +61,8 @@ class BodySizeLimit:
                 await self.app(scope, _replay([message]), send)
                 return
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                await self._reject(send)
+            if received > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -70,11 +73,9 @@ class BodySizeLimit:
             send,
         )
 
-    def _message(self) -> str:
-        return f"request body is larger than the limit of {self.max_bytes} bytes"
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": PayloadTooLargeError(self._message()).to_dict()}).encode()
+    async def _reject(self, send: Send, limit: int) -> None:
+        message = f"request body is larger than the limit of {limit} bytes"
+        body = json.dumps({"error": PayloadTooLargeError(message).to_dict()}).encode()
         await send(
             {
                 "type": "http.response.start",

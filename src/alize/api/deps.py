@@ -22,6 +22,10 @@ from alize.gateway.generation import GenerationService
 from alize.gateway.holds import HoldSweeper
 from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.jobs.batches import BatchService
+from alize.jobs.files import FileService
+from alize.jobs.queue import JobQueue
+from alize.periodic import Periodic
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
 from alize.store.database import Database
@@ -64,6 +68,13 @@ class Services:
     holds: HoldSweeper
     #: deletes what is older than the retention settings allow
     retention: RetentionSweeper
+    #: uploaded files and batch outputs (alize.jobs.files)
+    files: FileService
+    #: the durable job queue batches wait in
+    queue: JobQueue
+    batches: BatchService
+    #: removes expired files and interrupted uploads
+    file_sweeper: Periodic
     #: how everything above ends, last built first closed
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 

@@ -12,12 +12,13 @@ from alize.api.auth import InferenceDep
 from alize.api.deps import ServicesDep, caller_identity
 from alize.api.respond import served_by
 from alize.errors import InvalidRequestError
+from alize.gateway.embeddings import EmbeddingResult
 from alize.protocol.openai.embeddings import EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
 router = APIRouter(tags=["embeddings"])
 
 
-def _texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+def embedding_texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
     if isinstance(value, str):
         return [value]
     if all(isinstance(item, str) for item in value):
@@ -34,18 +35,8 @@ def encode_vector(vector: tuple[float, ...], encoding: str | None) -> list[float
     return list(vector)
 
 
-@router.post("/v1/embeddings", summary="Create embeddings (OpenAI / Mistral)")
-async def create_embeddings(
-    body: EmbeddingRequest, request: Request, services: ServicesDep, principal: InferenceDep
-) -> Response:
-    result = await services.pipeline.embed(
-        body.model,
-        _texts(body.input),
-        caller_identity(request, body.user),
-        principal,
-        dimensions=body.dimensions or body.output_dimension,
-    )
-    reply = EmbeddingList(
+def embedding_reply(body: EmbeddingRequest, result: EmbeddingResult) -> EmbeddingList:
+    return EmbeddingList(
         id=result.request_id,
         data=[
             EmbeddingData(embedding=encode_vector(v, body.encoding_format), index=i)
@@ -54,6 +45,20 @@ async def create_embeddings(
         model=result.deployment,
         usage=EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
     )
+
+
+@router.post("/v1/embeddings", summary="Create embeddings (OpenAI / Mistral)")
+async def create_embeddings(
+    body: EmbeddingRequest, request: Request, services: ServicesDep, principal: InferenceDep
+) -> Response:
+    result = await services.pipeline.embed(
+        body.model,
+        embedding_texts(body.input),
+        caller_identity(request, body.user),
+        principal,
+        dimensions=body.dimensions or body.output_dimension,
+    )
+    reply = embedding_reply(body, result)
     headers = {"x-request-id": result.request_id, **served_by(result.deployment, result.model)}
     if result.cold_start_s is not None:
         headers["x-alize-cold-start-ms"] = str(int(result.cold_start_s * 1000))

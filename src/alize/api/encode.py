@@ -119,7 +119,7 @@ async def collect_chat(generation: Generation, *, n: int, want_logprobs: bool) -
         for i in range(n)
     ]
     return ChatCompletion(
-        id=f"chatcmpl-{generation.request_id[4:]}",
+        id=f"chatcmpl-{generation.request_id.removeprefix('req_')}",
         created=generation.created,
         model=generation.deployment,
         choices=choices,
@@ -132,7 +132,7 @@ async def collect_chat(generation: Generation, *, n: int, want_logprobs: bool) -
 async def stream_chat(
     generation: Generation, *, n: int, include_usage: bool, want_logprobs: bool
 ) -> AsyncIterator[bytes]:
-    chunk_id = f"chatcmpl-{generation.request_id[4:]}"
+    chunk_id = f"chatcmpl-{generation.request_id.removeprefix('req_')}"
 
     def chunk(choices: list[ChatChunkChoice], usage: CompletionUsage | None = None, **extras: Any) -> bytes:
         c = ChatCompletionChunk(
@@ -203,7 +203,7 @@ async def collect_completion(generation: Generation, *, n: int, want_logprobs: b
         if event.delta.finish_reason is not None:
             finish[event.index] = event.delta.finish_reason
     return Completion(
-        id=f"cmpl-{generation.request_id[4:]}",
+        id=f"cmpl-{generation.request_id.removeprefix('req_')}",
         created=generation.created,
         model=generation.deployment,
         choices=[
@@ -230,7 +230,7 @@ def _completion_logprobs(entries: list[TokenLogprob]) -> CompletionLogprobs:
 
 
 async def stream_completion(generation: Generation, *, include_usage: bool) -> AsyncIterator[bytes]:
-    cid = f"cmpl-{generation.request_id[4:]}"
+    cid = f"cmpl-{generation.request_id.removeprefix('req_')}"
     prompt_extras = _filter_extras(generation)  # sent with the first chunk, as Azure does
     try:
         async for event in generation.events:

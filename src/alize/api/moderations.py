@@ -34,7 +34,7 @@ from alize.errors import (
     ServiceUnavailableError,
 )
 from alize.gateway.auth import Principal
-from alize.gateway.pipeline import Moderated
+from alize.gateway.pipeline import BatchLine, Moderated
 from alize.protocol.moderation import (
     MistralChatModerationRequest,
     OpenAIModerationRequest,
@@ -86,10 +86,69 @@ async def _metered(
     model: str | None,
     chars: int,
     classify: Callable[[], list[ModerationResult]],
+    *,
+    project_id: str | None = None,
+    line: BatchLine | None = None,
 ) -> Moderated[list[ModerationResult]]:
     prices = Prices(services.settings.safety.price_per_million, 0)
     name = model or DEFAULT_MODEL
-    return await services.pipeline.moderate(name, chars, principal, lambda: _results(classify), prices)
+    return await services.pipeline.moderate(
+        name, chars, principal, lambda: _results(classify), prices, project_id=project_id, line=line
+    )
+
+
+async def moderate_texts(
+    services: Services,
+    principal: Principal | None,
+    body: OpenAIModerationRequest,
+    *,
+    project_id: str | None = None,
+    line: BatchLine | None = None,
+) -> tuple[dict[str, object], Moderated[list[ModerationResult]]]:
+    """``/v1/moderations``' reply body (for the route and for batch lines)."""
+    dialect = _dialect(body.model)
+    texts = body.texts()
+    chars = sum(len(t) for t in texts)
+    _check_size(services, len(texts), chars)
+    done = await _metered(
+        services,
+        principal,
+        body.model,
+        chars,
+        lambda: services.moderator.classify(texts),
+        project_id=project_id,
+        line=line,
+    )
+    shape = to_mistral if dialect == "mistral" else to_openai
+    return dump(shape(done.result, body.model)), done
+
+
+async def moderate_conversations(
+    services: Services,
+    principal: Principal | None,
+    body: MistralChatModerationRequest,
+    *,
+    project_id: str | None = None,
+    line: BatchLine | None = None,
+) -> tuple[dict[str, object], Moderated[list[ModerationResult]]]:
+    """``/v1/chat/moderations``' reply body (for the route and for batch lines)."""
+    if body.model is not None and body.model != DEFAULT_MODEL and _dialect(body.model) != "mistral":
+        raise ModelNotFoundError(body.model)
+    conversations = body.conversation_texts()
+    _check_size(services, len(conversations), sum(len(t) for conv in conversations for t in conv))
+    if any(not conv for conv in conversations):
+        raise InvalidRequestError("every conversation needs at least one message", param="input")
+    chars = sum(len(t) for conv in conversations for t in conv)
+    done = await _metered(
+        services,
+        principal,
+        body.model,
+        chars,
+        lambda: services.moderator.classify_conversations(conversations),
+        project_id=project_id,
+        line=line,
+    )
+    return dump(to_mistral(done.result, body.model)), done
 
 
 def _reply(
@@ -105,36 +164,13 @@ def _reply(
 async def moderations(
     body: OpenAIModerationRequest, services: ServicesDep, principal: InferenceDep
 ) -> JSONResponse:
-    dialect = _dialect(body.model)
-    texts = body.texts()
-    _check_size(services, len(texts), sum(len(t) for t in texts))
-    done = await _metered(
-        services,
-        principal,
-        body.model,
-        sum(len(t) for t in texts),
-        lambda: services.moderator.classify(texts),
-    )
-    shape = to_mistral if dialect == "mistral" else to_openai
-    return _reply(dump(shape(done.result, body.model)), done, body.model)
+    reply, done = await moderate_texts(services, principal, body)
+    return _reply(reply, done, body.model)
 
 
 @router.post("/v1/chat/moderations", summary="Classify conversations (Mistral shape)")
 async def chat_moderations(
     body: MistralChatModerationRequest, services: ServicesDep, principal: InferenceDep
 ) -> JSONResponse:
-    if body.model is not None and body.model != DEFAULT_MODEL and _dialect(body.model) != "mistral":
-        raise ModelNotFoundError(body.model)
-    conversations = body.conversation_texts()
-    _check_size(services, len(conversations), sum(len(t) for conv in conversations for t in conv))
-    if any(not conv for conv in conversations):
-        raise InvalidRequestError("every conversation needs at least one message", param="input")
-    chars = sum(len(t) for conv in conversations for t in conv)
-    done = await _metered(
-        services,
-        principal,
-        body.model,
-        chars,
-        lambda: services.moderator.classify_conversations(conversations),
-    )
-    return _reply(dump(to_mistral(done.result, body.model)), done, body.model)
+    reply, done = await moderate_conversations(services, principal, body)
+    return _reply(reply, done, body.model)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import typer
 
 from alize.cli import chat as chat_cmd
+from alize.cli import jobs as jobs_cmd
 from alize.cli import models as models_cmd
 from alize.cli import safety as safety_cmd
 from alize.cli import serve as serve_cmd
 from alize.cli import tenancy as tenancy_cmd
 from alize.cli import users as users_cmd
+from alize.cli import worker as worker_cmd
 
 app = typer.Typer(help="Alizé: models as a service on your own hardware.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
@@ -23,6 +25,9 @@ app.add_typer(tenancy_cmd.keys_app, name="keys")
 app.add_typer(tenancy_cmd.audit_app, name="audit")
 app.command("usage")(tenancy_cmd.usage)
 app.add_typer(users_cmd.users_app, name="users")
+app.command("worker")(worker_cmd.worker)
+app.add_typer(jobs_cmd.files_app, name="files")
+app.add_typer(jobs_cmd.batch_app, name="batch")
 
 if __name__ == "__main__":
     app()

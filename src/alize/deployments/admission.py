@@ -5,6 +5,14 @@ sequences per deployment and makes the rest wait here, so that (1) the wait is b
 overflow gets a clear 503 ``queue_full`` with ``Retry-After``, and (2) waiting is fair across
 callers: each caller (API key, user or client address) has its own FIFO and freed slots go
 round-robin between callers, so one client firing 100 requests cannot starve another.
+
+Two lanes. ``interactive`` is everything a client waits on. ``batch`` (the lines of batch jobs)
+only takes slots interactive traffic leaves free: a batch waiter is served only when no
+interactive request waits, and batch lines never hold more than ``slots - reserve`` slots
+(``reserve`` = a quarter of the slots, at least one when there are two or more), so an
+interactive request arriving while a batch runs finds a free slot at once instead of queueing
+behind a batch line. Batch waiters are bounded by their job's concurrency, not by
+``max_waiting``, and wait without the interactive timeout (a batch has hours, not seconds).
 """
 
 from __future__ import annotations
@@ -12,21 +20,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from typing import Literal
 
 from alize.errors import QueueFullError
+
+Lane = Literal["interactive", "batch"]
 
 
 class SlotLease:
     """One granted slot; release exactly once (idempotent), whatever happens to the request."""
 
-    __slots__ = ("_queue", "_released", "epoch", "granted_at")
+    __slots__ = ("_queue", "_released", "epoch", "granted_at", "lane")
 
-    def __init__(self, queue: FairQueue) -> None:
+    def __init__(self, queue: FairQueue, lane: Lane = "interactive") -> None:
         self._queue = queue
         self._released = False
         self.granted_at = time.monotonic()
         self.epoch = queue.epoch
+        self.lane = lane
         queue._held[self.epoch] = queue._held.get(self.epoch, 0) + 1
+        if lane == "batch":
+            queue.batch_busy += 1
 
     def release(self) -> None:
         if not self._released:
@@ -35,6 +49,8 @@ class SlotLease:
             held[self.epoch] -= 1
             if not held[self.epoch]:
                 del held[self.epoch]
+            if self.lane == "batch":
+                self._queue.batch_busy -= 1
             self._queue._release(time.monotonic() - self.granted_at)
 
 
@@ -44,6 +60,9 @@ class FairQueue:
         self.max_waiting = max_waiting
         self.timeout_s = timeout_s
         self.busy = 0
+        #: of ``busy``, the slots batch lines hold
+        self.batch_busy = 0
+        self._batch_waiting: deque[asyncio.Future[SlotLease]] = deque()
         self._waiting: OrderedDict[str, deque[asyncio.Future[SlotLease]]] = OrderedDict()
         self._n_waiting = 0
         self._mean_hold_s = 2.0  # moving average of slot hold time, for Retry-After
@@ -53,7 +72,16 @@ class FairQueue:
 
     @property
     def waiting(self) -> int:
-        return self._n_waiting
+        return self._n_waiting + len(self._batch_waiting)
+
+    @property
+    def batch_slots(self) -> int:
+        """The most slots batch lines may hold at once (the rest stay free for interactive use)."""
+        reserve = max(1, self.slots // 4) if self.slots >= 2 else 0
+        return self.slots - reserve
+
+    def _batch_may_start(self) -> bool:
+        return self.busy < self.slots and self._n_waiting == 0 and self.batch_busy < self.batch_slots
 
     def advance(self) -> int:
         """Start a new epoch; returns the one that ended. Used when a deployment's engine is
@@ -73,7 +101,9 @@ class FairQueue:
     def _retry_after(self) -> float:
         return max(1.0, self._mean_hold_s * (self._n_waiting + 1) / max(1, self.slots))
 
-    async def acquire(self, caller: str) -> SlotLease:
+    async def acquire(self, caller: str, lane: Lane = "interactive") -> SlotLease:
+        if lane == "batch":
+            return await self._acquire_batch()
         if self.busy < self.slots and self._n_waiting == 0:
             self.busy += 1
             return SlotLease(self)
@@ -95,6 +125,31 @@ class FairQueue:
         except asyncio.CancelledError:
             self._forget(caller, future)
             raise
+
+    async def _acquire_batch(self) -> SlotLease:
+        if self._batch_may_start() and not self._batch_waiting:
+            self.busy += 1
+            return SlotLease(self, "batch")
+        future: asyncio.Future[SlotLease] = asyncio.get_running_loop().create_future()
+        self._batch_waiting.append(future)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                future.result().release()
+            else:
+                future.cancel()
+                if future in self._batch_waiting:
+                    self._batch_waiting.remove(future)
+            raise
+
+    def _start_batch_waiters(self) -> None:
+        """Give free slots to batch waiters while the batch lane may grow."""
+        while self._batch_waiting and self._batch_may_start():
+            future = self._batch_waiting.popleft()
+            if not future.done():
+                self.busy += 1
+                future.set_result(SlotLease(self, "batch"))
 
     def _forget(self, caller: str, future: asyncio.Future[SlotLease]) -> None:
         """A waiter gave up: drop it, or hand back the slot it was granted in the meantime."""
@@ -123,3 +178,4 @@ class FairQueue:
                 future.set_result(SlotLease(self))  # the slot passes straight to the waiter
                 return
         self.busy -= 1
+        self._start_batch_waiters()

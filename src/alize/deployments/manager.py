@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from alize.deployments.adapters import AdapterEngine, swap_engine
-from alize.deployments.admission import FairQueue, SlotLease
+from alize.deployments.admission import FairQueue, Lane, SlotLease
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
@@ -111,8 +111,8 @@ class Deployment:
             log.info("deployment %s loaded in %.2f s", self.name, cold)
             return info, cold
 
-    async def admit(self, caller: str) -> SlotLease:
-        return await self.queue.acquire(caller)
+    async def admit(self, caller: str, lane: Lane = "interactive") -> SlotLease:
+        return await self.queue.acquire(caller, lane)
 
     async def unload(self) -> None:
         async with self._load_lock:

@@ -36,12 +36,23 @@ UPDATABLE_FIELDS = frozenset(
         "ctx_per_slot",
         "price_input_per_million",
         "price_output_per_million",
+        "price_batch_input_per_million",
+        "price_batch_output_per_million",
         "description",
         "safety",
     }
 )
 #: of those, the fields that change no engine setting: applied without unloading the deployment
-LIVE_FIELDS = frozenset({"price_input_per_million", "price_output_per_million", "description", "safety"})
+LIVE_FIELDS = frozenset(
+    {
+        "price_input_per_million",
+        "price_output_per_million",
+        "price_batch_input_per_million",
+        "price_batch_output_per_million",
+        "description",
+        "safety",
+    }
+)
 #: the smallest context a slot is given, whatever the card says
 MIN_CTX_PER_SLOT = 64
 
@@ -53,6 +64,20 @@ class Prices:
 
     input_per_million: int = 0
     output_per_million: int = 0
+    #: what a batch line pays; ``None``: half the interactive price (rounded up)
+    batch_input_per_million: int | None = None
+    batch_output_per_million: int | None = None
+
+    def for_batch(self) -> Prices:
+        """The prices a batch line is metered at (the batch lane's discount)."""
+        return Prices(
+            self.batch_input_per_million
+            if self.batch_input_per_million is not None
+            else -(-self.input_per_million // 2),
+            self.batch_output_per_million
+            if self.batch_output_per_million is not None
+            else -(-self.output_per_million // 2),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +177,7 @@ def build_spec(
         price_in = card.price_input_per_million if card is not None else 0
     if price_out is None:
         price_out = card.price_output_per_million if card is not None else 0
+    prices = _prices(config, price_in, price_out)
     shown: dict[str, Any] = card.model_dump(mode="json") if card is not None else {"id": config.model}
     shown.pop("source", None)  # local paths and upstream URLs are the operator's business
     shown.update(
@@ -159,6 +185,8 @@ def build_spec(
         engine=engine.kind,
         price_input_per_million=price_in,
         price_output_per_million=price_out,
+        price_batch_input_per_million=prices.for_batch().input_per_million,
+        price_batch_output_per_million=prices.for_batch().output_per_million,
         deployment={
             "replicas": config.replicas,
             "idle_timeout_s": config.idle_timeout_s,
@@ -177,7 +205,7 @@ def build_spec(
         replicas=config.replicas,
         idle_timeout_s=config.idle_timeout_s,
         memory_bytes=memory_bytes,
-        prices=Prices(price_in, price_out),
+        prices=prices,
         declared=declared,
         safety=config.safety,
     )
@@ -195,6 +223,7 @@ def adapter_spec(
         price_in = card.price_input_per_million
     if price_out is None:
         price_out = card.price_output_per_million
+    prices = _prices(config, price_in, price_out)
     shown: dict[str, Any] = card.model_dump(mode="json")
     shown.pop("source", None)
     shown.update(
@@ -202,6 +231,8 @@ def adapter_spec(
         engine=host.engine.kind,
         price_input_per_million=price_in,
         price_output_per_million=price_out,
+        price_batch_input_per_million=prices.for_batch().input_per_million,
+        price_batch_output_per_million=prices.for_batch().output_per_million,
         base_deployment=host.name,
     )
     return DeploymentSpec(
@@ -209,10 +240,16 @@ def adapter_spec(
         model_id=config.model,
         engine=host.engine,
         card=shown,
-        prices=Prices(price_in, price_out),
+        prices=prices,
         declared=declared,
         safety=config.safety if config.safety is not None else host.safety,
         adapter_host=host.name,
+    )
+
+
+def _prices(config: DeploymentConfig, price_in: int, price_out: int) -> Prices:
+    return Prices(
+        price_in, price_out, config.price_batch_input_per_million, config.price_batch_output_per_million
     )
 
 

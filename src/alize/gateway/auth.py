@@ -30,6 +30,7 @@ from alize.gateway.keys import MAX_KEY_LENGTH, KeyHasher
 from alize.gateway.limits import LimitSpec, Subject
 from alize.store.database import Database
 from alize.store.ids import utc_now
+from alize.store.models import ApiKey, Project
 from alize.store.repositories import ApiKeyRepository, ProjectRepository
 
 #: how stale a key's ``last_used_at`` may get before a request writes it again
@@ -159,15 +160,37 @@ class Authenticator:
                 raise AuthenticationError("Incorrect API key provided.")
             if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_RESOLUTION:
                 await repo.touch(row.id, now)
-            principal = Principal(
-                project_id=row.project_id,
-                key_id=row.id,
-                key_name=row.name,
-                scopes=frozenset(row.scopes.split()),
-                allowed_deployments=(
-                    frozenset(row.allowed_deployments) if row.allowed_deployments is not None else None
-                ),
-                key_limits=LimitSpec(row.rpm_limit, row.tpm_limit, row.concurrency_limit),
-                project_limits=LimitSpec(project.rpm_limit, project.tpm_limit, project.concurrency_limit),
-            )
-            return principal, row.expires_at
+            return _principal(row, project), row.expires_at
+
+    async def principal_for_key(self, key_id: str) -> Principal:
+        """The principal of a key by id, checked as at authentication (revoked or expired: 401):
+        a batch runs each line as the key that created it, so a key revoked mid-batch stops it."""
+        now = self._clock()
+        async with self._db.transaction() as session:
+            row = await ApiKeyRepository(session).get(key_id)
+            if row is None or row.revoked_at is not None:
+                raise AuthenticationError(
+                    "The API key that created this job has been revoked.", code="api_key_revoked"
+                )
+            if row.expires_at is not None and row.expires_at <= now:
+                raise AuthenticationError(
+                    "The API key that created this job has expired.", code="api_key_expired"
+                )
+            project = await ProjectRepository(session).get(row.project_id)
+            if project is None:
+                raise AuthenticationError("The project of this job no longer exists.")
+            return _principal(row, project)
+
+
+def _principal(row: ApiKey, project: Project) -> Principal:
+    return Principal(
+        project_id=row.project_id,
+        key_id=row.id,
+        key_name=row.name,
+        scopes=frozenset(row.scopes.split()),
+        allowed_deployments=(
+            frozenset(row.allowed_deployments) if row.allowed_deployments is not None else None
+        ),
+        key_limits=LimitSpec(row.rpm_limit, row.tpm_limit, row.concurrency_limit),
+        project_limits=LimitSpec(project.rpm_limit, project.tpm_limit, project.concurrency_limit),
+    )

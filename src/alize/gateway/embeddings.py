@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from alize.deployments.admission import Lane
 from alize.deployments.manager import Deployment, DeploymentHold
 from alize.errors import InvalidRequestError, UnsupportedFeatureError
 
@@ -74,7 +75,12 @@ class PreparedEmbedding:
 
 class EmbeddingsService:
     async def prepare(
-        self, deployment: Deployment, inputs: Sequence[str], *, dimensions: int | None = None
+        self,
+        deployment: Deployment,
+        inputs: Sequence[str],
+        *,
+        dimensions: int | None = None,
+        request_id: str | None = None,
     ) -> PreparedEmbedding:
         check_inputs(inputs)
         hold = deployment.hold()
@@ -98,13 +104,15 @@ class EmbeddingsService:
         # A token covers at least one character, plus the two special tokens, and no input may
         # exceed the model's context: an upper bound before tokenizing.
         bound = sum(min(len(text) + 2, info.context_length) for text in inputs)
-        request_id = "req_" + uuid.uuid4().hex
+        request_id = request_id or "req_" + uuid.uuid4().hex
         return PreparedEmbedding(deployment, request_id, tuple(inputs), bound, cold, hold)
 
-    async def embed(self, prepared: PreparedEmbedding, caller: str) -> EmbeddingResult:
+    async def embed(
+        self, prepared: PreparedEmbedding, caller: str, lane: Lane = "interactive"
+    ) -> EmbeddingResult:
         deployment = prepared.deployment
         try:
-            lease = await deployment.admit(caller)
+            lease = await deployment.admit(caller, lane)
         finally:
             prepared.close()  # from here the slot keeps the deployment loaded
         try:

@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from alize.config import LimitSettings
-from alize.deployments.admission import SlotLease
+from alize.deployments.admission import Lane, SlotLease
 from alize.deployments.manager import Deployment, DeploymentHold
 from alize.domain import EngineInfo, GenerationRequest, Message, Usage
 from alize.errors import UnsupportedFeatureError
@@ -124,8 +124,11 @@ class GenerationService:
         self._limits = limits
         self._safe_prompt = safe_prompt
 
-    async def prepare(self, deployment: Deployment, call: ChatCall | TextCall) -> Prepared:
-        """Load, plan, count and settle (see the module docstring); every refusal is typed."""
+    async def prepare(
+        self, deployment: Deployment, call: ChatCall | TextCall, *, request_id: str | None = None
+    ) -> Prepared:
+        """Load, plan, count and settle (see the module docstring); every refusal is typed.
+        ``request_id``: the caller's own (a batch line's, stable across retries), else a new one."""
         check_call(call, self._limits)
         hold = deployment.hold()
         try:
@@ -147,6 +150,8 @@ class GenerationService:
             hold.release()
             raise
         request = replace(request, params=replace(request.params, max_tokens=max_tokens))
+        if request_id is not None:
+            request = replace(request, request_id=request_id)
         return Prepared(deployment, request, call.n, prompt_tokens, max_tokens, cold, plan, hold)
 
     def _chat_request(self, call: ChatCall, info: EngineInfo) -> tuple[GenerationRequest, ToolPlan]:
@@ -171,14 +176,14 @@ class GenerationService:
         )
         return request, plan
 
-    async def start(self, prepared: Prepared, caller: str) -> Generation:
+    async def start(self, prepared: Prepared, caller: str, lane: Lane = "interactive") -> Generation:
         """Take a slot per choice in the fair queue (503 when full), then stream. The hold on the
         deployment ends here whatever happens: once the slots are held, they keep it loaded."""
         deployment = prepared.deployment
         leases: list[SlotLease] = []
         try:
             for _ in range(prepared.n):
-                leases.append(await deployment.admit(caller))
+                leases.append(await deployment.admit(caller, lane))
         except BaseException:
             for lease in leases:
                 lease.release()

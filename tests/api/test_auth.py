@@ -106,7 +106,7 @@ def test_key_accepted_in_each_header(client: TestClient, header: str) -> None:
     value = f"Bearer {key}" if header == "Authorization" else key
     r = client.post("/v1/chat/completions", json=CHAT, headers={header: value})
     assert r.status_code == 200, r.text
-    assert r.json()["choices"][0]["message"]["content"]
+    assert r.json()["choices"][0]["message"]["content"] == "hello there "  # the echo engine's reply
 
 
 @pytest.mark.parametrize(
@@ -152,10 +152,13 @@ def test_keys_are_compared_in_constant_time(client: TestClient, monkeypatch: pyt
     key = str(new_key(client)["key"])
     calls.clear()
     assert client.get("/v1/models", headers=bearer(key)).status_code == 200
-    assert calls, "authentication must compare hashes with hmac.compare_digest"
+    # one comparison, of the stored hash with the presented key's: equal, and never the key itself
+    assert len(calls) == 1, "authentication must compare hashes with hmac.compare_digest"
+    (stored, presented) = calls[0]
+    assert stored == presented and key not in (stored, presented)
     calls.clear()
     assert client.get("/v1/models", headers=bearer(key[:-2] + "AA")).status_code == 401
-    assert calls
+    assert len(calls) == 1 and calls[0][0] != calls[0][1]
 
 
 def test_inference_key_cannot_reach_admin_routes(client: TestClient) -> None:

@@ -171,13 +171,27 @@ def test_error_during_stream_ends_with_error_event_not_done(client: TestClient) 
 
 
 def test_error_before_first_token_is_an_http_error(client: TestClient) -> None:
-    r = client.post(
-        "/v1/chat/completions",
-        json=chat(model="error-mid-stream", stream=True, messages=[{"role": "user", "content": "a b"}]),
-    )
-    assert r.status_code == 200  # two tokens arrive before the failure: the stream had started
+    """The engine fails before any token: a streamed request gets a plain 500 in the OpenAI
+    shape, not a 200 whose stream then breaks (nothing had been sent yet)."""
+    for stream in (True, False):
+        r = client.post("/v1/chat/completions", json=chat(model="error-first", stream=stream))
+        assert_error(r, 500, "engine_error", "api_error")
+        assert not r.headers["content-type"].startswith("text/event-stream")
     r = client.post("/v1/chat/completions", json=chat(model="nope", stream=True))
     assert_error(r, 404, "model_not_found", "not_found_error")
+
+
+def test_error_after_the_first_token_ends_the_stream_with_an_error_event(client: TestClient) -> None:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json=chat(model="error-mid-stream", stream=True, messages=[{"role": "user", "content": "a b c"}]),
+    ) as r:
+        assert r.status_code == 200  # two tokens arrive before the failure: the stream had started
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] != "[DONE]"
+    assert json.loads(events[-1])["error"]["code"] == "engine_error"
+    assert [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-1]][-2:] == ["a ", "b "]
 
 
 def test_stream_done_and_usage_chunk(client: TestClient) -> None:

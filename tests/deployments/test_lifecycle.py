@@ -17,7 +17,7 @@ from alize.deployments.lifecycle import (
     held_bytes,
     resident_bytes,
 )
-from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.manager import Deployment, DeploymentManager, QueueLimits
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, SamplingParams, Usage
@@ -81,16 +81,23 @@ def _request() -> GenerationRequest:
     return GenerationRequest(request_id="r", params=SamplingParams(max_tokens=1), prompt="hi")
 
 
+def _age(*deployments: Deployment, seconds: float = 120) -> None:
+    """Pretend the deployments were last used ``seconds`` ago (no sleeping past a timeout)."""
+    for d in deployments:
+        d.last_used = time.monotonic() - seconds
+
+
 async def test_idle_deployment_is_unloaded_and_reloads_with_a_cold_start() -> None:
     manager = _manager()
-    deployment = manager.add(_spec("a", idle=0.05))
+    deployment = manager.add(_spec("a", idle=60))
     keep = manager.add(_spec("keep", idle=0))
-    pinned = manager.add(_spec("pinned", idle=0.05))
+    pinned = manager.add(_spec("pinned", idle=60))
     for d in (deployment, keep, pinned):
         await d.ensure_loaded()
     reaper = IdleReaper(manager, pinned=lambda: {"pinned"})
+    _age(deployment, pinned, keep, seconds=59)
     assert await reaper.reap_once() == []  # not idle long enough yet
-    await asyncio.sleep(0.1)
+    _age(deployment, pinned, keep, seconds=61)
     assert await reaper.reap_once() == ["a"]
     engine = deployment.engine.replicas[0]
     assert isinstance(engine, FakeEngine)
@@ -102,13 +109,14 @@ async def test_idle_deployment_is_unloaded_and_reloads_with_a_cold_start() -> No
 
 async def test_a_busy_deployment_is_never_reaped() -> None:
     manager = _manager()
-    deployment = manager.add(_spec("a", idle=0.01))
+    deployment = manager.add(_spec("a", idle=60))
     await deployment.ensure_loaded()
     lease = await deployment.admit("c")
-    await asyncio.sleep(0.05)
+    _age(deployment)
     reaper = IdleReaper(manager)
     assert await reaper.reap_once() == []
     lease.release()
+    _age(deployment)
     assert await reaper.reap_once() == ["a"]
 
 
@@ -116,18 +124,18 @@ async def test_a_request_between_loading_and_its_slot_is_not_cut_off() -> None:
     """The gap between ensure_loaded and admit (prompt counting, limits, budget) may outlast a
     short idle timeout; the reaper must not unload the engine under the request."""
     manager = _manager()
-    deployment = manager.add(_spec("a", idle=0.01))
+    deployment = manager.add(_spec("a", idle=60))
     reaper = IdleReaper(manager)
     hold = deployment.hold()
     await deployment.ensure_loaded()
-    await asyncio.sleep(0.05)  # longer than the idle timeout
+    _age(deployment)  # longer than the idle timeout
     assert await reaper.reap_once() == []
     lease = await deployment.admit("c")
     hold.release()
     hold.release()  # idempotent: a second release must not let go of another request's hold
     assert deployment.loaded
     lease.release()
-    await asyncio.sleep(0.05)
+    _age(deployment)
     assert await reaper.reap_once() == ["a"]
 
 
@@ -184,7 +192,10 @@ async def test_replicas_route_to_the_least_busy_and_share_the_queue() -> None:
     first.gate.clear()  # replica 0 holds its sequence
     held = engine.generate(_request())
     pending = asyncio.ensure_future(held.__anext__())
-    await asyncio.sleep(0.01)
+    for _ in range(1000):  # until the held sequence is on its replica (an event, not a delay)
+        if engine.in_flight != [0, 0]:
+            break
+        await asyncio.sleep(0)
     assert engine.in_flight == [1, 0]
     async for _ in engine.generate(_request()):
         pass

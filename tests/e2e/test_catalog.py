@@ -184,11 +184,28 @@ def test_bench_measures_a_model_and_its_card_shows_the_figures(server: LiveServe
     assert missing.status_code == 404, missing.text
 
 
-def test_catalog_page_renders_escaped_cards(server: LiveServer) -> None:
-    page = httpx.get(server.url + "/catalog", timeout=30)
+def test_catalog_page_renders_escaped_cards(server: LiveServer, tiny_path: Path) -> None:
+    """A card whose operator-written fields carry markup is shown as text on the page."""
+    added = admin(server, "POST", "/models", {"path": str(tiny_path), "id": "tiny-markup"})
+    assert added.status_code == 201, added.text
+    marked = {
+        "display_name": '<script>window.__x=1</script>Tiny "quoted"',
+        "description": "<img src=x onerror=alert(1)> & <b>bold</b>",
+        "publisher": "</td><td onclick=alert(2)>",
+    }
+    assert admin(server, "PATCH", "/models/tiny-markup", marked).status_code == 200
+    try:
+        page = httpx.get(server.url + "/catalog", timeout=30)
+    finally:
+        assert admin(server, "DELETE", "/models/tiny-markup").status_code == 200
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'nonce-" in page.headers["content-security-policy"]
     html = page.text
+    assert 'data-id="tiny-markup"' in html
+    assert "&lt;script&gt;window.__x=1&lt;/script&gt;Tiny" in html
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
+    for raw in ("<script>window.__x", "<img src=x", "<b>bold", "<td onclick"):
+        assert raw not in html, raw
     for model in ("smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2"):
         assert f'data-id="{model}"' in html
     assert "/v1/embeddings" in html and "client.chat.completions.create" in html

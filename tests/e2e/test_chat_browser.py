@@ -22,10 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.e2e.server import LiveServer, live_server
+from tests.support.installed import import_or_missing, missing
 
 pytestmark = pytest.mark.e2e
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+playwright_sync = import_or_missing("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 PASSWORD = "correct horse battery"
@@ -70,7 +71,7 @@ def _create_user(env: dict[str, str], email: str) -> str:
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, str]]]:
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+        missing("Debian's chromium is not installed (apt-get install -y chromium)")
     tmp = tmp_path_factory.mktemp("chat")
     env = {
         "ALIZE_DATA_DIR": str(tmp / "data"),
@@ -146,6 +147,22 @@ def _wait_reply(page: playwright_sync.Page) -> None:
     )
 
 
+def _wait_saved_status(page: playwright_sync.Page, conversation: str, status: str) -> None:
+    """Until the store holds an assistant message with ``status`` (an event, not a fixed wait)."""
+    for _ in range(600):
+        statuses = page.evaluate(
+            """async (id) => {
+              const r = await fetch('/chat/api/conversations/' + id, {credentials: 'same-origin'});
+              return (await r.json()).messages.filter(m => m.role === 'assistant').map(m => m.status);
+            }""",
+            conversation,
+        )
+        if status in statuses:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no {status} reply saved in {conversation}: {statuses}")
+
+
 def _conversation_id(page: playwright_sync.Page) -> str:
     page.wait_for_url("**/c/*")
     return page.url.rsplit("/c/", 1)[1]
@@ -213,8 +230,9 @@ def test_stop_a_reply_keeps_the_partial_text(
     page.keyboard.press("Escape")
     page.wait_for_selector("#send:not([hidden])")
     page.wait_for_selector(".message.assistant[data-status=stopped]")
-    # the partial reply was saved as stopped
-    page.wait_for_timeout(1500)
+    # the partial reply is saved as stopped: wait for the store to say so, then reload
+    conversation = _conversation_id(page)
+    _wait_saved_status(page, conversation, "stopped")
     page.reload()
     page.wait_for_selector(".message.assistant[data-status=stopped][data-id]", timeout=15_000)
     # the slot was freed: the next reply arrives
@@ -330,7 +348,9 @@ def test_upload_a_document_and_open_a_citation(
     panel.wait_for(state="visible")
     assert "lighthouse.txt" in panel.inner_text()
     assert "Maelis Ardent" in panel.locator(".source-text").inner_text()
-    page.screenshot(path=str(IMAGES / "chat-citation.png"))
+    images = IMAGES if os.environ.get("ALIZE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(path=str(images / "chat-citation.png"))
+    assert (images / "chat-citation.png").stat().st_size > 10_000
     page.keyboard.press("Escape")
     panel.wait_for(state="hidden")
     page.context.close()
@@ -414,6 +434,7 @@ def test_xss_in_user_and_model_messages_does_not_run(
     text = page.locator(".message.assistant").last.inner_text()
     assert "<img src=x" in text and "<script>" in text  # raw HTML is shown as text
     page.locator(".message.assistant").last.locator("text=click me").first.click()
-    page.wait_for_timeout(500)
+    # a javascript: link would run on the click's task; let that task and a frame go by
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))")
     _assert_no_injection(page)
     page.context.close()

@@ -21,11 +21,12 @@ import httpx
 import pytest
 from tests.e2e.server import LiveServer, live_server
 from tests.e2e.test_chat_browser import CHROMIUM, PASSWORD, SAVED_REPLIES, _create_user, _page, _send
+from tests.support.installed import import_or_missing, missing
 
 from alize.chat.language import LanguageGuesser
 
 pytestmark = pytest.mark.e2e
-playwright_sync = pytest.importorskip("playwright.sync_api")
+playwright_sync = import_or_missing("playwright.sync_api")
 INDEX_URL = os.environ.get("ALIZE_E2E_PACK_INDEX_URL")
 PACK = os.environ.get("ALIZE_E2E_PACK", "qwen2.5-coder-1.5b-instruct")
 EMAIL = "camille@example.fr"
@@ -39,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     if not INDEX_URL:
         pytest.skip("set ALIZE_E2E_PACK_INDEX_URL to an index holding the pack's wheels to run this")
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+        missing("Debian's chromium is not installed (apt-get install -y chromium)")
     tmp = tmp_path_factory.mktemp("pack-browser")
     env = {
         "ALIZE_DATA_DIR": str(tmp / "data"),

@@ -4,64 +4,32 @@ its own limits, metering and usage; the official ``openai`` SDK is the client of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from tests.e2e.server import LiveServer, admin, live_server
+from tests.e2e.conftest import KEYED_ADMIN, REMOTE_KEY_ENV
+from tests.e2e.server import LiveServer, admin
 from tests.e2e.streaming import finishes_of, text_of
-from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-UPSTREAM_ADMIN = "e2e-upstream-admin-0123456789abcdef"
-KEY_ENV = "ALIZE_E2E_UPSTREAM_KEY"
+UPSTREAM_ADMIN = KEYED_ADMIN
+KEY_ENV = REMOTE_KEY_ENV
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("upstream")
-    env = {
-        "ALIZE_DEPLOYMENTS": json.dumps([{"name": "smollm2-135m-instruct"}]),
-        "ALIZE_ENGINE__PARALLEL": "2",
-        "ALIZE_ENGINE__CTX_PER_SLOT": "1024",
-        "ALIZE_ADMIN_KEY": UPSTREAM_ADMIN,
-        "ALIZE_CHAT__ENABLED": "false",
-    }
-    with live_server(tmp, env) as server:
-        yield server
+def upstream(keyed_server: LiveServer) -> LiveServer:
+    """The shared keyed SmolLM2 server (tests/e2e/conftest.py)."""
+    return keyed_server
 
 
 @pytest.fixture(scope="module")
-def upstream_key(upstream: LiveServer) -> str:
-    r = httpx.post(
-        f"{upstream.url}/admin/api/keys",
-        json={"name": "for-the-front"},
-        headers={"Authorization": f"Bearer {UPSTREAM_ADMIN}"},
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
-    key: str = r.json()["key"]
-    return key
-
-
-@pytest.fixture(scope="module")
-def front(tmp_path_factory: pytest.TempPathFactory, upstream_key: str) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("front")
-    tiny = write_tiny_llama_gguf(tmp / "tiny.gguf")
-    env = {
-        "ALIZE_DEPLOYMENTS": json.dumps([{"name": "tiny-local", "model_path": str(tiny)}]),
-        "ALIZE_DEFAULT_MODEL": "tiny-local",
-        "ALIZE_ENGINE__PARALLEL": "2",
-        "ALIZE_ENGINE__CTX_PER_SLOT": "256",
-        "ALIZE_CHAT__ENABLED": "false",
-        KEY_ENV: upstream_key,
-    }
-    with live_server(tmp, env) as server:
-        yield server
+def front(tiny_server: LiveServer) -> LiveServer:
+    """The shared tiny-GGUF server, started with the upstream key in ``KEY_ENV`` (conftest)."""
+    return tiny_server
 
 
 @pytest.fixture
@@ -98,15 +66,18 @@ def ledger_row(server: LiveServer, request_id: str) -> dict[str, Any]:
     return row
 
 
-def totals(server: LiveServer, deployment: str, headers: dict[str, str]) -> tuple[int, int, int]:
-    r = httpx.get(f"{server.url}/admin/api/usage?group_by=deployment", headers=headers, timeout=30)
+def totals(
+    server: LiveServer, deployment: str, headers: dict[str, str], project_id: str | None = None
+) -> tuple[int, int, int]:
+    params = {"group_by": "deployment", **({"project_id": project_id} if project_id else {})}
+    r = httpx.get(f"{server.url}/admin/api/usage", params=params, headers=headers, timeout=30)
     assert r.status_code == 200, r.text
     row = next(g for g in r.json()["data"] if g["group"] == deployment)
     return row["requests"], row["prompt_tokens"], row["completion_tokens"]
 
 
 def test_a_remote_card_is_deployed_served_metered_and_undeployed(
-    front: LiveServer, upstream: LiveServer, upstream_key: str, client: openai.OpenAI
+    front: LiveServer, upstream: LiveServer, upstream_key: str, front_project: str, client: openai.OpenAI
 ) -> None:
     added = admin(front, "POST", "/models", {"card": remote_card(upstream, "smol-remote", KEY_ENV)})
     assert added.status_code == 201, added.text
@@ -178,7 +149,9 @@ def test_a_remote_card_is_deployed_served_metered_and_undeployed(
 
     # the upstream metered the same four requests with the same token counts; the key never leaked
     ours = totals(front, "smol-remote", {})
-    theirs = totals(upstream, "smollm2-135m-instruct", {"Authorization": f"Bearer {UPSTREAM_ADMIN}"})
+    theirs = totals(
+        upstream, "smollm2-135m-instruct", {"Authorization": f"Bearer {UPSTREAM_ADMIN}"}, front_project
+    )
     assert ours == theirs and ours[0] == 4
     assert upstream_key not in front.log()
     assert upstream_key not in admin(front, "GET", "/models/smol-remote").text

@@ -9,6 +9,8 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -94,8 +96,35 @@ def test_32_concurrent_mixed_requests_complete_with_exact_usage(server: LiveServ
         )
 
 
+def _state(server: LiveServer) -> dict[str, Any]:
+    """The deployment's live state from the admin API (busy slots, waiting requests, workers)."""
+    r = httpx.get(f"{server.url}/admin/api/deployments/{MODEL}", timeout=30)
+    assert r.status_code == 200, r.text
+    state: dict[str, Any] = r.json()["state"]
+    return state
+
+
+async def _until(server: LiveServer, check: Callable[[dict[str, Any]], bool]) -> None:
+    """Poll the admin state until ``check`` holds: waiting on an event, not on the clock."""
+    for _ in range(600):
+        if check(await asyncio.to_thread(_state, server)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"state never reached: {_state(server)}")
+
+
+def _ledger(server: LiveServer, limit: int) -> list[tuple[str, int]]:
+    """The last ``limit`` usage rows (status, completion tokens), newest first."""
+    database = server.log_path.parent / f"data-{server.url.rsplit(':', 1)[1]}" / "alize.db"
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT status, completion_tokens FROM usage ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+    return [(str(status), int(tokens)) for status, tokens in rows]
+
+
 def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server: LiveServer) -> None:
-    async def run() -> tuple[float, dict[str, object]]:
+    async def run() -> dict[str, object]:
         async with httpx.AsyncClient(base_url=one_slot_server.url, timeout=120) as client:
             # A schema that needs 900 numbers cannot finish before max_tokens: the first request
             # surely holds the only slot until its client goes away.
@@ -122,18 +151,19 @@ def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server:
                         break
             # The second request waits for the only slot, which the first still holds.
             waiting = asyncio.create_task(_stream(client, _body("Say yes.", 3)))
-            await asyncio.sleep(1.0)
+            await _until(one_slot_server, lambda s: s["busy_slots"] == 1 and s["waiting"] == 1)
             assert not waiting.done()
-            closed_at = time.perf_counter()
             await response.aclose()
             await first.__aexit__(None, None, None)
-            result = await waiting
-            return time.perf_counter() - closed_at, result
+            return await waiting
 
-    elapsed, result = asyncio.run(run())
+    result = asyncio.run(run())
     assert result["usage"] is not None
-    # 3 tokens take well under a second here; 1000 tokens of the abandoned story would take many.
-    assert elapsed < 3.0, f"the waiting request finished {elapsed:.1f} s after the disconnect"
+    # the abandoned request stopped when its client left: had it kept the slot, the waiting one
+    # would have been served only after all 1000 tokens of it, whatever the machine's speed
+    rows = dict(_ledger(one_slot_server, 2))
+    assert set(rows) == {"client_disconnected", "success"}, rows
+    assert rows["client_disconnected"] < 1000
 
 
 def test_a_dropped_non_streamed_request_stops_at_once_and_is_metered_as_disconnected(
@@ -148,10 +178,7 @@ def test_a_dropped_non_streamed_request_stops_at_once_and_is_metered_as_disconne
         f"{one_slot_server.v1}/chat/completions", json=_body("Say yes.", 3, stream=False), timeout=120
     )
     assert r.status_code == 200
-    database = one_slot_server.log_path.parent / f"data-{one_slot_server.url.rsplit(':', 1)[1]}" / "alize.db"
-    with sqlite3.connect(database) as db:
-        rows = db.execute("SELECT status, completion_tokens FROM usage ORDER BY id DESC LIMIT 2").fetchall()
-    (status, tokens), (next_status, _) = rows[1], rows[0]
+    (next_status, _), (status, tokens) = _ledger(one_slot_server, 2)
     assert (status, next_status) == ("client_disconnected", "success")
     assert tokens < 1000  # it stopped when its client left, whatever the machine's speed
 
@@ -204,29 +231,29 @@ def test_shared_long_system_prompt_is_served_from_the_prompt_cache(server: LiveS
     cold_usage, warm_usage = cold["usage"], warm["usage"]
     assert isinstance(cold_usage, dict) and isinstance(warm_usage, dict)
     assert cold_usage["prompt_tokens"] >= 1500
-    assert warm_usage["prompt_tokens_details"]["cached_tokens"] >= 1500
-    assert float(cold["ttft"]) >= 5 * float(warm["ttft"]), (cold["ttft"], warm["ttft"])
+    assert cold_usage["prompt_tokens_details"]["cached_tokens"] < 1500  # the first one computed it
+    assert warm_usage["prompt_tokens_details"]["cached_tokens"] >= 1500  # the second reused it
 
 
-def test_worker_crash_gives_503_then_recovers(one_slot_server: LiveServer) -> None:
+def test_a_crashed_worker_is_restarted_and_serves_the_next_request(one_slot_server: LiveServer) -> None:
+    """A request arriving after a crash is not refused: the engine starts a fresh worker for it
+    (a request *in flight* during the crash ends with a 503-class error event, next test)."""
     pids = one_slot_server.worker_pids()
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)  # what a llama.cpp assertion does to the process
-    with httpx.Client(base_url=one_slot_server.url, timeout=60) as client:
-        first = client.post("/v1/chat/completions", json=_body("Hi", 2, stream=False))
-        assert first.status_code in (200, 503)
-        if first.status_code == 503:
-            assert first.json()["error"]["code"] == "engine_unavailable"
-            assert "retry-after" in first.headers
-        deadline = time.monotonic() + 60
-        while True:
-            reply = client.post("/v1/chat/completions", json=_body("Hi", 2, stream=False))
-            if reply.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert reply.status_code == 200
+    seen = f"llama.cpp worker {pids[0]} exited with code -9"
+    for _ in range(600):  # the gateway noticed (an event in its log, not a fixed wait)
+        if seen in one_slot_server.log():
+            break
+        time.sleep(0.05)
+    assert seen in one_slot_server.log()
+    with httpx.Client(base_url=one_slot_server.url, timeout=120) as client:
+        reply = client.post("/v1/chat/completions", json=_body("Hi", 2, stream=False))
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] >= 1
         assert client.get("/health").status_code == 200
-    assert one_slot_server.worker_pids() != pids
+    fresh = one_slot_server.worker_pids()
+    assert len(fresh) == 1 and fresh != pids
 
 
 def test_worker_crash_mid_stream_ends_with_an_error_event(one_slot_server: LiveServer) -> None:

@@ -1,10 +1,13 @@
 """Rate limits are exact across gateway processes: two live servers share one Redis and one
 PostgreSQL database (a fresh schema), a key limited to 60 RPM, and 200 requests fired at once
-across both; at most 60 are admitted and every other one is a 429 with ``Retry-After``."""
+across both; exactly 60 are admitted (the window is an exact log and the burst lasts well under
+a minute) and every other one is a 429 with ``Retry-After``. The gateways serve the tiny GGUF:
+the requests ask for one token, so the model's quality is beside the point and it loads at once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -14,8 +17,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer, live_server
+from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 from alize.store.testing import postgres_available, postgres_test_url, redis_test_url, services_required
 
@@ -23,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 ADMIN = "e2e-limits-admin-key-0123456789abcdef"
 REDIS_URL = redis_test_url()
+MODEL = "tiny-local"
 
 
 def _require_services() -> None:
@@ -48,13 +52,17 @@ def two_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Live
     with admin_engine.begin() as connection:
         connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    tiny = write_tiny_llama_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
     env = {
+        "ALIZE_DEPLOYMENTS": json.dumps([{"name": MODEL, "model_path": str(tiny)}]),
+        "ALIZE_DEFAULT_MODEL": MODEL,
+        "ALIZE_CHAT__ENABLED": "false",
         "ALIZE_DATABASE_URL": url.render_as_string(hide_password=False),
         "ALIZE_REDIS_URL": REDIS_URL,
         "ALIZE_ADMIN_KEY": ADMIN,
         "ALIZE_SECRET_KEY": "shared-secret-" + secrets.token_hex(16),
         "ALIZE_ENGINE__PARALLEL": "4",
-        "ALIZE_ENGINE__CTX_PER_SLOT": "512",
+        "ALIZE_ENGINE__CTX_PER_SLOT": "256",
         "ALIZE_LIMITS__QUEUE_MAX": "200",
     }
     try:
@@ -103,9 +111,7 @@ def test_60_rpm_holds_across_two_gateways(two_gateways: list[LiveServer]) -> Non
     responses = asyncio.run(_fire(two_gateways, key, 200))
     statuses = [r.status_code for r in responses]
     admitted = statuses.count(200)
-    assert admitted <= 60, statuses
-    assert admitted >= 1
-    assert set(statuses) <= {200, 429}, sorted(set(statuses))
+    assert (admitted, statuses.count(429)) == (60, 140), sorted(set(statuses))
     for r in responses:
         if r.status_code == 429:
             assert int(r.headers["retry-after"]) >= 1 and int(r.headers["retry-after-ms"]) >= 1

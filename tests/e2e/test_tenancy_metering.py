@@ -12,27 +12,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from openai import OpenAI
-from tests.e2e.conftest import MODEL
-from tests.e2e.server import LiveServer, live_server
+from tests.e2e.conftest import KEYED_ADMIN, MODEL
+from tests.e2e.server import LiveServer
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = "e2e-admin-key-0123456789abcdefghij"
+ADMIN = KEYED_ADMIN
 SLACK = 3
 
 
 @pytest.fixture(scope="module")
-def tenancy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(
-        tmp_path_factory.mktemp("tenancy"),
-        {"ALIZE_ENGINE__PARALLEL": "4", "ALIZE_ENGINE__CTX_PER_SLOT": "1024", "ALIZE_ADMIN_KEY": ADMIN},
-    ) as s:
-        yield s
+def tenancy_server(keyed_server: LiveServer) -> LiveServer:
+    """The shared keyed SmolLM2 server (tests/e2e/conftest.py); every test issues its own key."""
+    return keyed_server
 
 
 def admin() -> dict[str, str]:

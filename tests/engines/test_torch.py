@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import pytest_asyncio
+from tests.support.installed import import_or_missing
 
 from alize.catalog.sources import minilm_folder
 from alize.domain import GenerationRequest, SamplingParams
@@ -50,7 +51,7 @@ async def test_vectors_are_normalised_and_similar_for_paraphrases(engine: TorchE
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_matches_sentence_transformers(engine: TorchEngine) -> None:
-    st = pytest.importorskip("sentence_transformers")
+    st = import_or_missing("sentence_transformers")
     reference = st.SentenceTransformer(str(minilm_folder()), device="cpu", local_files_only=True)
     expected = reference.encode(SENTENCES, normalize_embeddings=True)
     result = await engine.embed(SENTENCES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -115,25 +114,36 @@ async def test_concurrency_is_bounded_and_closing_early_frees_the_thread(folder:
     await engine.start()
     try:
         # two sequences on a one-sequence engine: the second starts only when the first ends
-        both = await asyncio.gather(
-            run(engine, chat(max_tokens=30, seed=1)), run(engine, chat(max_tokens=30, seed=2))
-        )
+        order: list[int] = []
+
+        async def tagged(tag: int, seed: int) -> list[Delta]:
+            deltas = []
+            async for delta in engine.generate(chat(max_tokens=30, seed=seed)):
+                order.append(tag)
+                deltas.append(delta)
+            return deltas
+
+        both = await asyncio.gather(tagged(1, 1), tagged(2, 2))
         assert [d[-1].usage.completion_tokens for d in both] == [30, 30]  # type: ignore[union-attr]
+        first = order[0]
+        assert order == [first] * len(both[first - 1]) + [3 - first] * len(both[2 - first]), order
         assert generation_threads() <= before + 1
 
+        # every decoding step is one forward pass of the model: count them
+        passes = [0]
+        engine._lm.model.register_forward_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))  # type: ignore[union-attr]
         stream = engine.generate(chat(max_tokens=450, temperature=1.0, seed=4))
         received = 0
         async for delta in stream:
             received += delta.tokens
             if received >= 3:
                 break
-        started = time.perf_counter()
         await stream.aclose()  # returns once the worker thread has left its loop
-        assert time.perf_counter() - started < 2
-        # the single slot is free at once: a new request does not wait for 450 tokens
-        started = time.perf_counter()
+        after_close = passes[0]
+        assert after_close < 450
+        # the single slot is free at once: the next request's 3 tokens are the only passes run
         quick = await run(engine, chat(max_tokens=3))
         assert quick[-1].usage is not None and quick[-1].usage.completion_tokens == 3
-        assert time.perf_counter() - started < 5
+        assert passes[0] - after_close == 3
     finally:
         await engine.stop()

@@ -7,7 +7,6 @@ import os
 import secrets
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -184,7 +183,7 @@ _WORKER = textwrap.dedent(
     from alize.gateway.limits import LimitSpec, Subject
     from alize.gateway.limits_redis import RedisRateLimiter
 
-    async def main(url, prefix, count, start_at):
+    async def main(url, prefix, count):
         limiter = RedisRateLimiter.from_url(url, key_prefix=prefix)
         await limiter._redis.ping()  # connect before the start line
         subjects = [Subject("key:shared", LimitSpec(rpm=60))]
@@ -196,12 +195,13 @@ _WORKER = textwrap.dedent(
             except RateLimitError:
                 return 0
 
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # the start line: both workers are connected
         admitted = sum(await asyncio.gather(*(one() for _ in range(count))))
         await limiter.aclose()
         print(admitted)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
     """
 )
 
@@ -209,7 +209,6 @@ _WORKER = textwrap.dedent(
 @pytest.mark.asyncio
 async def test_two_processes_sharing_redis_admit_exactly_the_limit(redis_prefix: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    start_at = time.time() + 3
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -218,14 +217,18 @@ async def test_two_processes_sharing_redis_admit_exactly_the_limit(redis_prefix:
             REDIS_URL,
             redis_prefix,
             "100",
-            str(start_at),
             env=env,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
     ]
-    outputs = [await asyncio.wait_for(p.communicate(), timeout=60) for p in procs]
+    for p in procs:  # wait until each one is connected, then start both at once
+        assert p.stdout is not None
+        ready = await asyncio.wait_for(p.stdout.readline(), timeout=60)
+        assert ready == b"ready\n", ready
+    outputs = await asyncio.gather(*(asyncio.wait_for(p.communicate(b"go\n"), timeout=60) for p in procs))
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
     counts = [int(out) for out, _ in outputs]

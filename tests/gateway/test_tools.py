@@ -53,16 +53,16 @@ def test_none_flattens_earlier_tool_turns() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "arguments"),
     [
-        '{"name": "get_weather", "arguments": {"city": "Lyon"}}',
-        '```json\n{"name":"get_weather","arguments":{}}\n```',
+        ('{"name": "get_weather", "arguments": {"city": "Lyon"}}', {"city": "Lyon"}),
+        ('```json\n{"name":"get_weather","arguments":{}}\n```', {}),
     ],
 )
-def test_parse_tool_call_accepts_json_calls(text: str) -> None:
+def test_parse_tool_call_accepts_json_calls(text: str, arguments: dict[str, str]) -> None:
     call = parse_tool_call(text, (WEATHER,))
     assert call is not None and call.name == "get_weather"
-    assert isinstance(json.loads(call.arguments), dict)
+    assert json.loads(call.arguments) == arguments
 
 
 @pytest.mark.parametrize(

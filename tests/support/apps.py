@@ -13,8 +13,9 @@ from tests.support.scripted_engine import ScriptedEngine
 from alize.api.app import create_app
 from alize.config import DeploymentSettings, LimitSettings, Settings
 from alize.engines.registry import EngineRegistry
+from alize.store.testing import migrated_sqlite
 
-SCENARIOS = ("echo", "slow", "error-mid-stream", "tool-json", "zero-usage")
+SCENARIOS = ("echo", "slow", "error-mid-stream", "error-first", "tool-json", "zero-usage")
 
 
 @contextmanager
@@ -38,7 +39,12 @@ def scripted_client(
 
 
 def scripted_app(settings: Settings) -> TestClient:
-    """An app whose deployments may use the scripted engine (``engine="scripted"``)."""
+    """An app whose deployments may use the scripted engine (``engine="scripted"``). Its SQLite
+    database starts as a copy of one migrated once per process (migrating costs more than
+    most of these tests)."""
+    database = settings.data_dir / "alize.db"
+    if settings.database_url is None and not database.exists():
+        migrated_sqlite(database)
     registry = EngineRegistry(load_entry_points=False)
     registry.register("scripted", ScriptedEngine)
     return local_client(create_app(settings, registry=registry))

@@ -2,9 +2,9 @@
 
 The deployment's ``model_path`` name picks the scenario, so one app can serve several:
 ``echo`` repeats the last user message word by word, ``slow`` sleeps between tokens,
-``error-mid-stream`` fails after two tokens, ``tool-json`` answers with a JSON tool call,
-``zero-usage`` reports no tokens, ``embed`` is an embeddings model (bag-of-words vectors over
-:data:`EMBED_VOCAB`, one prompt token per word).
+``error-mid-stream`` fails after two tokens, ``error-first`` before the first, ``tool-json``
+answers with a JSON tool call, ``zero-usage`` reports no tokens, ``embed`` is an embeddings
+model (bag-of-words vectors over :data:`EMBED_VOCAB`, one prompt token per word).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class ScriptedEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         words = self._words(request)
+        if self.scenario == "error-first":
+            raise EngineError("scripted failure before the first token")
         try:
             for i, word in enumerate(words):
                 if self.scenario == "slow":

@@ -67,11 +67,10 @@ log = logging.getLogger(__name__)
 async def build_services(
     settings: Settings, registry: EngineRegistry | None = None, *, serving: bool = True
 ) -> Services:
-    """Every service of a server; ``serving=False`` for an ``alize worker`` beside servers on the
-    same data (it leaves the servers' own housekeeping, such as pulls being staged, alone).
-
-    Each service's teardown is pushed on one stack as soon as it exists, so a failure half-way
-    closes what was built (``Services.aclose`` unwinds the same stack)."""
+    """Build every service; each one's teardown is pushed on one stack as soon as it exists, so
+    a failure half-way closes what was built (``Services.aclose`` unwinds the same stack).
+    ``serving=False`` for an ``alize worker`` beside servers on the same data (it leaves the
+    servers' own housekeeping, such as pulls being staged, alone)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stack = AsyncExitStack()
     try:
@@ -197,17 +196,17 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             services.on_close(services.retention.stop)
             services.idle_reaper.start()
             services.on_close(services.idle_reaper.stop)
+            if settings.safety.warm_up:
+                await asyncio.to_thread(services.moderator.warm_up)
+            # first at shutdown: requests in flight finish (and settle) before anything closes
+            services.on_close(services.pipeline.drain)
             services.file_sweeper.start()
             services.on_close(services.file_sweeper.stop)
-            # at shutdown, after the worker: requests in flight finish (and settle) before
-            # anything they use closes
-            services.on_close(services.pipeline.drain)
             if settings.jobs.embedded_worker:
                 worker = build_worker(services, role="serve")
                 worker.start()
-                services.on_close(worker.stop)  # first: hands its jobs back to the queue
-            if settings.safety.warm_up:
-                await asyncio.to_thread(services.moderator.warm_up)
+                # before the drain: the worker hands its jobs back, then lines in flight settle
+                services.on_close(worker.stop)
             if settings.load_on_start and settings.default_model in {
                 d.name for d in services.deployments.list()
             }:
@@ -234,11 +233,11 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     for router in (
         embeddings.router,
         moderations.router,
-        files.router,
-        batches.router,
         admin_catalog.router,
         admin_packs.router,
         catalog_page.router,
+        files.router,
+        batches.router,
     ):
         app.include_router(router)
     if settings.chat.enabled:

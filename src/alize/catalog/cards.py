@@ -212,6 +212,13 @@ class ModelCard(_Data):
     architecture: str | None = Field(default=None, max_length=100)
     parameter_count: int | None = Field(default=None, ge=0, le=INT64_MAX)
     quantization: str | None = Field(default=None, max_length=40)
+    kv_values_per_token: int | None = Field(
+        default=None,
+        ge=0,
+        le=INT64_MAX,
+        description="K and V values cached per token over all layers (from the GGUF: layers x KV heads "
+        "x (key + value head size)); sizes the KV cache in the memory estimate",
+    )
     size_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
     source: ModelSource
     price_input_per_million: int = Field(default=0, ge=0, le=MAX_PRICE)

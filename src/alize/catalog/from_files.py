@@ -73,6 +73,7 @@ def card_from_gguf_info(info: GGUFInfo, id: str | None = None) -> ModelCard:
             "architecture": info.architecture,
             "parameter_count": info.parameter_count,
             "quantization": info.quantization,
+            "kv_values_per_token": info.kv_values_per_token,
             "size_bytes": info.size_bytes,
             "source": GGUFFileSource(path=str(path)),
             "has_chat_template": info.has_chat_template,

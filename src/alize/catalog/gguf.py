@@ -126,6 +126,10 @@ class GGUFInfo:
     context_length: int | None = None
     embedding_length: int | None = None
     block_count: int | None = None
+    head_count: int | None = None
+    head_count_kv: int | None = None
+    key_length: int | None = None
+    value_length: int | None = None
     vocab_size: int | None = None
     tokenizer_model: str | None = None
     pooling_type: int | None = None
@@ -144,6 +148,23 @@ class GGUFInfo:
     @property
     def has_chat_template(self) -> bool:
         return bool(self.chat_template)
+
+    @property
+    def kv_values_per_token(self) -> int | None:
+        """K and V values llama.cpp caches per token, over all layers: ``layers × KV heads ×
+        (key + value head size)``, with llama.cpp's own defaults (KV heads = heads, head size =
+        embedding / heads) where the file leaves a key out. None when the file cannot say
+        (no layers or heads: an embedding-only or unusual architecture). Sliding-window layers
+        (Gemma 3) are counted in full, so the figure is an upper bound there."""
+        if not self.block_count or not self.head_count:
+            return None
+        kv_heads = self.head_count if self.head_count_kv is None else self.head_count_kv
+        default = self.embedding_length // self.head_count if self.embedding_length else None
+        key = self.key_length if self.key_length is not None else default
+        value = self.value_length if self.value_length is not None else default
+        if key is None or value is None:
+            return None
+        return self.block_count * kv_heads * (key + value)
 
     @property
     def fim_token_ids(self) -> tuple[int, int, int] | None:
@@ -182,6 +203,13 @@ def _typed(md: dict[str, Value], key: str, kind: type[int] | type[str]) -> Any:
     if kind is str and not isinstance(value, str):
         raise GGUFFormatError(f"metadata {key!r} should be a string, not {type(value).__name__}")
     return value
+
+
+def _plain_int(md: dict[str, Value], key: str) -> int | None:
+    """``md[key]`` when it is one integer; None otherwise (some architectures give per-layer
+    arrays here, which llama.cpp accepts, so they must not make the file unreadable)."""
+    value = md.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _quantization(header: GGUFHeader, file_type: int | None) -> str | None:
@@ -259,6 +287,10 @@ def info_from_header(path: Path, header: GGUFHeader) -> GGUFInfo:
         context_length=_typed(md, f"{arch}.context_length", int),
         embedding_length=_typed(md, f"{arch}.embedding_length", int),
         block_count=_typed(md, f"{arch}.block_count", int),
+        head_count=_plain_int(md, f"{arch}.attention.head_count"),
+        head_count_kv=_plain_int(md, f"{arch}.attention.head_count_kv"),
+        key_length=_plain_int(md, f"{arch}.attention.key_length"),
+        value_length=_plain_int(md, f"{arch}.attention.value_length"),
         vocab_size=vocab_size,
         tokenizer_model=_typed(md, "tokenizer.ggml.model", str),
         pooling_type=_typed(md, f"{arch}.pooling_type", int),

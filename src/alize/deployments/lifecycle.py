@@ -5,17 +5,22 @@ cuts a request off; the next request reloads the deployment and reports its cold
 
 Memory is *estimated* before loading (the point is to decide before paying): the weights' size
 plus the KV cache of every slot plus llama.cpp's prompt cache and a fixed per-process overhead,
-times the replicas. The KV size per token is not on the card, so it is approximated as
-``parameters ** (2/3)`` bytes — K and V in f16 over ``layers × kv width``, which grows roughly
-like that with model size (SmolLM2-135M: 23 KB/token actual vs 26 KB estimated; 7B llama: 512 KB
-vs 366 KB). It is a planning figure, not an accounting one: once a deployment whose engines run
+times the replicas. The KV cache is sized from the model's own metadata: the K and V values per
+token over all layers (``layers × KV heads × (key + value head size)``, read from the GGUF onto
+the card, :attr:`alize.catalog.gguf.GGUFInfo.kv_values_per_token`) times 2 bytes, f16 being
+llama.cpp's default cache type, which Alizé leaves as it is (SmolLM2-135M: 30 × 3 × 128 × 2 =
+23,040 bytes a token, what llama.cpp allocates; tests/deployments/test_memory_estimate.py).
+Only a model whose metadata says nothing of its attention falls back on ``parameters ** (2/3)``
+bytes, a rough guess that overshoots models with grouped-query attention (262 KB for SmolLM2).
+It is a planning figure, not an accounting one: once a deployment whose engines run
 in worker processes (llama.cpp) is loaded, the budget counts what those processes really hold,
 their resident memory read from ``/proc/<pid>/status`` each time it adds up (so a KV cache that
 grows with use is seen growing). In-process engines (PyTorch, remote) keep their estimate.
-The trade-off: resident memory right after a load is below what the deployment reaches once its
-slots fill (llama.cpp reserves the KV cache but pages it in as used; SmolLM2 with 4 × 2048-token
-slots: 360 MiB resident after loading vs 2465 MiB planned, docs/benchmarks.md), so the budget may
-admit a deployment that later grows past it; the next load then sees the growth and evicts.
+The trade-off: llama.cpp clears its KV buffer when it loads, so the KV cache is resident at
+once, but the RAM prompt cache (``cache_ram_mib``) fills only with use (SmolLM2 with 4 ×
+2048-token slots: 360 MiB resident after loading vs 594 MiB planned, 256 of them prompt cache,
+docs/benchmarks.md), so the budget may admit a deployment that later grows past it; the next
+load then sees the growth and evicts.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 #: resident memory of a worker process before any model: runtime, buffers, compute graph
 PROCESS_OVERHEAD_BYTES = 64 * MIB
+#: bytes per cached K or V value: f16, llama.cpp's default cache type (never changed by Alizé)
+KV_BYTES_PER_VALUE = 2
 #: a PyTorch model in process: the framework's own allocations beside the weights
 TORCH_OVERHEAD_BYTES = 160 * MIB
 
@@ -44,8 +51,20 @@ class MemoryBudgetExceededError(EngineUnavailableError):
     default_code = "memory_budget_exceeded"
 
 
+def kv_bytes_per_token(kv_values_per_token: int | None, parameter_count: int | None, weights: int) -> int:
+    """Bytes of KV cache one token takes: from the model's metadata when known, else the guess."""
+    if kv_values_per_token:
+        return kv_values_per_token * KV_BYTES_PER_VALUE
+    return int((parameter_count or weights) ** (2 / 3))
+
+
 def estimate_memory(
-    engine: EngineConfig, *, size_bytes: int | None, parameter_count: int | None, replicas: int
+    engine: EngineConfig,
+    *,
+    size_bytes: int | None,
+    parameter_count: int | None,
+    replicas: int,
+    kv_values_per_token: int | None = None,
 ) -> int:
     """Bytes a loaded deployment is expected to hold (see the module docstring)."""
     if engine.kind == "remote":
@@ -53,7 +72,7 @@ def estimate_memory(
     weights = size_bytes or 0
     if engine.kind == "torch":
         return replicas * (weights + TORCH_OVERHEAD_BYTES)
-    kv_per_token = int((parameter_count or weights) ** (2 / 3))
+    kv_per_token = kv_bytes_per_token(kv_values_per_token, parameter_count, weights)
     kv = engine.parallel * engine.ctx_per_slot * kv_per_token
     return replicas * (weights + kv + engine.cache_ram_mib * MIB + PROCESS_OVERHEAD_BYTES)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alize.catalog.cards import AdapterSource, ModelCard, RemoteSource
+from alize.catalog.gguf import inspect_gguf_async
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import Settings
@@ -45,6 +46,20 @@ from alize.store.database import Database
 from alize.store.repositories import DeploymentRepository
 
 log = logging.getLogger(__name__)
+
+
+async def _kv_values_per_token(card: ModelCard | None, kind: str, path: Path | None) -> int | None:
+    """The KV size facts for the memory estimate: the card's, else (a card written before cards
+    carried them, or a pack's) the GGUF's own metadata, read in the sandboxed inspector."""
+    if card is not None and card.kv_values_per_token:
+        return card.kv_values_per_token
+    if kind != "llamacpp" or path is None or path.suffix.lower() != ".gguf":
+        return None
+    try:
+        return (await inspect_gguf_async(path)).kv_values_per_token
+    except AlizeError as exc:  # the load itself will report an unreadable file
+        log.warning("could not read the KV facts of %s: %s", path, exc.message)
+        return None
 
 
 class DeploymentService:
@@ -90,6 +105,7 @@ class DeploymentService:
             size_bytes=size,
             parameter_count=card.parameter_count if card is not None else None,
             replicas=config.replicas,
+            kv_values_per_token=await _kv_values_per_token(card, kind, path),
         )
         return build_spec(config, card, engine, memory_bytes=memory, declared=declared)
 

@@ -142,8 +142,8 @@ class PolicyPipeline:
         *,
         dimensions: int | None = None,
         project_id: str | None = None,
-        line: BatchLine | None = None,
         user_id: str | None = None,
+        line: BatchLine | None = None,
     ) -> EmbeddingResult:
         """Ticket → prepare → admit → embed → settle: the limits, budget and ledger of generation.
         ``project_id`` and ``user_id`` as for :meth:`chat` (the chat page's documents)."""

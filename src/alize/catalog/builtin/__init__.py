@@ -55,7 +55,11 @@ def _refresh(card: ModelCard, path: Path, inspect_files: bool) -> ModelCard:
         if inspect_files:
             # Packaged files come with the installation, so they are read in-process.
             info = read_gguf_info(path)
-            update.update(parameter_count=info.parameter_count, quantization=info.quantization)
+            update.update(
+                parameter_count=info.parameter_count,
+                quantization=info.quantization,
+                kv_values_per_token=info.kv_values_per_token,
+            )
             if info.context_length:
                 update["context_length"] = info.context_length
     elif path.is_dir():

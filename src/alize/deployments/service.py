@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alize.catalog.cards import AdapterSource, ModelCard, RemoteSource
-from alize.catalog.gguf import inspect_gguf_async
+from alize.catalog.inspect import inspect_gguf_async
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
 from alize.config import Settings

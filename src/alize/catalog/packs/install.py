@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alize.catalog.gguf import GGUFInfo, inspect_gguf
+from alize.catalog.gguf import GGUFInfo
+from alize.catalog.inspect import inspect_gguf
 from alize.catalog.packs import Pack
 from alize.catalog.packs.errors import (
     InsufficientStorageError,

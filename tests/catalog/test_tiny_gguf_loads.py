@@ -53,8 +53,8 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("with_fim", [False, True])
 def test_xllamacpp_loads_and_generates(tmp_path: Path, with_fim: bool) -> None:
     model = write_tiny_llama_gguf(tmp_path / "tiny.gguf", with_fim=with_fim, seed=3)
-    found = read_gguf_info(model).traits.fim_token_ids  # what the engine's worker reports
-    fim = list(found) if found is not None else None
+    ids = read_gguf_info(model).traits.fim_token_ids
+    fim = list(ids) if ids is not None else None
     tokens = tiny_vocab(with_fim)[0]
     if with_fim:
         assert fim == [tokens.index(t) for t in FIM_TOKENS]

@@ -16,6 +16,9 @@ Every request goes down the same straight path, each step failing with a typed e
 6. **filter and observe**: the output filter, if the deployment has one
    (:mod:`alize.gateway.output_filter`), inside the observer that settles when the stream ends.
 
+Metrics, traces and logs watch through a :class:`~alize.gateway.observer.RequestObserver`, told
+of refusals, starts, token gaps and settled rows; it never changes what happens.
+
 A prompt the input filter refuses is cheap to refuse: it is judged before any model is loaded or
 any limit is consumed, and leaves a row with no tokens and no cost (status ``content_filtered``,
 or ``error`` with code ``content_filter_error``).
@@ -34,7 +37,6 @@ A batch line (``line=``, :class:`~alize.gateway.tickets.BatchLine`) goes down th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -55,10 +57,21 @@ from alize.gateway.choices import ChoiceEvent
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
 from alize.gateway.generation import Generation, GenerationService, Prepared
 from alize.gateway.metering import UsageStatus
+from alize.gateway.observer import Guarded, NullObserver, RequestObserver, Settled
 from alize.gateway.output_filter import filter_output
 from alize.gateway.safety import ContentSafety
+from alize.gateway.settling import Settler
 from alize.gateway.tenancy import Tenancy
-from alize.gateway.tickets import BatchLine, Moderated, Ticket, lane_of, line_request_id, served, usage_record
+from alize.gateway.tickets import (
+    BatchLine,
+    Moderated,
+    Ticket,
+    label,
+    lane_of,
+    line_request_id,
+    served,
+    usage_record,
+)
 from alize.safety.moderator import create_moderator
 from alize.safety.policy import FilterReport
 from alize.streams import aclose
@@ -76,6 +89,7 @@ class PolicyPipeline:
         embeddings: EmbeddingsService | None = None,
         *,
         safety: ContentSafety | None = None,
+        observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._generation = generation
@@ -85,7 +99,8 @@ class PolicyPipeline:
         self._deployments = deployments
         self._tenancy = tenancy
         self._clock = clock
-        self._settling: set[asyncio.Task[None]] = set()
+        self._observer = Guarded(observer or NullObserver())
+        self._settler = Settler(tenancy, self._observer, clock)
 
     async def chat(
         self,
@@ -157,10 +172,10 @@ class PolicyPipeline:
             result = await self._embeddings.embed(prepared, caller, lane_of(line))
         except BaseException as exc:
             prepared.close()
-            await self._settle_failure(ticket, exc)
+            await self._settler.failure(ticket, exc)
             raise
         usage = Usage(prompt_tokens=result.prompt_tokens)
-        await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=usage)
+        await self._settler.settle(ticket, None, UsageStatus.SUCCESS, None, usage=usage)
         return result
 
     async def moderate(
@@ -188,16 +203,15 @@ class PolicyPipeline:
         try:
             result = await classify()
         except BaseException as exc:
-            await self._settle_failure(ticket, exc)
+            await self._settler.failure(ticket, exc)
             raise
-        await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=Usage(prompt_tokens=tokens))
+        await self._settler.settle(ticket, None, UsageStatus.SUCCESS, None, usage=Usage(prompt_tokens=tokens))
         headers = {"x-request-id": request_id, **(ticket.lease.headers if ticket.lease else {})}
         return Moderated(result, request_id, headers)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""
-        while self._settling:
-            await asyncio.gather(*list(self._settling), return_exceptions=True)
+        await self._settler.drain()
 
     # ------------------------------------------------------------------ the steps
 
@@ -236,9 +250,10 @@ class PolicyPipeline:
             request_id = "req_" + uuid.uuid4().hex
             exc.headers["x-request-id"] = request_id  # the client can look its row up
             status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR
-            await self._tenancy.metering.record(
-                usage_record(ticket, request_id, status, exc.code, Usage(), 0, self._clock(), None)
-            )
+            now = self._clock()
+            record = usage_record(ticket, request_id, status, exc.code, Usage(), 0, now, None)
+            await self._tenancy.metering.record(record)
+            self._observer.settled(Settled(record, label(ticket), now - ticket.started, filtered_at="input"))
             raise
 
     async def _admit(
@@ -280,10 +295,17 @@ class PolicyPipeline:
         completion = prepared.worst_case_completion_tokens
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, completion)
+            queued = self._clock()
             generation = await self._generation.start(prepared, caller, lane)
+            self._observer.started(
+                ticket.name,
+                ticket.project_id,
+                queue_s=self._clock() - queued,
+                cold_start_s=prepared.cold_start_s,
+            )
         except BaseException as exc:
             prepared.close()
-            await self._settle_failure(ticket, exc)
+            await self._settler.failure(ticket, exc)
             raise
         if ticket.lease is not None:
             generation.headers.update(ticket.lease.headers)
@@ -301,7 +323,7 @@ class PolicyPipeline:
             )
         generation.events = self._observe(ticket, generation, events)
         generation.on_close.append(
-            lambda: self._settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
+            lambda: self._settler.settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
         )
         return generation
 
@@ -311,10 +333,16 @@ class PolicyPipeline:
         """Pass events through, and settle with the outcome once the stream ends or is closed."""
         status, code = UsageStatus.CLIENT_DISCONNECTED, None
         filtered = False
+        last: dict[int, float] = {}  # when each choice last streamed tokens (inter-token latency)
         try:
             async for event in events:
                 if event.delta.finish_reason == FinishReason.CONTENT_FILTER:
                     filtered = True
+                if event.delta.tokens:
+                    now = self._clock()
+                    if event.index in last:
+                        self._observer.token_gap(ticket.name, now - last[event.index])
+                    last[event.index] = now
                 yield event
             status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.SUCCESS
         except AlizeError as exc:
@@ -331,65 +359,4 @@ class PolicyPipeline:
             # close the engine stream first, so usage counts everything it produced
             with contextlib.suppress(Exception):
                 await aclose(events)
-            await self._settle(ticket, generation, status, code)
-
-    # ------------------------------------------------------------------ settling
-
-    async def _settle_failure(self, ticket: Ticket, exc: BaseException) -> None:
-        """Admitted, then failed before any output (e.g. queue full, engine down, client gone)."""
-        if isinstance(exc, asyncio.CancelledError):
-            await self._settle(ticket, None, UsageStatus.CLIENT_DISCONNECTED, None)
-        else:
-            code = exc.code if isinstance(exc, AlizeError) else "internal_error"
-            await self._settle(ticket, None, UsageStatus.ERROR, code)
-
-    async def _settle(
-        self,
-        ticket: Ticket,
-        generation: Generation | None,
-        status: UsageStatus,
-        code: str | None,
-        *,
-        usage: Usage | None = None,
-    ) -> None:
-        """Release, settle and meter once; shielded so a cancelled request still gets its row."""
-        if ticket.settled or ticket.request_id is None:
-            return
-        ticket.settled = True
-        task = asyncio.ensure_future(self._settle_now(ticket, generation, status, code, usage))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)
-
-    async def _settle_now(
-        self,
-        ticket: Ticket,
-        generation: Generation | None,
-        status: UsageStatus,
-        code: str | None,
-        usage: Usage | None,
-    ) -> None:
-        assert ticket.request_id is not None
-        if usage is None:
-            usage = generation.usage if generation is not None else Usage()
-        prices = ticket.prices
-        cost = cost_micros(
-            usage.prompt_tokens, usage.completion_tokens, prices.input_per_million, prices.output_per_million
-        )
-        now = self._clock()
-        first = generation.first_token_at if generation is not None else None
-        new = False
-        try:
-            if ticket.lease is not None:
-                await ticket.lease.release(usage.prompt_tokens + usage.completion_tokens)
-        finally:
-            try:
-                new = await self._tenancy.metering.record(
-                    usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
-                )
-            finally:
-                # charged only with a new row (a repeated request id is released, never billed twice)
-                if ticket.reservation is not None and new:
-                    await self._tenancy.budget.settle(ticket.reservation, cost)
-                elif ticket.reservation is not None:
-                    await self._tenancy.budget.release(ticket.reservation)
+            await self._settler.settle(ticket, generation, status, code)

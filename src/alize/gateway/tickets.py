@@ -101,6 +101,12 @@ def usage_record(
     )
 
 
+def label(ticket: Ticket) -> str:
+    """The deployment a request is counted under; every moderation call under one name, since its
+    model name comes from the client."""
+    return ticket.name if ticket.deployment is not None else "moderation"
+
+
 def served(ticket: Ticket) -> Deployment:
     """The deployment of a generation or embedding ticket (every ticket but a moderation's)."""
     assert ticket.deployment is not None

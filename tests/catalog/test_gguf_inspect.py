@@ -17,8 +17,9 @@ from tests.fixtures.tiny_gguf import (
 )
 from tests.support.installed import missing
 
-from alize.catalog.gguf import GGUFInfo, inspect_gguf, inspect_gguf_async, read_gguf_info
+from alize.catalog.gguf import GGUFInfo, read_gguf_info
 from alize.catalog.gguf_reader import GGUFFormatError
+from alize.catalog.inspect import inspect_gguf, inspect_gguf_async
 from alize.catalog.sources import ModelSourceUnavailableError, smollm2_gguf_path
 from alize.errors import InvalidRequestError
 

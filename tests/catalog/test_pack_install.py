@@ -23,13 +23,8 @@ from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from alize.catalog.packs import Pack, known_packs
 from alize.catalog.packs import install as installer
 from alize.catalog.packs.card import chat_rank, pack_card
-from alize.catalog.packs.install import (
-    InsufficientStorageError,
-    PackDownloadError,
-    PackIntegrityError,
-    install,
-    installed,
-)
+from alize.catalog.packs.errors import InsufficientStorageError, PackDownloadError, PackIntegrityError
+from alize.catalog.packs.install import install, installed
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
-import pytest_asyncio
-from tests.support.scripted_engine import EMBED_VOCAB, ScriptedEngine
+from tests.chat.conftest import Gateway, ledger
+from tests.support.scripted_engine import EMBED_VOCAB
 
 from alize.chat.accounts import UserInfo, UserService
 from alize.chat.chunking import chunk_text
@@ -20,17 +17,8 @@ from alize.chat.extract import extract
 from alize.chat.language import ANSWER_IN
 from alize.chat.prompting import system_prompt
 from alize.chat.retrieval import bm25_scores, cosine_scores, pack_vector, top_k, unpack_vector
-from alize.config import ChatSettings, LimitSettings, Settings
-from alize.deployments.manager import DeploymentManager, QueueLimits
-from alize.deployments.specs import DeploymentSpec, Prices
-from alize.engines.base import EngineConfig
-from alize.engines.registry import EngineRegistry
+from alize.config import ChatSettings
 from alize.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
-from alize.gateway.generation import GenerationService
-from alize.gateway.limits import MemoryRateLimiter
-from alize.gateway.metering import UsageRecord
-from alize.gateway.pipeline import PolicyPipeline
-from alize.gateway.tenancy import Tenancy
 from alize.store import Database
 
 LIGHTHOUSE = (
@@ -140,36 +128,6 @@ class _BagOfWords(Embedder):
         return [[float(t.lower().count(w)) for w in EMBED_VOCAB] for t in texts]
 
 
-@dataclass
-class Gateway:
-    """A real pipeline over a scripted embeddings deployment ``bag`` (bag-of-words vectors)."""
-
-    tenancy: Tenancy
-    embedder: Embedder
-
-
-@pytest_asyncio.fixture
-async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
-    registry = EngineRegistry(load_entry_points=False)
-    registry.register("scripted", ScriptedEngine)
-    manager = DeploymentManager(registry, QueueLimits(max_waiting=8, timeout_s=5))
-    config = EngineConfig(kind="scripted", model_path=Path("embed"), parallel=2, ctx_per_slot=512)
-    prices = Prices(input_per_million=1_000_000)  # one micro-unit per token
-    manager.add(DeploymentSpec(name="bag", model_id="bag-model", engine=config, prices=prices))
-    settings = Settings(data_dir=tmp_path, secret_key="test-secret")  # type: ignore[arg-type]
-    tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())
-    pipeline = PolicyPipeline(GenerationService(LimitSettings(), "be safe"), manager, tenancy)
-    try:
-        yield Gateway(tenancy, Embedder(manager, pipeline, "bag"))
-    finally:
-        await manager.close()
-
-
-async def _ledger(tenancy: Tenancy, project_id: str) -> list[UsageRecord]:
-    now = datetime.now(UTC)
-    return await tenancy.metering.rows(project_id, now - timedelta(hours=1), now + timedelta(hours=1))
-
-
 @pytest.mark.parametrize("embeddings", [False, True], ids=["bm25", "embeddings"])
 async def test_upload_and_retrieve(
     db: Database, users: tuple[UserService, UserInfo, UserInfo], gateway: Gateway, embeddings: bool
@@ -204,12 +162,12 @@ async def test_document_embeddings_are_metered_to_the_users_project(
     documents = DocumentService(db, ChatSettings(chunk_chars=100, chunk_overlap=0), gateway.embedder)
     info = await documents.upload(alice.id, c.id, "l.txt", LIGHTHOUSE.encode(), project_id=alice.project_id)
     assert info.embedding_model == "bag"
-    [row] = await _ledger(gateway.tenancy, alice.project_id)
+    [row] = await ledger(gateway.tenancy, alice.project_id)
     words = len(LIGHTHOUSE.split())
     assert (row.status, row.deployment, row.model, row.user_id) == ("success", "bag", "bag-model", alice.id)
     assert row.prompt_tokens == words and row.completion_tokens == 0 and row.cost_micros == words
     await documents.retrieve(alice.id, c.id, "bakery bread", project_id=alice.project_id)
-    rows = await _ledger(gateway.tenancy, alice.project_id)
+    rows = await ledger(gateway.tenancy, alice.project_id)
     assert len(rows) == 2 and {r.user_id for r in rows} == {alice.id}
 
 

@@ -26,8 +26,9 @@ from alize.gateway.calls import ChatCall
 from alize.gateway.generation import GenerationService
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter
 from alize.gateway.metering import UsageRecord
-from alize.gateway.pipeline import BatchLine, PolicyPipeline
+from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
+from alize.gateway.tickets import BatchLine
 from alize.store import Database
 from alize.store.testing import temporary_database
 

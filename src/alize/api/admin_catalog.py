@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
 from alize.catalog.cards import Evaluation, ModelCard
-from alize.config import DeploymentConfig
+from alize.deployment_config import DeploymentConfig
 from alize.deployments.benchmark import BenchmarkPlan
 from alize.deployments.lifecycle import held_bytes
 from alize.deployments.manager import Deployment

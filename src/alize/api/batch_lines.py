@@ -26,7 +26,7 @@ from alize.domain import Usage
 from alize.errors import AlizeError, InvalidRequestError
 from alize.gateway.auth import Principal
 from alize.gateway.generation import Generation
-from alize.gateway.pipeline import BatchLine
+from alize.gateway.tickets import BatchLine
 from alize.jobs.batch_output import LineResult
 from alize.jobs.batch_runner import BatchHandler
 from alize.jobs.batches import Batch

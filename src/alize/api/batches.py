@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alize.api.auth import InferenceDep
 from alize.api.deps import ServicesDep
-from alize.api.files import caller_project
+from alize.api.files import caller_project, cursor_page
 from alize.errors import InvalidRequestError
 from alize.jobs.batches import STATUSES, Batch
 
@@ -172,15 +172,7 @@ async def list_batches(
     project_id = await caller_project(services, principal)
     found, _ = await services.batches.list(project_id, after=after, limit=limit + 1)
     more, found = len(found) > limit, found[:limit]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [openai_json(b) for b in found],
-            "first_id": found[0].id if found else None,
-            "last_id": found[-1].id if found else None,
-            "has_more": more,
-        }
-    )
+    return JSONResponse(cursor_page([openai_json(b) for b in found], [b.id for b in found], more))
 
 
 @router.get("/v1/batches/{batch_id}", summary="Retrieve a batch (OpenAI)")

@@ -22,6 +22,19 @@ from alize.jobs.files import MAX_EXPIRY_S, MIN_EXPIRY_S, FileObject
 router = APIRouter(tags=["files"])
 
 
+def cursor_page(data: list[dict[str, Any]], ids: list[str], has_more: bool, **extra: Any) -> dict[str, Any]:
+    """OpenAI's cursor-paged list (files, batches): the page, its first and last ids (the next
+    page's ``after`` is the last) and whether more follow."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": ids[0] if ids else None,
+        "last_id": ids[-1] if ids else None,
+        "has_more": has_more,
+        **extra,
+    }
+
+
 async def caller_project(services: Services, principal: Principal | None) -> str:
     """The project a job route acts in: the key's, else (open mode) the default project."""
     if principal is not None:
@@ -90,16 +103,7 @@ async def list_files(
         project_id, purpose=purpose, after=after, limit=size + 1, offset=page * size, order=order
     )
     more, found = len(found) > size, found[:size]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [file_json(f) for f in found],
-            "first_id": found[0].id if found else None,
-            "last_id": found[-1].id if found else None,
-            "has_more": more,
-            "total": total,
-        }
-    )
+    return JSONResponse(cursor_page([file_json(f) for f in found], [f.id for f in found], more, total=total))
 
 
 @router.get("/v1/files/{file_id}", summary="Retrieve a file's description")

@@ -34,7 +34,7 @@ from alize.errors import (
     ServiceUnavailableError,
 )
 from alize.gateway.auth import Principal
-from alize.gateway.pipeline import BatchLine, Moderated
+from alize.gateway.tickets import BatchLine, Moderated
 from alize.protocol.moderation import (
     MistralChatModerationRequest,
     OpenAIModerationRequest,

@@ -1,7 +1,7 @@
 """Draft a model card from model files an operator points at (``alize models add PATH``).
 
 The file is the only witness, so everything comes from it: a GGUF file through the sandboxed
-inspector (:func:`alize.catalog.gguf.inspect_gguf`), a Hugging Face folder through its
+inspector (:func:`alize.catalog.inspect.inspect_gguf`), a Hugging Face folder through its
 ``config.json``, README front matter and safetensors headers — never by loading weights. The
 card gets no price (0) and no measured figures; the operator sets those afterwards.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from alize.catalog.cards import GGUFFileSource, HFFolderSource, ModelCard, Task
-from alize.catalog.gguf import DEFAULT_TIMEOUT_S, GGUFInfo, inspect_gguf
+from alize.catalog.gguf import GGUFInfo
+from alize.catalog.inspect import DEFAULT_TIMEOUT_S, inspect_gguf
 from alize.catalog.safetensors_header import SafetensorsFormatError, read_safetensors_header
 from alize.errors import InvalidRequestError, ValidationFailedError
 

@@ -3,7 +3,7 @@
 It exists so that a hostile file can hurt only a throw-away process. Before touching the file it
 caps its own address space (``RLIMIT_AS``), CPU time, core dumps and file writes; then it prints
 exactly one JSON object on stdout, ``{"ok": true, "info": {...}}`` or
-``{"ok": false, "error": "why"}``, and exits. The parent (:func:`alize.catalog.gguf.inspect_gguf`)
+``{"ok": false, "error": "why"}``, and exits. The parent (:func:`alize.catalog.inspect.inspect_gguf`)
 also enforces a wall-clock timeout and treats any other outcome as a rejected file.
 """
 

@@ -2,7 +2,7 @@
 
 The service owns the transactions; the store only keeps each card as an opaque JSON document
 (``catalog_models.card``). Adding a model never loads it: a GGUF file is inspected in the
-sandboxed child process (:func:`alize.catalog.gguf.inspect_gguf_async`), a Hugging Face folder is
+sandboxed child process (:func:`alize.catalog.inspect.inspect_gguf_async`), a Hugging Face folder is
 read through its JSON and safetensors headers, and a remote provider card is plain data.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
 from alize.catalog.cards import Evaluation, MeasuredFigures, ModelCard, parse_card
 from alize.catalog.from_files import card_from_gguf_info, card_from_hf_folder
-from alize.catalog.gguf import inspect_gguf_async
+from alize.catalog.inspect import inspect_gguf_async
 from alize.catalog.packs.install import remove as remove_pack_files
 from alize.errors import ConflictError, InvalidRequestError, NotFoundError, ValidationFailedError
 from alize.store.database import Database

@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,9 @@ def _progress(done: int, total: int) -> None:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from alize.deployments.benchmark import cpu_model  # lazily: the CLI starts without deployments
+
+    cpu = cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "load_avg": [round(x, 2) for x in load] if load else None}
 

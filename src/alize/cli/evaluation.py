@@ -15,7 +15,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -72,15 +71,9 @@ def program(problem: Problem, completion: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs"
+    from alize.deployments.benchmark import cpu_model  # lazily: the CLI starts without deployments
+
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 async def complete_all(

@@ -25,6 +25,9 @@ _OVER = ("completed", "failed", "expired", "cancelled")
 _InputArg = typer.Argument(..., exists=True, dir_okay=False, help="A JSONL file.")
 _OutputOpt = typer.Option(None, "-o", "--output", help="Write here (default: standard output).")
 
+WaitOpt = typer.Option(False, help="Wait with a progress bar until the batch is over.")
+PollOpt = typer.Option(1.0, help="Seconds between polls while waiting.")
+
 
 def _client(url: str, api_key: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -144,8 +147,8 @@ def batch_create(
     input_file: str = typer.Argument(..., help="A file id (file-...) or a local JSONL path to upload first."),
     endpoint: str = typer.Option("/v1/chat/completions", help="What every line calls."),
     window: str = typer.Option("24h", help="Completion window: unfinished lines expire after it."),
-    wait: bool = typer.Option(False, help="Wait with a progress bar until the batch is over."),
-    poll_s: float = typer.Option(1.0, help="Seconds between polls while waiting."),
+    wait: bool = WaitOpt,
+    poll_s: float = PollOpt,
     url: str = UrlOpt,
     api_key: str | None = KeyOpt,
     as_json: bool = JsonOpt,
@@ -182,8 +185,8 @@ def batch_list(url: str = UrlOpt, api_key: str | None = KeyOpt, as_json: bool = 
 @batch_app.command("status")
 def batch_status(
     batch_id: str,
-    wait: bool = typer.Option(False, help="Wait with a progress bar until the batch is over."),
-    poll_s: float = typer.Option(1.0, help="Seconds between polls while waiting."),
+    wait: bool = WaitOpt,
+    poll_s: float = PollOpt,
     url: str = UrlOpt,
     api_key: str | None = KeyOpt,
     as_json: bool = JsonOpt,

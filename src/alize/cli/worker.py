@@ -14,10 +14,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import typer
 
 from alize.cli.settings import load_settings
+
+if TYPE_CHECKING:
+    from alize.api.deps import Services
+    from alize.config import Settings
+    from alize.jobs.worker import Worker
 
 
 async def _run_worker(stop_after_idle_s: float | None) -> None:
@@ -26,34 +32,36 @@ async def _run_worker(stop_after_idle_s: float | None) -> None:
 
     settings = load_settings()
     services = await build_services(settings, serving=False)
+    try:
+        await _serve_jobs(services, build_worker(services, role="worker"), settings, stop_after_idle_s)
+    finally:
+        await services.aclose()  # the one teardown, as the server's
+
+
+async def _serve_jobs(
+    services: Services, worker: Worker, settings: Settings, stop_after_idle_s: float | None
+) -> None:
     await services.holds.start()  # its budget holds belong to this process, heartbeated
-    worker = build_worker(services, role="worker")
+    services.on_close(services.holds.stop)
+    services.on_close(services.pipeline.drain)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     worker.start()
+    services.on_close(worker.stop)
     typer.echo(f"worker {worker.worker_id} on {settings.resolved_database_url().split('://')[0]}")
-    try:
-        if stop_after_idle_s is None:
-            await stop.wait()
-        else:
+    if stop_after_idle_s is None:
+        await stop.wait()
+        return
+    idle_since = loop.time()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        if worker.running:
             idle_since = loop.time()
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
-                if worker.running:
-                    idle_since = loop.time()
-                elif loop.time() - idle_since >= stop_after_idle_s:
-                    break
-    finally:
-        await worker.stop()
-        await services.pipeline.drain()
-        await services.holds.stop()
-        await services.tenancy.aclose()
-        await services.deployments.close()
-        services.chat.close()
-        await services.db.close()
+        elif loop.time() - idle_since >= stop_after_idle_s:
+            break
 
 
 def worker(

@@ -50,16 +50,21 @@ class BenchmarkPlan:
             )
 
 
-def describe_machine() -> str:
-    """``Intel Xeon ... , 2 CPUs, 23 GiB RAM, Linux x86_64``: what a reader needs to compare."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: the one reading of
+    it for every figure Alizé records (benchmarks, evaluations, load tests)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """``Intel Xeon ... , 2 CPUs, 23 GiB RAM, Linux x86_64``: what a reader needs to compare."""
+    cpu = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     memory = ""
     try:

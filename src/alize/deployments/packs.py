@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alize.catalog.builtin import builtin_card
-from alize.catalog.gguf import inspect_gguf_async
+from alize.catalog.inspect import inspect_gguf_async
 from alize.catalog.packs import Pack, get_pack, known_packs
 from alize.catalog.packs import install as installer
 from alize.catalog.packs.card import pack_card

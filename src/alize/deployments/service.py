@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from alize.catalog.cards import AdapterSource, ModelCard, RemoteSource
-from alize.catalog.gguf import inspect_gguf_async
+from alize.catalog.inspect import inspect_gguf_async
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
-from alize.config import DeploymentConfig, DeploymentSettings, Settings
+from alize.config import Settings
+from alize.deployment_config import DeploymentConfig, DeploymentSettings
 from alize.deployments.benchmark import BenchmarkPlan, measure
 from alize.deployments.lifecycle import estimate_memory
 from alize.deployments.manager import Deployment, DeploymentManager, QueueLimits

@@ -22,27 +22,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from alize.catalog.cards import ModelCard, RemoteSource, readable_problems
-from alize.config import DeploymentConfig, EngineSettings
+from alize.config import EngineSettings
+from alize.deployment_config import DeploymentConfig
 from alize.engines.base import EngineConfig
 from alize.errors import InvalidRequestError, ValidationFailedError
 from alize.safety.policy import SafetyPolicy
 
-#: fields PATCH may change (the name and the model are what a deployment *is*)
-UPDATABLE_FIELDS = frozenset(
-    {
-        "replicas",
-        "idle_timeout_s",
-        "parallel",
-        "ctx_per_slot",
-        "price_input_per_million",
-        "price_output_per_million",
-        "price_batch_input_per_million",
-        "price_batch_output_per_million",
-        "description",
-        "safety",
-    }
-)
-#: of those, the fields that change no engine setting: applied without unloading the deployment
+#: the fields PATCH changes without touching an engine: applied without unloading the deployment
 LIVE_FIELDS = frozenset(
     {
         "price_input_per_million",
@@ -53,6 +39,8 @@ LIVE_FIELDS = frozenset(
         "safety",
     }
 )
+#: every field PATCH may change (the name and the model are what a deployment *is*)
+UPDATABLE_FIELDS = LIVE_FIELDS | {"replicas", "idle_timeout_s", "parallel", "ctx_per_slot"}
 #: the smallest context a slot is given, whatever the card says
 MIN_CTX_PER_SLOT = 64
 

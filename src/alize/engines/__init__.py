@@ -1,1 +1,3 @@
-"""Engines: the narrow interface in ``base`` and its implementations, found through ``registry``."""
+"""Engines: the narrow interface in ``base``, the OpenAI wire every upstream speaks in
+``openai_wire``, and the implementations (``llamacpp``, ``torch``, ``remote``), found by kind
+through ``registry`` (the ``alize.engines`` entry points, :class:`alize.plugins.Registry`)."""

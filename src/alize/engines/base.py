@@ -12,9 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
-from alize.errors import UnsupportedFeatureError
+from alize.errors import EngineUnavailableError, UnsupportedFeatureError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,14 @@ class EngineConfig:
     options: dict[str, str] = field(default_factory=dict)
     #: LoRA adapters loaded with the model (llama.cpp); a request names one, or none for the base
     adapters: tuple[LoraAdapter, ...] = ()
+
+
+def loaded(value: _T | None) -> _T:
+    """``value`` once the model is loaded; before that (or after a stop) a 503 the client may
+    retry: the engines' ``info`` and their loaded state read through this one rule."""
+    if value is None:
+        raise EngineUnavailableError("the model is not loaded", retry_after=2)
+    return value
 
 
 def refuse_adapter(request: GenerationRequest, engine: str) -> None:

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
-from alize.engines.base import Engine, EngineConfig, refuse_adapter
+from alize.engines.base import Engine, EngineConfig, loaded, refuse_adapter
 from alize.engines.openai_wire import ChunkDecoder, message_json
 from alize.engines.remote_wire import (
     chat_body,
@@ -101,9 +101,7 @@ class RemoteEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        if self._info is None:
-            raise EngineUnavailableError("the model is not loaded", retry_after=2)
-        return self._info
+        return loaded(self._info)
 
     def _read_key(self) -> str | None:
         if self._key_env is None:

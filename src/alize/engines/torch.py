@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
-from alize.engines.base import Engine, EngineConfig, refuse_adapter
+from alize.engines.base import Engine, EngineConfig, loaded, refuse_adapter
 from alize.engines.torch_generate import CausalLM, Decoder, stream
 from alize.errors import EngineUnavailableError, InvalidRequestError, UnsupportedFeatureError
 
@@ -124,9 +124,7 @@ class TorchEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        if self._info is None:
-            raise EngineUnavailableError("the model is not loaded", retry_after=2)
-        return self._info
+        return loaded(self._info)
 
     async def start(self) -> EngineInfo:
         async with self._lock:
@@ -177,9 +175,7 @@ class TorchEngine(Engine):
             gc.collect()
 
     def _ready(self) -> _Loaded:
-        if self._loaded is None:
-            raise EngineUnavailableError("the model is not loaded", retry_after=2)
-        return self._loaded
+        return loaded(self._loaded)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
         refuse_adapter(request, "PyTorch")

@@ -32,96 +32,52 @@ Requests refused before admission (401/403/404/400/429) leave no row. The row is
 before the budget is charged, and the budget is charged only when the row is new: a request id
 seen twice (a batch line run again after its worker died between the two writes) is never
 billed twice.
-
-A batch line (``line=BatchLine(...)``) goes down the same path with three differences: its
-request id is the line's own (stable, so the ledger's unique key makes it idempotent), it waits
-in the deployment's ``batch`` lane (only slots interactive traffic leaves free), and it pays the
-deployment's batch prices.
+A batch line (``line=``, :class:`~alize.gateway.tickets.BatchLine`) goes down the same path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from dataclasses import replace
+from typing import TypeVar
 
 from alize.deployments.admission import Lane
-from alize.deployments.manager import Deployment, DeploymentManager
-from alize.deployments.specs import DeploymentSpec, Prices
+from alize.deployments.manager import DeploymentManager
+from alize.deployments.specs import Prices
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
 from alize.gateway.auth import Principal, authorize_deployment
-from alize.gateway.budget import Reservation, cost_micros
+from alize.gateway.budget import cost_micros
 from alize.gateway.calls import ChatCall, TextCall
 from alize.gateway.choices import ChoiceEvent
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
 from alize.gateway.generation import Generation, GenerationService, Prepared
-from alize.gateway.limits import Lease
-from alize.gateway.metering import UsageRecord, UsageStatus
+from alize.gateway.metering import UsageStatus
 from alize.gateway.observer import Guarded, NullObserver, RequestObserver, Settled
 from alize.gateway.output_filter import filter_output
 from alize.gateway.safety import ContentSafety
+from alize.gateway.settling import Settler
 from alize.gateway.tenancy import Tenancy
+from alize.gateway.tickets import (
+    BatchLine,
+    Moderated,
+    Ticket,
+    label,
+    lane_of,
+    line_request_id,
+    served,
+    usage_record,
+)
 from alize.safety.moderator import create_moderator
 from alize.safety.policy import FilterReport
 from alize.streams import aclose
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S")
-
-
-@dataclass(frozen=True, slots=True)
-class Moderated(Generic[_S]):
-    """A moderation result with its ledger row's request id and the headers to send back."""
-
-    result: _S
-    request_id: str
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLine:
-    """Marks a call as one line of a batch job."""
-
-    #: the line's stable request id (its ledger row's key)
-    request_id: str
-
-
-def _lane(line: BatchLine | None) -> Lane:
-    return "batch" if line is not None else "interactive"
-
-
-def _request_id(line: BatchLine | None) -> str | None:
-    return line.request_id if line is not None else None
-
-
-@dataclass
-class _Ticket:
-    """What one request holds from authorisation to settling."""
-
-    project_id: str
-    key_id: str | None
-    #: what serves it; ``None`` for a moderation call (the classifier, not a deployment)
-    deployment: Deployment | None
-    #: the deployment's settings when the request arrived (prices, filters, model id)
-    spec: DeploymentSpec | None
-    started: float
-    #: the name the request is metered under (the deployment, or the moderation model)
-    name: str = ""
-    model_id: str = ""
-    prices: Prices = field(default_factory=Prices)
-    #: the chat user of a chat-page reply (the ledger row names them; pseudonymised on erasure)
-    user_id: str | None = None
-    #: set once admitted: from then on the request is settled exactly once
-    request_id: str | None = None
-    lease: Lease | None = None
-    reservation: Reservation | None = None
-    settled: bool = False
 
 
 class PolicyPipeline:
@@ -144,7 +100,7 @@ class PolicyPipeline:
         self._tenancy = tenancy
         self._clock = clock
         self._observer = Guarded(observer or NullObserver())
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settler = Settler(tenancy, self._observer, clock)
 
     async def chat(
         self,
@@ -163,12 +119,12 @@ class PolicyPipeline:
         ticket = await self._ticket(call.model, principal, project_id, line)
         ticket.user_id = user_id
         report: FilterReport | None = None
-        policy = _served(ticket).spec.safety
+        policy = served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(ticket, self._safety.screen_chat(policy.input, call.messages))
             call, report = replace(call, messages=screened.messages), screened.report
-        prepared = await self._generation.prepare(_served(ticket), call, request_id=_request_id(line))
-        return await self._start(ticket, principal, prepared, caller, report, _lane(line))
+        prepared = await self._generation.prepare(served(ticket), call, request_id=line_request_id(line))
+        return await self._start(ticket, principal, prepared, caller, report, lane_of(line))
 
     async def complete(
         self,
@@ -182,15 +138,15 @@ class PolicyPipeline:
         """The same path as :meth:`chat`, for a text or fill-in-the-middle prompt."""
         ticket = await self._ticket(call.model, principal, project_id, line)
         report: FilterReport | None = None
-        policy = _served(ticket).spec.safety
+        policy = served(ticket).spec.safety
         if policy is not None and policy.input is not None:
             screened = await self._screened(
                 ticket, self._safety.screen_text(policy.input, call.prompt, call.fim)
             )
             call = replace(call, prompt=screened.prompt, fim=screened.fim)
             report = screened.report
-        prepared = await self._generation.prepare(_served(ticket), call, request_id=_request_id(line))
-        return await self._start(ticket, principal, prepared, caller, report, _lane(line))
+        prepared = await self._generation.prepare(served(ticket), call, request_id=line_request_id(line))
+        return await self._start(ticket, principal, prepared, caller, report, lane_of(line))
 
     async def embed(
         self,
@@ -209,17 +165,17 @@ class PolicyPipeline:
         ticket = await self._ticket(model, principal, project_id, line)
         ticket.user_id = user_id
         prepared = await self._embeddings.prepare(
-            _served(ticket), inputs, dimensions=dimensions, request_id=_request_id(line)
+            served(ticket), inputs, dimensions=dimensions, request_id=line_request_id(line)
         )
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
-            result = await self._embeddings.embed(prepared, caller, _lane(line))
+            result = await self._embeddings.embed(prepared, caller, lane_of(line))
         except BaseException as exc:
             prepared.close()
-            await self._settle_failure(ticket, exc)
+            await self._settler.failure(ticket, exc)
             raise
         usage = Usage(prompt_tokens=result.prompt_tokens)
-        await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=usage)
+        await self._settler.settle(ticket, None, UsageStatus.SUCCESS, None, usage=usage)
         return result
 
     async def moderate(
@@ -240,23 +196,22 @@ class PolicyPipeline:
         payer, key_id = await self._payer(principal, project_id)
         if line is not None:
             prices = prices.for_batch()
-        ticket = _Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
+        ticket = Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
         tokens = -(-chars // 4)
         request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
         try:
             await self._admit(ticket, principal, request_id, tokens, 0)
             result = await classify()
         except BaseException as exc:
-            await self._settle_failure(ticket, exc)
+            await self._settler.failure(ticket, exc)
             raise
-        await self._settle(ticket, None, UsageStatus.SUCCESS, None, usage=Usage(prompt_tokens=tokens))
+        await self._settler.settle(ticket, None, UsageStatus.SUCCESS, None, usage=Usage(prompt_tokens=tokens))
         headers = {"x-request-id": request_id, **(ticket.lease.headers if ticket.lease else {})}
         return Moderated(result, request_id, headers)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""
-        while self._settling:
-            await asyncio.gather(*list(self._settling), return_exceptions=True)
+        await self._settler.drain()
 
     # ------------------------------------------------------------------ the steps
 
@@ -266,7 +221,7 @@ class PolicyPipeline:
         principal: Principal | None,
         project_id: str | None = None,
         line: BatchLine | None = None,
-    ) -> _Ticket:
+    ) -> Ticket:
         started = self._clock()
         if principal is not None:
             authorize_deployment(principal, model)
@@ -274,7 +229,7 @@ class PolicyPipeline:
         payer, key_id = await self._payer(principal, project_id)
         spec = deployment.spec
         prices = spec.prices.for_batch() if line is not None else spec.prices
-        return _Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, prices)
+        return Ticket(payer, key_id, deployment, spec, started, spec.name, spec.model_id, prices)
 
     async def _payer(self, principal: Principal | None, project_id: str | None) -> tuple[str, str | None]:
         """Who pays: the key's project, the project a session caller belongs to, else the
@@ -285,7 +240,7 @@ class PolicyPipeline:
             return project_id, None
         return await self._tenancy.default_project_id(), None
 
-    async def _screened(self, ticket: _Ticket, screening: Awaitable[_S]) -> _S:
+    async def _screened(self, ticket: Ticket, screening: Awaitable[_S]) -> _S:
         """Await an input screening; a refused prompt leaves a ledger row (no tokens, no cost)
         so operators see what their filters stop, then the error goes to the client."""
         try:
@@ -296,14 +251,14 @@ class PolicyPipeline:
             exc.headers["x-request-id"] = request_id  # the client can look its row up
             status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR
             now = self._clock()
-            record = _usage_record(ticket, request_id, status, exc.code, Usage(), 0, now, None)
+            record = usage_record(ticket, request_id, status, exc.code, Usage(), 0, now, None)
             await self._tenancy.metering.record(record)
-            self._observer.settled(Settled(record, _label(ticket), now - ticket.started, filtered_at="input"))
+            self._observer.settled(Settled(record, label(ticket), now - ticket.started, filtered_at="input"))
             raise
 
     async def _admit(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         principal: Principal | None,
         request_id: str,
         prompt_tokens: int,
@@ -329,7 +284,7 @@ class PolicyPipeline:
 
     async def _start(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         principal: Principal | None,
         prepared: Prepared,
         caller: str,
@@ -350,13 +305,13 @@ class PolicyPipeline:
             )
         except BaseException as exc:
             prepared.close()
-            await self._settle_failure(ticket, exc)
+            await self._settler.failure(ticket, exc)
             raise
         if ticket.lease is not None:
             generation.headers.update(ticket.lease.headers)
         generation.prompt_filter = prompt_filter
         events = generation.events
-        policy = _served(ticket).spec.safety
+        policy = served(ticket).spec.safety
         if policy is not None and policy.output is not None:
             events = filter_output(
                 generation,
@@ -368,12 +323,12 @@ class PolicyPipeline:
             )
         generation.events = self._observe(ticket, generation, events)
         generation.on_close.append(
-            lambda: self._settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
+            lambda: self._settler.settle(ticket, generation, UsageStatus.CLIENT_DISCONNECTED, None)
         )
         return generation
 
     async def _observe(
-        self, ticket: _Ticket, generation: Generation, events: AsyncIterator[ChoiceEvent]
+        self, ticket: Ticket, generation: Generation, events: AsyncIterator[ChoiceEvent]
     ) -> AsyncIterator[ChoiceEvent]:
         """Pass events through, and settle with the outcome once the stream ends or is closed."""
         status, code = UsageStatus.CLIENT_DISCONNECTED, None
@@ -404,111 +359,4 @@ class PolicyPipeline:
             # close the engine stream first, so usage counts everything it produced
             with contextlib.suppress(Exception):
                 await aclose(events)
-            await self._settle(ticket, generation, status, code)
-
-    # ------------------------------------------------------------------ settling
-
-    async def _settle_failure(self, ticket: _Ticket, exc: BaseException) -> None:
-        """Refused at admission (rate limit, budget: no row), or admitted, then failed before any
-        output (e.g. queue full, engine down, client gone)."""
-        if isinstance(exc, AlizeError):
-            self._observer.refused(_label(ticket), ticket.project_id, exc.code or exc.error_type)
-        if isinstance(exc, asyncio.CancelledError):
-            await self._settle(ticket, None, UsageStatus.CLIENT_DISCONNECTED, None)
-        else:
-            code = exc.code if isinstance(exc, AlizeError) else "internal_error"
-            await self._settle(ticket, None, UsageStatus.ERROR, code)
-
-    async def _settle(
-        self,
-        ticket: _Ticket,
-        generation: Generation | None,
-        status: UsageStatus,
-        code: str | None,
-        *,
-        usage: Usage | None = None,
-    ) -> None:
-        """Release, settle and meter once; shielded so a cancelled request still gets its row."""
-        if ticket.settled or ticket.request_id is None:
-            return
-        ticket.settled = True
-        task = asyncio.ensure_future(self._settle_now(ticket, generation, status, code, usage))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)
-
-    async def _settle_now(
-        self,
-        ticket: _Ticket,
-        generation: Generation | None,
-        status: UsageStatus,
-        code: str | None,
-        usage: Usage | None,
-    ) -> None:
-        assert ticket.request_id is not None
-        if usage is None:
-            usage = generation.usage if generation is not None else Usage()
-        prices = ticket.prices
-        cost = cost_micros(
-            usage.prompt_tokens, usage.completion_tokens, prices.input_per_million, prices.output_per_million
-        )
-        now = self._clock()
-        first = generation.first_token_at if generation is not None else None
-        new = False
-        try:
-            if ticket.lease is not None:
-                await ticket.lease.release(usage.prompt_tokens + usage.completion_tokens)
-        finally:
-            record = _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
-            try:
-                new = await self._tenancy.metering.record(record)
-            finally:
-                # charged only with a new row (a repeated request id is released, never billed twice)
-                if ticket.reservation is not None and new:
-                    await self._tenancy.budget.settle(ticket.reservation, cost)
-                elif ticket.reservation is not None:
-                    await self._tenancy.budget.release(ticket.reservation)
-            if new:  # a batch line run again after a crash is observed once, as it is billed once
-                ttft = first - ticket.started if first is not None else None
-                self._observer.settled(Settled(record, _label(ticket), now - ticket.started, ttft))
-
-
-def _usage_record(
-    ticket: _Ticket,
-    request_id: str,
-    status: UsageStatus,
-    code: str | None,
-    usage: Usage,
-    cost: int,
-    ended: float,
-    first: float | None,
-) -> UsageRecord:
-    """The ledger row of a request, with latency and time to first token from its ticket."""
-    return UsageRecord(
-        request_id=request_id,
-        project_id=ticket.project_id,
-        key_id=ticket.key_id,
-        deployment=ticket.name,
-        model=ticket.model_id,
-        status=status,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=usage.cached_tokens,
-        cost_micros=cost,
-        error_code=code,
-        latency_ms=max(0, int((ended - ticket.started) * 1000)),
-        ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
-        user_id=ticket.user_id,
-    )
-
-
-def _label(ticket: _Ticket) -> str:
-    """The deployment a request is counted under; every moderation call under one name, since its
-    model name comes from the client."""
-    return ticket.name if ticket.deployment is not None else "moderation"
-
-
-def _served(ticket: _Ticket) -> Deployment:
-    """The deployment of a generation or embedding ticket (every ticket but a moderation's)."""
-    assert ticket.deployment is not None
-    return ticket.deployment
+            await self._settler.settle(ticket, generation, status, code)

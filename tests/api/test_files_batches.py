@@ -256,5 +256,8 @@ def test_mistral_inline_batch(client: TestClient) -> None:
     _wait(client, job["id"])
     done = client.get(f"/v1/batch/jobs/{job['id']}").json()
     assert done["status"] == "SUCCESS" and done["succeeded_requests"] == 4
+    # inline requests: the results are on the job too, in input order
+    assert [o["custom_id"] for o in done["outputs"]] == ["0", "1", "2", "3"]
+    assert done["outputs"][2]["response"]["body"]["choices"][0]["message"]["content"].strip() == "hi 2"
     listed = client.get("/v1/batch/jobs", params={"status": "SUCCESS"}).json()
     assert listed["total"] == 1 and listed["data"][0]["id"] == job["id"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ import httpx
 import pytest
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer, live_server
+
+from alize.store.testing import postgres_schema_url, require_postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -167,11 +171,38 @@ def _worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[byt
         )
 
 
-def test_a_worker_killed_mid_batch_is_resumed_by_another(tmp_path: Path) -> None:
+@contextmanager
+def _database_url(backend: str) -> Iterator[dict[str, str]]:
+    """Nothing for SQLite (the data directory's file); a fresh PostgreSQL schema otherwise."""
+    if backend == "sqlite":
+        yield {}
+        return
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(require_postgres())
+        schema = postgres_schema_url()
+        url = loop.run_until_complete(schema.__aenter__())
+        try:
+            yield {"ALIZE_DATABASE_URL": url.render_as_string(hide_password=False)}
+        finally:
+            loop.run_until_complete(schema.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_worker_killed_mid_batch_is_resumed_by_another(tmp_path: Path, backend: str) -> None:
     """SIGKILL the worker (and its engine) mid-batch: a second worker finishes the batch, no line
     is missing or repeated, every line has exactly one usage row, and the lines finished before
-    the kill are not run again."""
-    env = _env(tmp_path / "data", ALIZE_JOBS__EMBEDDED_WORKER="false", ALIZE_JOBS__BATCH_CONCURRENCY="2")
+    the kill are not run again. On PostgreSQL the claims are ``FOR UPDATE SKIP LOCKED``."""
+    with _database_url(backend) as database:
+        _kill_and_resume(tmp_path, database)
+
+
+def _kill_and_resume(tmp_path: Path, database: dict[str, str]) -> None:
+    env = _env(
+        tmp_path / "data", ALIZE_JOBS__EMBEDDED_WORKER="false", ALIZE_JOBS__BATCH_CONCURRENCY="2", **database
+    )
     total = 40
     with live_server(tmp_path, env) as server:
         project = _admin(server, "POST", "/projects", {"name": "kill"})
@@ -230,3 +261,121 @@ def test_a_worker_killed_mid_batch_is_resumed_by_another(tmp_path: Path) -> None
         # the lines the first worker finished were billed once, before the kill, and never again
         after = [r for r in rows if datetime.fromisoformat(r["created_at"]) > killed_at]
         assert len(after) <= total - done_at_kill
+
+
+def test_cli_uploads_runs_with_a_progress_bar_and_downloads(
+    batch_server: tuple[LiveServer, str], tmp_path: Path
+) -> None:
+    server, key = batch_server
+    env = {**os.environ, "ALIZE_URL": server.url, "ALIZE_API_KEY": key}
+
+    def alize(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "alize.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_lines(6))
+    uploaded = alize("files", "upload", str(source))
+    assert uploaded.returncode == 0, uploaded.stderr
+    file_id = uploaded.stdout.split()[0]
+    assert "6 lines" in uploaded.stdout
+    assert file_id in alize("files", "list").stdout
+    created = alize("batch", "create", file_id, "--wait", "--poll-s", "0.3")
+    assert created.returncode == 0, created.stderr
+    batch_id, status = created.stdout.split()[:2]
+    assert status == "completed" and "6/6 done" in created.stdout
+    assert "[" + "#" * 30 + "] 6/6 lines  completed" in created.stderr  # the bar ran to its end
+    assert batch_id in alize("batch", "list").stdout
+    assert "completed" in alize("batch", "status", batch_id).stdout
+    results = alize("batch", "results", batch_id)
+    assert [json.loads(x)["custom_id"] for x in results.stdout.splitlines()] == [
+        f"line-{i}" for i in range(6)
+    ]
+    assert alize("batch", "results", batch_id, "--errors").returncode == 1  # no failed line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": "a", "body": {}}\nnot json\n')
+    refused = alize("files", "upload", str(bad))
+    assert refused.returncode == 1 and "line 2" in refused.stderr
+    assert alize("files", "rm", file_id).returncode == 0
+
+
+def _project_key(server: LiveServer, name: str, budget: int | None = None) -> tuple[str, dict[str, str]]:
+    project = _admin(server, "POST", "/projects", {"name": name, "monthly_budget_micros": budget})
+    key = _admin(server, "POST", "/keys", {"name": "k", "project_id": project["id"]})["key"]
+    return project["id"], {"Authorization": f"Bearer {key}"}
+
+
+def _create(server: LiveServer, auth: dict[str, str], lines: int) -> str:
+    uploaded = httpx.post(
+        f"{server.v1}/files",
+        files={"file": ("in.jsonl", _lines(lines))},
+        data={"purpose": "batch"},
+        headers=auth,
+        timeout=60,
+    ).json()
+    created = httpx.post(
+        f"{server.v1}/batches",
+        json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions"},
+        headers=auth,
+        timeout=60,
+    )
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+def _until(server: LiveServer, auth: dict[str, str], batch_id: str, done: Any, timeout_s: float = 300) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = httpx.get(f"{server.v1}/batches/{batch_id}", headers=auth, timeout=60).json()
+        if done(batch):
+            return batch
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.3)
+
+
+def test_a_budget_for_about_ten_lines_stops_the_batch(batch_server: tuple[LiveServer, str]) -> None:
+    server, _ = batch_server
+    # a line: ~33 prompt tokens at 1 micro-unit and up to 6 completion tokens at 2 (batch prices)
+    budget = 450
+    project, auth = _project_key(server, "budget", budget)
+    batch_id = _create(server, auth, 30)
+    batch = _until(server, auth, batch_id, lambda b: b["status"] in ("completed", "failed"))
+    counts = batch["request_counts"]
+    assert batch["status"] == "completed" and counts["total"] == 30
+    assert 5 <= counts["completed"] <= 14 and counts["completed"] + counts["failed"] == 30
+    assert batch["errors"]["data"][0]["code"] == "insufficient_quota"
+    errors = httpx.get(f"{server.v1}/files/{batch['error_file_id']}/content", headers=auth, timeout=60).text
+    assert {json.loads(x)["error"]["code"] for x in errors.splitlines()} == {"insufficient_quota"}
+    spent = _admin(server, "GET", f"/projects/{project}")["budget"]
+    assert spent["spent_micros"] <= budget and spent["reserved_micros"] == 0
+
+
+def test_cancel_mid_batch_keeps_and_bills_the_finished_lines(batch_server: tuple[LiveServer, str]) -> None:
+    server, _ = batch_server
+    _, auth = _project_key(server, "cancel")
+    batch_id = _create(server, auth, 60)
+    _until(server, auth, batch_id, lambda b: b["request_counts"]["completed"] >= 3)
+    cancelled = httpx.post(f"{server.v1}/batches/{batch_id}/cancel", headers=auth, timeout=60).json()
+    assert cancelled["status"] in ("cancelling", "cancelled") and cancelled["cancelling_at"]
+    batch = _until(server, auth, batch_id, lambda b: b["status"] == "cancelled")
+    done = batch["request_counts"]["completed"]
+    assert 3 <= done < 60 and batch["cancelled_at"]
+    kept = httpx.get(f"{server.v1}/files/{batch['output_file_id']}/content", headers=auth, timeout=60).text
+    kept_ids = [json.loads(x)["custom_id"] for x in kept.splitlines()]
+    assert len(kept_ids) == done == len(set(kept_ids))
+    billed = [
+        i
+        for i in range(60)
+        if httpx.get(
+            f"{server.url}/admin/api/usage/requests/{batch_id}-{i}",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=60,
+        ).status_code
+        == 200
+    ]
+    assert len(billed) == done

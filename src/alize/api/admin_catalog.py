@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
-from alize.catalog.cards import ModelCard
+from alize.catalog.cards import Evaluation, ModelCard
 from alize.config import DeploymentConfig
 from alize.deployments.benchmark import BenchmarkPlan
 from alize.deployments.lifecycle import held_bytes
@@ -101,6 +101,21 @@ async def benchmark_model(
     )
     measured = card.measured.model_dump(mode="json") if card.measured else None
     await audit_admin_action(services.tenancy.audit, principal, "model.benchmark", model_id, measured)
+    return JSONResponse(_model_json(card, services))
+
+
+@router.post(
+    "/models/{model_id:path}/evaluations",
+    summary="Store a quality evaluation (alize eval) on the card; replaces the same task and metric",
+)
+async def record_evaluation(
+    model_id: str, body: Evaluation, services: ServicesDep, principal: AdminDep
+) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    card = await services.catalog.record_evaluation(model_id, body)
+    await audit_admin_action(
+        services.tenancy.audit, principal, "model.evaluate", model_id, body.model_dump(mode="json")
+    )
     return JSONResponse(_model_json(card, services))
 
 

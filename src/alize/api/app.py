@@ -25,16 +25,20 @@ from alize.api import (
     completions,
     embeddings,
     files,
+    fine_tuning,
     health,
+    metrics,
     models,
     moderations,
 )
 from alize.api.auth import AuthGate
 from alize.api.batch_lines import build_worker
 from alize.api.body_limit import BodySizeLimit
+from alize.api.console import router as console_router
 from alize.api.deps import Services
 from alize.api.errors import install_error_handlers
 from alize.api.hosts import HostGate, HostPolicy
+from alize.api.observe import Observe
 from alize.api.openapi import build_openapi
 from alize.api.webchat import chat_routers
 from alize.catalog.service import CatalogService
@@ -54,7 +58,9 @@ from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy, check_bind_address, server_secret
 from alize.jobs.batches import BatchService
 from alize.jobs.files import FileLimits, FileService
+from alize.jobs.finetune.wiring import build_fine_tuning
 from alize.jobs.queue import JobQueue
+from alize.observability.observers import build_observability
 from alize.periodic import Periodic
 from alize.retention import RetentionRule, RetentionSweeper, days
 from alize.safety.registry import load_moderator
@@ -123,7 +129,11 @@ async def _build(
     # the classifier itself loads on first use
     moderator = load_moderator(settings.safety.classifier, weights_path=settings.safety.weights_path)
     safety = ContentSafety(moderator, timeout_s=settings.safety.timeout_s)
-    pipeline = PolicyPipeline(generation, manager, tenancy, embeddings, safety=safety)
+    observability = build_observability(settings.observability, manager)
+    stack.callback(observability.close)
+    pipeline = PolicyPipeline(
+        generation, manager, tenancy, embeddings, safety=safety, observer=observability.observer
+    )
     chat = build_chat_services(
         settings.chat, db, manager, pipeline, tenancy.audit, server_secret(settings), packs.preferences()
     )
@@ -157,6 +167,8 @@ async def _build(
         queue=queue,
         batches=BatchService(db, files, queue, output_expires_after_s=jobs.batch_output_expires_after_s),
         file_sweeper=Periodic("file-sweeper", jobs.file_sweep_interval_s, files.sweep),
+        observability=observability,
+        fine_tuning=build_fine_tuning(db, queue, files, catalog, deployment_admin, tenancy),
         exit_stack=stack,
     )
 
@@ -202,11 +214,12 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             services.on_close(services.pipeline.drain)
             services.file_sweeper.start()
             services.on_close(services.file_sweeper.stop)
-            if settings.jobs.embedded_worker:
-                worker = build_worker(services, role="serve")
-                worker.start()
-                # before the drain: the worker hands its jobs back, then lines in flight settle
-                services.on_close(worker.stop)
+            # fine-tuning jobs always run in a server (they publish there); batches only when
+            # the embedded worker is on
+            worker = build_worker(services, role="serve", batches=settings.jobs.embedded_worker)
+            worker.start()
+            # before the drain: the worker hands its jobs back, then lines in flight settle
+            services.on_close(worker.stop)
             if settings.load_on_start and settings.default_model in {
                 d.name for d in services.deployments.list()
             }:
@@ -228,6 +241,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     app.openapi = build_openapi(app)  # type: ignore[method-assign]
     for router in (health.router, models.router, chat_completions.router, completions.router, azure.router):
         app.include_router(router)
+    if settings.observability.metrics_enabled:
+        app.include_router(metrics.router)
+    app.include_router(console_router)
     app.include_router(admin_tenancy.router)
     app.include_router(admin_users.router)
     for router in (
@@ -238,6 +254,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
         catalog_page.router,
         files.router,
         batches.router,
+        fine_tuning.router,
     ):
         app.include_router(router)
     if settings.chat.enabled:
@@ -247,5 +264,6 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
     uploads = {"/v1/files": settings.jobs.max_file_bytes + 64 * 1024}
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes, per_path=uploads)
     app.add_middleware(AuthGate)
+    app.add_middleware(Observe)  # counts and ids every request, refused ones included
     app.add_middleware(HostGate)  # outermost: a foreign Host name reaches nothing
     return app

@@ -34,7 +34,14 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+#: the admin console's shell and assets: static files with no data in them (the console's own
+#: calls to ``/admin/api`` carry the admin key like any client's; see :mod:`alize.api.console`)
+CONSOLE_PAGE, CONSOLE_ASSETS = "/admin", "/admin/console"
+
+
 def is_protected(path: str) -> bool:
+    if path == CONSOLE_PAGE or _under(path, CONSOLE_ASSETS):
+        return False
     return any(_under(path, prefix) for prefix in PROTECTED_PREFIXES)
 
 

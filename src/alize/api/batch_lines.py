@@ -30,8 +30,9 @@ from alize.gateway.pipeline import BatchLine
 from alize.jobs.batch_output import LineResult
 from alize.jobs.batch_runner import BatchHandler
 from alize.jobs.batches import Batch
+from alize.jobs.finetune.wiring import fine_tune_handler
 from alize.jobs.jsonl import BatchRequest
-from alize.jobs.worker import Worker, new_worker_id
+from alize.jobs.worker import JobHandler, Worker, new_worker_id
 from alize.protocol.moderation import MistralChatModerationRequest, OpenAIModerationRequest
 from alize.protocol.openai.chat import ChatCompletionRequest
 from alize.protocol.openai.completions import CompletionRequest, FimRequest
@@ -129,8 +130,10 @@ class PipelineLineRunner:
         raise InvalidRequestError(f"'{endpoint}' cannot be batched", param="endpoint")
 
 
-def build_worker(services: Services, *, role: str = "worker") -> Worker:
-    """A job worker with every job kind this server runs (batches), over ``services``."""
+def build_worker(services: Services, *, role: str = "worker", batches: bool = True) -> Worker:
+    """A job worker with every job kind this process runs, over ``services``: batches (unless
+    ``batches`` is false); fine-tuning only in a server (``role="serve"``), because publishing
+    the trained adapter starts new llama.cpp workers for the base in the process that serves it."""
     jobs = services.settings.jobs
     handler = BatchHandler(
         services.db,
@@ -142,9 +145,16 @@ def build_worker(services: Services, *, role: str = "worker") -> Worker:
         max_line_bytes=jobs.max_line_bytes,
         max_concurrent=jobs.worker_max_jobs,
     )
+    handlers: list[JobHandler] = [handler] if batches else []
+    if role == "serve":
+        handlers.append(
+            fine_tune_handler(
+                services.settings, services.fine_tuning, services.deployment_admin, services.tenancy
+            )
+        )
     return Worker(
         services.queue,
-        [handler],
+        handlers,
         worker_id=new_worker_id(role),
         max_jobs=jobs.worker_max_jobs,
         heartbeat_s=jobs.heartbeat_s,

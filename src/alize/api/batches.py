@@ -9,6 +9,7 @@ one API can be read through the other. Mistral's statuses map from OpenAI's life
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -104,7 +105,8 @@ def openai_json(batch: Batch) -> dict[str, Any]:
     }
 
 
-def mistral_json(batch: Batch) -> dict[str, Any]:
+def mistral_json(batch: Batch, outputs: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Mistral's BatchJob; ``outputs``: the result lines of an inline job once it is over."""
     ended = batch.completed_at or batch.failed_at or batch.expired_at or batch.cancelled_at
     return {
         "id": batch.id,
@@ -125,6 +127,7 @@ def mistral_json(batch: Batch) -> dict[str, Any]:
         "failed_requests": batch.failed,
         "started_at": _ts(batch.in_progress_at),
         "completed_at": _ts(ended),
+        "outputs": list(outputs) if outputs is not None else None,
     }
 
 
@@ -244,7 +247,8 @@ async def list_batch_jobs(
 @router.get("/v1/batch/jobs/{job_id}", summary="Retrieve a batch job (Mistral)")
 async def get_batch_job(job_id: str, services: ServicesDep, principal: InferenceDep) -> JSONResponse:
     project_id = await caller_project(services, principal)
-    return JSONResponse(mistral_json(await services.batches.get(job_id, project_id)))
+    batch = await services.batches.get(job_id, project_id)
+    return JSONResponse(mistral_json(batch, await services.batches.inline_outputs(batch)))
 
 
 @router.post("/v1/batch/jobs/{job_id}/cancel", summary="Cancel a batch job (Mistral)")

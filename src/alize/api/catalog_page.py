@@ -89,6 +89,17 @@ def _measured(card: ModelCard) -> str:
     )
 
 
+def _quality(card: ModelCard) -> str:
+    """Scores ``alize eval`` measured, each with its size, date, machine and time taken."""
+    if not card.evaluations:
+        return "not evaluated yet (alize eval)"
+    return "; ".join(
+        f"{e.task} {e.metric} {e.score:.3g} on {e.items} items "
+        f"({e.machine}; {e.measured_at[:10]}; {e.duration_s:,.0f} s)"
+        for e in card.evaluations
+    )
+
+
 def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     target = deployed_as[0] if deployed_as else card.id
     facts = [
@@ -106,6 +117,7 @@ def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     if card.embedding_dimensions:
         facts.insert(4, ("Dimensions", str(card.embedding_dimensions)))
     facts.insert(-1, ("Measured speed", _measured(card)))
+    facts.insert(-1, ("Measured quality", _quality(card)))
     # transparency (EU AI Act): what it is for, where it fails, where the weights come from
     facts += [
         ("Intended use", card.intended_use or "—"),

@@ -24,7 +24,9 @@ from alize.gateway.pipeline import PolicyPipeline
 from alize.gateway.tenancy import Tenancy
 from alize.jobs.batches import BatchService
 from alize.jobs.files import FileService
+from alize.jobs.finetune.service import FineTuningService
 from alize.jobs.queue import JobQueue
+from alize.observability.observers import Observability
 from alize.periodic import Periodic
 from alize.retention import RetentionSweeper
 from alize.safety.moderator import Moderator
@@ -75,6 +77,10 @@ class Services:
     batches: BatchService
     #: removes expired files and interrupted uploads
     file_sweeper: Periodic
+    #: metrics, the request log and traces, fed by the pipeline's observer
+    observability: Observability
+    #: fine-tuning jobs: create, start, cancel, and their records (alize.jobs.finetune)
+    fine_tuning: FineTuningService
     #: how everything above ends, last built first closed
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 

@@ -79,7 +79,7 @@ def _codes(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     if operation.get("requestBody"):
         codes.append("413")
     chat = path.startswith("/chat/api")
-    if is_protected(path) or chat:
+    if is_protected(path) or chat or path == "/metrics":  # /metrics checks its key itself
         codes += ["401", "403"]
     if "{" in path or (method, path) in INFERENCE or path.startswith("/chat/api/conversations"):
         codes.append("404")

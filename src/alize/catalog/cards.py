@@ -176,6 +176,35 @@ ModelSource = Annotated[
 ]
 
 
+class Evaluation(_Data):
+    """A quality score measured by ``alize eval`` against a deployment of the model (never typed
+    in by hand): the task set, its metric, how many items, and how, when and where."""
+
+    task: str = Field(min_length=1, max_length=64, description="task set, e.g. 'humaneval'")
+    metric: str = Field(min_length=1, max_length=40, description="e.g. 'pass@1', 'accuracy', 'chrF'")
+    score: float = Field(
+        ge=-1e6, le=1e6, description="the metric's value (fractions in [0, 1], chrF in [0, 100])"
+    )
+    items: int = Field(ge=1, le=1_000_000, description="items scored")
+    duration_s: float = Field(ge=0, le=1e7, description="wall time of the evaluation")
+    source: str = Field(max_length=200, description="where the items come from (package and licence)")
+    command: str = Field(max_length=1000, description="the command that produced it")
+    machine: str = Field(max_length=300, description="CPU, core count and memory of the host")
+    measured_at: str = Field(max_length=40, description="ISO 8601 time of the measurement (UTC)")
+
+    @property
+    def fraction(self) -> float:
+        """The score on a 0-1 scale (chrF is a percentage), as ``quality_scores`` holds it."""
+        return self.score / 100 if self.metric.lower() == "chrf" else self.score
+
+    @field_validator("score", "duration_s")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("scores and durations must be finite numbers")
+        return v
+
+
 class MeasuredFigures(_Data):
     """Speed measured by ``alize models bench`` on this server (never typed in by hand): the model
     loaded with the engine settings shown, a fixed prompt and a fixed decode, median of ``runs``."""
@@ -230,6 +259,9 @@ class ModelCard(_Data):
     tokens_per_second: float | None = Field(default=None, ge=0, description="measured on this machine")
     quality_scores: dict[str, float] = Field(default_factory=dict)
     measured: MeasuredFigures | None = Field(default=None, description="set by the benchmark only")
+    evaluations: tuple[Evaluation, ...] = Field(
+        default=(), max_length=64, description="quality on task sets, set by `alize eval` only"
+    )
     description: str = Field(default="", max_length=4000)
     # --- transparency (EU AI Act, art. 13 and 53): what the model is for, where it fails, where
     # its weights come from; shown with the card in /v1/models, the admin API and /catalog

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alize.catalog.builtin import BUILTIN_IDS, builtin_cards
-from alize.catalog.cards import MeasuredFigures, ModelCard, parse_card
+from alize.catalog.cards import Evaluation, MeasuredFigures, ModelCard, parse_card
 from alize.catalog.from_files import card_from_gguf_info, card_from_hf_folder
 from alize.catalog.gguf import inspect_gguf_async
 from alize.catalog.packs.install import remove as remove_pack_files
@@ -35,6 +35,7 @@ EDITABLE_FIELDS = frozenset(
         "description",
         "price_input_per_million",
         "price_output_per_million",
+        "price_training_per_million",
         "currency",
         "tokens_per_second",
         "quality_scores",
@@ -44,7 +45,7 @@ EDITABLE_FIELDS = frozenset(
 
 
 #: card fields written by the server itself (the benchmark) and kept when built-ins are re-seeded
-MEASURED_FIELDS = frozenset({"measured", "tokens_per_second"})
+MEASURED_FIELDS = frozenset({"measured", "tokens_per_second", "evaluations"})
 
 
 class ModelNotInCatalogError(NotFoundError):
@@ -217,6 +218,26 @@ class CatalogService:
             )
             await repo.upsert(model_id, card.model_dump(mode="json"), _now())
         log.info("catalog: measured %s: %s", model_id, figures.model_dump(mode="json"))
+        return card
+
+    async def record_evaluation(self, model_id: str, evaluation: Evaluation) -> ModelCard:
+        """Store an evaluation on the card, replacing the previous one of the same task and
+        metric; its score, as a fraction, also becomes ``quality_scores[task]`` (what the catalog
+        sorts packs by, so every score there is on one scale)."""
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            row = await repo.get(model_id)
+            if row is None:
+                raise ModelNotInCatalogError(model_id)
+            current = ModelCard.model_validate(row.card)
+            kept = [
+                e for e in current.evaluations if (e.task, e.metric) != (evaluation.task, evaluation.metric)
+            ]
+            scores = {**current.quality_scores, evaluation.task: evaluation.fraction}
+            card = current.model_copy(update={"evaluations": (*kept, evaluation), "quality_scores": scores})
+            card = ModelCard.model_validate(card.model_dump(mode="json"))
+            await repo.upsert(model_id, card.model_dump(mode="json"), _now())
+        log.info("catalog: evaluated %s: %s", model_id, evaluation.model_dump(mode="json"))
         return card
 
     async def delete(self, model_id: str) -> None:

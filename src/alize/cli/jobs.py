@@ -115,22 +115,28 @@ def _line(batch: dict[str, Any]) -> str:
     )
 
 
+def _bar(batch_id: str, done: int, total: int, width: int = 30) -> str:
+    filled = width * done // max(1, total)
+    return f"\r{batch_id} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} lines"
+
+
 def _wait(url: str, api_key: str | None, batch_id: str, poll_s: float) -> dict[str, Any]:
-    """Poll until the batch is over, drawing a bar of lines done (completed + failed)."""
+    """Poll until the batch is over, redrawing a bar of lines done (completed + failed) on
+    standard error whenever the count moves."""
     batch: dict[str, Any] = _call(url, api_key, "GET", f"/v1/batches/{batch_id}")
-    total = max(1, batch["request_counts"]["total"])
-    shown = 0
-    with typer.progressbar(length=total, label=batch_id, file=sys.stderr) as bar:
-        while True:
-            counts = batch["request_counts"]
-            done = min(total, counts["completed"] + counts["failed"])
-            bar.update(done - shown)
+    shown = -1
+    while True:
+        counts = batch["request_counts"]
+        done = counts["completed"] + counts["failed"]
+        if done != shown:
+            sys.stderr.write(_bar(batch_id, done, counts["total"]))
+            sys.stderr.flush()
             shown = done
-            if batch["status"] in _OVER:
-                break
-            time.sleep(poll_s)
-            batch = _call(url, api_key, "GET", f"/v1/batches/{batch_id}")
-    return batch
+        if batch["status"] in _OVER:
+            sys.stderr.write(f"  {batch['status']}\n")
+            return batch
+        time.sleep(poll_s)
+        batch = _call(url, api_key, "GET", f"/v1/batches/{batch_id}")
 
 
 @batch_app.command("create")

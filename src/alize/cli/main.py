@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from alize.cli import bench as bench_cmd
 from alize.cli import chat as chat_cmd
+from alize.cli import evaluation as eval_cmd
+from alize.cli import finetune as finetune_cmd
 from alize.cli import jobs as jobs_cmd
 from alize.cli import models as models_cmd
 from alize.cli import safety as safety_cmd
@@ -25,9 +28,12 @@ app.add_typer(tenancy_cmd.keys_app, name="keys")
 app.add_typer(tenancy_cmd.audit_app, name="audit")
 app.command("usage")(tenancy_cmd.usage)
 app.add_typer(users_cmd.users_app, name="users")
+app.add_typer(finetune_cmd.finetune_app, name="finetune")
 app.command("worker")(worker_cmd.worker)
 app.add_typer(jobs_cmd.files_app, name="files")
 app.add_typer(jobs_cmd.batch_app, name="batch")
+app.command("bench")(bench_cmd.bench)
+app.command("eval")(eval_cmd.evaluate)
 
 if __name__ == "__main__":
     app()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from alize.cli.settings import load_settings
 from alize.gateway.tenancy import is_loopback_host
+from alize.observability.logs import configure_logging
 
 
 def serve(
@@ -33,16 +32,14 @@ def serve(
             f"warning: binding {settings.host}: anyone who reaches it can call the API until keys exist",
             err=True,
         )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
+    configure_logging(settings.log_level, json_lines=settings.observability.json_logs)
     typer.echo(f"Alizé on http://{settings.host}:{settings.port} (model {settings.default_model})")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's own lines go through the same (JSON, redacting) handler
         access_log=False,
         timeout_graceful_shutdown=5,
     )

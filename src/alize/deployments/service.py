@@ -87,7 +87,7 @@ class DeploymentService:
         resolved (a download or an assembly, in a thread) and its size read. A fine-tuned model
         gets its base's deployment as host (:func:`alize.deployments.specs.adapter_spec`)."""
         if card is not None and isinstance(card.source, AdapterSource):
-            host = self._host_of(card.source.base)
+            host = self.host_of(card.source.base)
             return adapter_spec(config, card, host.spec, declared=declared)
         kind = engine_kind(config, card, self._manager.registry.kinds, kind)
         if card is not None and path is None and not isinstance(card.source, RemoteSource):
@@ -108,7 +108,7 @@ class DeploymentService:
         )
         return build_spec(config, card, engine, memory_bytes=memory, declared=declared)
 
-    def _host_of(self, base: str) -> Deployment:
+    def host_of(self, base: str) -> Deployment:
         for deployment in self._manager.list():
             spec = deployment.spec
             if spec.model_id == base and spec.adapter_host is None and spec.engine.kind == "llamacpp":

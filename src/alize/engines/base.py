@@ -81,3 +81,8 @@ class Engine(ABC):
     @abstractmethod
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """One vector per text; engines without embeddings raise UnsupportedFeatureError."""
+
+    async def metrics_text(self) -> str | None:
+        """The engine's own Prometheus exposition (llama.cpp's ``/metrics``), if it has one and
+        is loaded; ``None`` otherwise. The gateway's ``/metrics`` merges it under a label."""
+        return None

@@ -30,6 +30,8 @@ class UsageStatus(StrEnum):
     CLIENT_DISCONNECTED = "client_disconnected"
     RATE_LIMITED = "rate_limited"
     TIMEOUT = "timeout"
+    #: a fine-tuning job cancelled while training (billed for the tokens trained)
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)

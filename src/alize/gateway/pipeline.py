@@ -16,6 +16,9 @@ Every request goes down the same straight path, each step failing with a typed e
 6. **filter and observe**: the output filter, if the deployment has one
    (:mod:`alize.gateway.output_filter`), inside the observer that settles when the stream ends.
 
+Metrics, traces and logs watch through a :class:`~alize.gateway.observer.RequestObserver`, told
+of refusals, starts, token gaps and settled rows; it never changes what happens.
+
 A prompt the input filter refuses is cheap to refuse: it is judged before any model is loaded or
 any limit is consumed, and leaves a row with no tokens and no cost (status ``content_filtered``,
 or ``error`` with code ``content_filter_error``).
@@ -60,6 +63,7 @@ from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
 from alize.gateway.generation import Generation, GenerationService, Prepared
 from alize.gateway.limits import Lease
 from alize.gateway.metering import UsageRecord, UsageStatus
+from alize.gateway.observer import Guarded, NullObserver, RequestObserver, Settled
 from alize.gateway.output_filter import filter_output
 from alize.gateway.safety import ContentSafety
 from alize.gateway.tenancy import Tenancy
@@ -129,6 +133,7 @@ class PolicyPipeline:
         embeddings: EmbeddingsService | None = None,
         *,
         safety: ContentSafety | None = None,
+        observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._generation = generation
@@ -138,6 +143,7 @@ class PolicyPipeline:
         self._deployments = deployments
         self._tenancy = tenancy
         self._clock = clock
+        self._observer = Guarded(observer or NullObserver())
         self._settling: set[asyncio.Task[None]] = set()
 
     async def chat(
@@ -237,8 +243,8 @@ class PolicyPipeline:
         ticket = _Ticket(payer, key_id, None, None, self._clock(), model, model, prices)
         tokens = -(-chars // 4)
         request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
-        await self._admit(ticket, principal, request_id, tokens, 0)
         try:
+            await self._admit(ticket, principal, request_id, tokens, 0)
             result = await classify()
         except BaseException as exc:
             await self._settle_failure(ticket, exc)
@@ -289,9 +295,10 @@ class PolicyPipeline:
             request_id = "req_" + uuid.uuid4().hex
             exc.headers["x-request-id"] = request_id  # the client can look its row up
             status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.ERROR
-            await self._tenancy.metering.record(
-                _usage_record(ticket, request_id, status, exc.code, Usage(), 0, self._clock(), None)
-            )
+            now = self._clock()
+            record = _usage_record(ticket, request_id, status, exc.code, Usage(), 0, now, None)
+            await self._tenancy.metering.record(record)
+            self._observer.settled(Settled(record, _label(ticket), now - ticket.started, filtered_at="input"))
             raise
 
     async def _admit(
@@ -333,7 +340,14 @@ class PolicyPipeline:
         completion = prepared.worst_case_completion_tokens
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, completion)
+            queued = self._clock()
             generation = await self._generation.start(prepared, caller, lane)
+            self._observer.started(
+                ticket.name,
+                ticket.project_id,
+                queue_s=self._clock() - queued,
+                cold_start_s=prepared.cold_start_s,
+            )
         except BaseException as exc:
             prepared.close()
             await self._settle_failure(ticket, exc)
@@ -364,10 +378,16 @@ class PolicyPipeline:
         """Pass events through, and settle with the outcome once the stream ends or is closed."""
         status, code = UsageStatus.CLIENT_DISCONNECTED, None
         filtered = False
+        last: dict[int, float] = {}  # when each choice last streamed tokens (inter-token latency)
         try:
             async for event in events:
                 if event.delta.finish_reason == FinishReason.CONTENT_FILTER:
                     filtered = True
+                if event.delta.tokens:
+                    now = self._clock()
+                    if event.index in last:
+                        self._observer.token_gap(ticket.name, now - last[event.index])
+                    last[event.index] = now
                 yield event
             status = UsageStatus.CONTENT_FILTERED if filtered else UsageStatus.SUCCESS
         except AlizeError as exc:
@@ -389,7 +409,10 @@ class PolicyPipeline:
     # ------------------------------------------------------------------ settling
 
     async def _settle_failure(self, ticket: _Ticket, exc: BaseException) -> None:
-        """Admitted, then failed before any output (e.g. queue full, engine down, client gone)."""
+        """Refused at admission (rate limit, budget: no row), or admitted, then failed before any
+        output (e.g. queue full, engine down, client gone)."""
+        if isinstance(exc, AlizeError):
+            self._observer.refused(_label(ticket), ticket.project_id, exc.code or exc.error_type)
         if isinstance(exc, asyncio.CancelledError):
             await self._settle(ticket, None, UsageStatus.CLIENT_DISCONNECTED, None)
         else:
@@ -436,16 +459,18 @@ class PolicyPipeline:
             if ticket.lease is not None:
                 await ticket.lease.release(usage.prompt_tokens + usage.completion_tokens)
         finally:
+            record = _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
             try:
-                new = await self._tenancy.metering.record(
-                    _usage_record(ticket, ticket.request_id, status, code, usage, cost, now, first)
-                )
+                new = await self._tenancy.metering.record(record)
             finally:
                 # charged only with a new row (a repeated request id is released, never billed twice)
                 if ticket.reservation is not None and new:
                     await self._tenancy.budget.settle(ticket.reservation, cost)
                 elif ticket.reservation is not None:
                     await self._tenancy.budget.release(ticket.reservation)
+            if new:  # a batch line run again after a crash is observed once, as it is billed once
+                ttft = first - ticket.started if first is not None else None
+                self._observer.settled(Settled(record, _label(ticket), now - ticket.started, ttft))
 
 
 def _usage_record(
@@ -475,6 +500,12 @@ def _usage_record(
         ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
         user_id=ticket.user_id,
     )
+
+
+def _label(ticket: _Ticket) -> str:
+    """The deployment a request is counted under; every moderation call under one name, since its
+    model name comes from the client."""
+    return ticket.name if ticket.deployment is not None else "moderation"
 
 
 def _served(ticket: _Ticket) -> Deployment:

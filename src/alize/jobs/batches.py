@@ -330,3 +330,14 @@ class BatchService:
             user = await BatchRepository(session).using_file(file_id, ACTIVE)
         if user is not None:
             raise ConflictError(f"the batch '{user}' is still reading this file", code="file_in_use")
+
+    async def inline_outputs(self, batch: Batch) -> Sequence[dict[str, Any]] | None:
+        """The result lines of a finished inline batch (Mistral shows them on the job), in input
+        order; ``None`` for a file-based or unfinished batch."""
+        if not batch.inline or batch.status not in FINAL:
+            return None
+        async with self._db.transaction() as session:
+            repo = BatchRepository(session)
+            good = await repo.outputs(batch.id, ok=True, limit=MAX_INLINE)
+            bad = await repo.outputs(batch.id, ok=False, limit=MAX_INLINE)
+        return [json.loads(output) for _, output in sorted([*good, *bad])]

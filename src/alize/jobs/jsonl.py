@@ -32,7 +32,7 @@ BATCH_ENDPOINTS = (
 )
 #: purposes a client may upload, and those only the server writes
 UPLOAD_PURPOSES = ("batch", "fine-tune")
-OUTPUT_PURPOSES = ("batch_output",)
+OUTPUT_PURPOSES = ("batch_output", "fine-tune-results")
 MAX_CUSTOM_ID = 512
 #: problems reported in one error (the count of the rest is still given)
 MAX_REPORTED = 10

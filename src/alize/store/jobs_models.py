@@ -131,3 +131,63 @@ class BatchLineRow(Base):
     completion_tokens: Mapped[int] = mapped_column(sa.Integer)
     cached_tokens: Mapped[int] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FineTuningJobRow(Base):
+    """A fine-tuning job as clients see it (OpenAI's or Mistral's shape, ``api`` says which);
+    the queue job ``job_id`` is the work. ``status``: ``validating_files`` → (``validated``,
+    Mistral without ``auto_start``) → ``queued`` → ``running`` → ``succeeded`` | ``failed`` |
+    ``cancelled``."""
+
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (sa.Index("ix_fine_tuning_jobs_project_id_created_at", "project_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(sa.String(40))
+    api: Mapped[str] = mapped_column(sa.String(16))
+    model: Mapped[str] = mapped_column(sa.String(256))
+    #: ``[{"file_id": ..., "weight": ...}]`` (OpenAI's one file has weight 1)
+    training_files: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON)
+    validation_file: Mapped[str | None] = mapped_column(sa.String(40))
+    suffix: Mapped[str] = mapped_column(sa.String(64))
+    #: :class:`alize.jobs.finetune.hyperparams.Hyperparameters` as validated
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    auto_start: Mapped[bool] = mapped_column(sa.Boolean)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(24))
+    cancel_requested: Mapped[bool] = mapped_column(sa.Boolean)
+    job_id: Mapped[str | None] = mapped_column(sa.String(40))
+    fine_tuned_model: Mapped[str | None] = mapped_column(sa.String(256))
+    trained_tokens: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: steps done / planned, and the last train loss (what a progress bar shows)
+    step: Mapped[int] = mapped_column(sa.Integer)
+    total_steps: Mapped[int | None] = mapped_column(sa.Integer)
+    #: ``{"code", "message", "param"}`` once failed
+    error: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    estimated_finish: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FineTuningEventRow(Base):
+    """One event of a job: ``type`` ``message`` or ``metrics`` (what ``/events`` lists), or
+    ``checkpoint`` (what ``/checkpoints`` lists; ``data`` holds its step and metrics)."""
+
+    __tablename__ = "fine_tuning_events"
+    __table_args__ = (sa.Index("ix_fine_tuning_events_job_seq", "fine_tuning_job_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    fine_tuning_job_id: Mapped[str] = mapped_column(
+        sa.String(40), sa.ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE")
+    )
+    #: order within the job (the service counts; ids are random)
+    seq: Mapped[int] = mapped_column(sa.Integer)
+    type: Mapped[str] = mapped_column(sa.String(16))
+    level: Mapped[str] = mapped_column(sa.String(8))
+    message: Mapped[str] = mapped_column(sa.Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -133,6 +133,18 @@ class LlamaCppEngine(Engine):
             self._worker = None
             self._info = None
 
+    async def metrics_text(self) -> str | None:
+        """The worker's ``/metrics`` (llama.cpp's own ``llamacpp:*`` families); ``None`` while
+        it is not running, so a scrape never loads a model."""
+        client = self._client
+        if client is None or self._worker is None or not self._worker.alive:
+            return None
+        try:
+            response = await client.get("/metrics", timeout=5.0)
+        except httpx.TransportError:
+            return None
+        return response.text if response.status_code == 200 else None
+
     async def _ready_client(self) -> httpx.AsyncClient:
         if self._client is None or self._worker is None or not self._worker.alive:
             if self._stopping:

@@ -6,20 +6,26 @@ starts ``python -m alize.jobs.finetune.run SPEC.json`` at the lowest CPU priorit
 JSON event a line on stdout (``{"type": "metrics"|"message"|"checkpoint"|"result", ...}``).
 SIGTERM asks the run to stop between steps (cancellation); SIGKILL loses at most the steps since
 the last checkpoint, because starting the same spec again resumes from it (same workdir).
+With ``--lifeline`` the run exits as soon as its stdin reaches end of file: the worker keeps the
+pipe open, so a worker that dies (even by SIGKILL) never leaves a run training on its own, and
+the worker that takes the job over does not find two runs writing one workdir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from alize.errors import AlizeError
 from alize.jobs.finetune.base import load_base, read_base_facts
 from alize.jobs.finetune.dataset import parse_chat_jsonl, split_validation, tokenize_all
 from alize.jobs.finetune.gguf_lora import write_lora_gguf
@@ -149,8 +155,18 @@ def run(spec: RunSpec, emit: Callable[[Event], None], should_stop: Callable[[], 
     return out
 
 
+def _lifeline() -> None:
+    """Exit at once when the parent closes (or loses) our stdin."""
+    with contextlib.suppress(OSError):
+        while sys.stdin.buffer.read(4096):
+            pass
+    os._exit(3)
+
+
 def main() -> int:
     spec = RunSpec.from_json(json.loads(Path(sys.argv[1]).read_text()))
+    if "--lifeline" in sys.argv[2:]:
+        threading.Thread(target=_lifeline, name="lifeline", daemon=True).start()
     stop = {"requested": False}
 
     def request_stop(*_: object) -> None:
@@ -165,6 +181,9 @@ def main() -> int:
 
         try:
             emit(run(spec, emit, lambda: stop["requested"]))
+        except AlizeError as exc:  # the client's data or base: the job fails naming what is wrong
+            emit({"type": "error", "message": exc.message, "code": exc.code, "param": exc.param})
+            return 1
         except Exception as exc:  # reported as the run's failure; the worker decides what next
             emit({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
             return 1

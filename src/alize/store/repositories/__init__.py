@@ -6,6 +6,7 @@ from alize.store.repositories.batches import BatchRepository
 from alize.store.repositories.budget import BudgetRepository
 from alize.store.repositories.catalog import CatalogModelRepository, DeploymentRepository
 from alize.store.repositories.files import FileRepository
+from alize.store.repositories.fine_tuning import FineTuningRepository
 from alize.store.repositories.instances import InstanceRepository
 from alize.store.repositories.jobs import JobRepository
 from alize.store.repositories.projects import ProjectRepository
@@ -19,6 +20,7 @@ __all__ = [
     "CatalogModelRepository",
     "DeploymentRepository",
     "FileRepository",
+    "FineTuningRepository",
     "GroupBy",
     "InstanceRepository",
     "JobRepository",

@@ -53,15 +53,14 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("with_fim", [False, True])
 def test_xllamacpp_loads_and_generates(tmp_path: Path, with_fim: bool) -> None:
     model = write_tiny_llama_gguf(tmp_path / "tiny.gguf", with_fim=with_fim, seed=3)
-    ids = read_gguf_info(model).traits.fim_token_ids
-    fim = list(ids) if ids is not None else None
+    fim = read_gguf_info(model).traits.fim_token_ids  # what the engine sends as FIM markers
     tokens = tiny_vocab(with_fim)[0]
     if with_fim:
-        assert fim == [tokens.index(t) for t in FIM_TOKENS]
+        assert fim == tuple(tokens.index(t) for t in FIM_TOKENS)
     else:
         assert fim is None
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(model), json.dumps(fim)],
+        [sys.executable, "-c", SCRIPT, str(model), json.dumps(list(fim) if fim else None)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,6 +12,7 @@ from alize.api.auth import InferenceDep
 from alize.api.chat_completions import run_chat
 from alize.api.deps import ServicesDep
 from alize.api.respond import json_response
+from alize.deployments.manager import Deployment
 from alize.gateway.auth import authorize_deployment
 from alize.protocol.azure import AzureChatCompletionRequest, ModelInfo
 from alize.protocol.openai.chat import ChatCompletionRequest
@@ -42,6 +43,21 @@ async def azure_info(
     deployment = services.deployments.get(services.settings.default_model)
     return json_response(
         ModelInfo(
-            model_name=deployment.spec.model_id, model_type="chat-completion", model_provider_name="Alizé"
+            model_name=deployment.spec.model_id,
+            model_type=model_type(deployment),
+            model_provider_name="Alizé",
         )
     )
+
+
+def model_type(deployment: Deployment) -> str:
+    """The model's task in Azure's words: from its card, else from the loaded engine; a chat
+    model is ``chat-completion`` (Azure's own examples), the others take the SDK's ``ModelType``
+    values (``embeddings``, ``text_generation``)."""
+    tasks = tuple((deployment.spec.card or {}).get("tasks") or ())
+    if not tasks and deployment.loaded:
+        info = deployment.engine.info
+        tasks = ("chat",) if info.supports_chat else ("embeddings",) if info.supports_embeddings else ()
+    if "chat" in tasks or not tasks:
+        return "chat-completion"
+    return "embeddings" if "embeddings" in tasks else "text_generation"

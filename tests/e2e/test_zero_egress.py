@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -150,7 +151,39 @@ class Sampler(threading.Thread):
             self.stop.wait(0.02)
 
 
-def test_serve_chat_embed_and_moderate_without_any_egress(tmp_path: Path) -> None:
+def _run_a_batch(client: httpx.Client) -> None:
+    """Two chat lines through the file store, the queue and the embedded worker, to the end."""
+    lines = [
+        {
+            "custom_id": f"line-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4},
+        }
+        for i in range(2)
+    ]
+    body = "\n".join(json.dumps(line) for line in lines).encode()
+    upload = client.post("/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", body)})
+    assert upload.status_code == 200, upload.text
+    created = client.post(
+        "/batches",
+        json={
+            "input_file_id": upload.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    )
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 180
+    batch = created.json()
+    while batch["status"] not in ("completed", "failed", "cancelled", "expired"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.5)
+        batch = client.get(f"/batches/{batch['id']}").json()
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 2, batch
+
+
+def test_serve_chat_embed_moderate_and_batch_without_any_egress(tmp_path: Path) -> None:
     hook_dir = tmp_path / "hook"
     hook_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(HOOK)
@@ -189,6 +222,7 @@ def test_serve_chat_embed_and_moderate_without_any_egress(tmp_path: Path) -> Non
                     "/chat/completions", json={"model": MODEL, "messages": [{"role": "tool"}]}, timeout=30
                 )
                 assert lone.status_code == 400 and lone.json()["error"]["code"] == "invalid_tool_message"
+                _run_a_batch(client)
         finally:
             sampler.stop.set()
             sampler.join(10)

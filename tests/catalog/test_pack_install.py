@@ -22,7 +22,7 @@ from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 from alize.catalog.packs import Pack, known_packs
 from alize.catalog.packs import install as installer
-from alize.catalog.packs.card import chat_rank, pack_card
+from alize.catalog.packs.card import chat_rank, common_tasks, pack_card
 from alize.catalog.packs.errors import InsufficientStorageError, PackDownloadError, PackIntegrityError
 from alize.catalog.packs.install import install, installed
 
@@ -172,12 +172,31 @@ def test_the_shipped_packs_are_consistent() -> None:
     assert "gemma3-270m" not in preferences  # a base model is never the assistant
 
 
-def test_measured_quality_outranks_the_stated_order() -> None:
+def test_measured_quality_outranks_the_stated_order_when_every_candidate_was_measured() -> None:
     preferences = {"big": 1, "small": 2}
-    cards = [{"id": "big"}, {"id": "small", "quality_scores": {"mmlu": 0.5}}, {"id": "other"}]
-    assert [c["id"] for c in sorted(cards, key=lambda c: chat_rank(c, preferences))] == [
+    cards = [
+        {"id": "big", "quality_scores": {"mmlu": 0.3, "humaneval": 0.9}},
+        {"id": "small", "quality_scores": {"mmlu": 0.5}},
+        {"id": "other", "quality_scores": {"mmlu": 0.1}},
+    ]
+    tasks = common_tasks(cards)
+    assert tasks == {"mmlu"}  # humaneval is not common ground: only mmlu is compared
+    assert [c["id"] for c in sorted(cards, key=lambda c: chat_rank(c, preferences, tasks))] == [
         "small",
         "big",
+        "other",
+    ]
+
+
+def test_an_unmeasured_candidate_leaves_the_choice_to_the_stated_order() -> None:
+    """SmolLM2's card ships measured scores; a pulled larger pack has none yet and must still win."""
+    preferences = {"big": 1, "small": 2}
+    cards = [{"id": "big"}, {"id": "small", "quality_scores": {"translation": 0.12}}, {"id": "other"}]
+    tasks = common_tasks(cards)
+    assert tasks == frozenset()
+    assert [c["id"] for c in sorted(cards, key=lambda c: chat_rank(c, preferences, tasks))] == [
+        "big",
+        "small",
         "other",
     ]
 

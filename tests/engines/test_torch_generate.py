@@ -141,7 +141,11 @@ async def test_concurrency_is_bounded_and_closing_early_frees_the_thread(folder:
         await stream.aclose()  # returns once the worker thread has left its loop
         after_close = passes[0]
         assert after_close < 450
-        # the single slot is free at once: the next request's 3 tokens are the only passes run
+        # nothing runs on after the close: the count stays put while the engine idles
+        await asyncio.sleep(0.5)
+        assert passes[0] == after_close
+        # the single slot is free: the next request's 3 tokens are the only passes run (this
+        # caught the engine's outer generator leaving the inner one, and its thread, to the GC)
         quick = await run(engine, chat(max_tokens=3))
         assert quick[-1].usage is not None and quick[-1].usage.completion_tokens == 3
         assert passes[0] - after_close == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from alize.catalog.packs.card import chat_rank
+from alize.catalog.packs.card import chat_rank, common_tasks
 from alize.chat.accounts import UserService
 from alize.chat.conversations import ConversationService
 from alize.chat.documents import DocumentService, Embedder
@@ -59,10 +59,12 @@ class ChatServices:
         candidates = [d for d in self.replies.deployments.list() if d.name in names]
         if not candidates:
             return None
+        cards = {d.name: {**(d.spec.card or {}), "id": d.spec.model_id} for d in candidates}
+        tasks = common_tasks(cards.values())
         best = min(
             candidates,
             key=lambda d: (
-                chat_rank({**(d.spec.card or {}), "id": d.spec.model_id}, self.preferences),
+                chat_rank(cards[d.name], self.preferences, tasks),
                 d.name,  # two deployments of one model: the same one every time
             ),
         )

@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,11 @@ class TorchEngine(Engine):
                 "this deployment serves an embeddings model; use /v1/embeddings", param="model"
             )
         prompt = await asyncio.to_thread(lm.prompt_ids, request)
-        async for delta in stream(Decoder(lm), executor, request, prompt):
-            yield delta
+        # closing this generator must close the inner one now (its finally waits for the decoding
+        # thread), not when the garbage collector gets to it: the thread ran on one pass otherwise
+        async with aclosing(stream(Decoder(lm), executor, request, prompt)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         if self._lm is not None:

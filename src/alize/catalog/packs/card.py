@@ -8,7 +8,7 @@ trusted to say, or does not say: who trained the model, its licence, its languag
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from alize.catalog.cards import GGUFFileSource, ModelCard
@@ -34,15 +34,31 @@ def pack_card(pack: Pack, installed: InstalledPack, info: GGUFInfo) -> ModelCard
     )
 
 
-def chat_rank(card: Mapping[str, Any], preferences: Mapping[str, int]) -> tuple[int, float, int, str]:
-    """Sort key, best first: measured quality (the mean of the card's ``quality_scores``) when a
-    card has any, then the packs' stated ``chat_preference``, then everything else by id."""
+def _measured(card: Mapping[str, Any]) -> dict[str, float]:
     scores = card.get("quality_scores") or {}
-    values = [v for v in scores.values() if isinstance(v, int | float) and math.isfinite(v)]
+    return {k: float(v) for k, v in scores.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def common_tasks(cards: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The tasks every card was measured on (empty when one of them has no measurement): a mean
+    over different task sets compares nothing, so quality only decides on common ground."""
+    measured = [set(_measured(card)) for card in cards]
+    return frozenset(set.intersection(*measured)) if measured else frozenset()
+
+
+def chat_rank(
+    card: Mapping[str, Any], preferences: Mapping[str, int], tasks: Collection[str] = ()
+) -> tuple[int, float, int, str]:
+    """Sort key, best first: the mean measured quality over ``tasks`` (the :func:`common_tasks`
+    of the candidates) when there are any, then the packs' stated ``chat_preference``, then
+    everything else by id. A model measured on this machine does not outrank a larger one only
+    because nobody has evaluated the larger one yet."""
     model_id = str(card.get("id", ""))
-    if values:
-        return (0, -sum(values) / len(values), 0, model_id)
+    scores = _measured(card)
+    values = [scores[t] for t in tasks if t in scores]
     preference = preferences.get(model_id)
+    if values:  # equal means: the stated order, then the id
+        return (0, -sum(values) / len(values), 1 << 30 if preference is None else preference, model_id)
     if preference is not None:
         return (1, 0.0, preference, model_id)
     return (2, 0.0, 0, model_id)

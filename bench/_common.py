@@ -26,6 +26,8 @@ from typing import IO, Any
 
 import httpx
 
+from alize.deployments.benchmark import cpu_flags, cpu_model
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 CACHE_DIR = BENCH_DIR / ".cache"  # gitignored: temporary venvs, wheels, server logs
@@ -63,14 +65,6 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _mem_total_gib() -> float | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -84,7 +78,8 @@ def machine_info() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "nproc": os.cpu_count(),
         "cpus_usable": affinity,
         "mem_total_gib": _mem_total_gib(),

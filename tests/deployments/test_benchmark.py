@@ -12,7 +12,7 @@ from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 from alize.catalog.service import CatalogService
 from alize.config import Settings
-from alize.deployments.benchmark import BenchmarkPlan, describe_machine
+from alize.deployments.benchmark import KERNEL_FLAGS, BenchmarkPlan, cpu_flags, describe_machine
 from alize.deployments.manager import DeploymentManager, QueueLimits
 from alize.deployments.service import DeploymentService
 from alize.engines.registry import EngineRegistry
@@ -85,3 +85,11 @@ async def test_bad_plans_and_unknown_models_are_refused(
     with pytest.raises(InvalidRequestError, match="too small"):
         # the tiny model's context is 256 tokens: no room for a 1024-token decode
         await deployments.benchmark("tiny", BenchmarkPlan(prompt_tokens=64, decode_tokens=1024))
+
+
+def test_cpu_flags_are_the_kernel_flags_this_cpu_reports_in_their_listed_order() -> None:
+    flags = cpu_flags()
+    assert flags == [f for f in KERNEL_FLAGS if f in flags]
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    if " sse4_2 " in cpuinfo.replace("\n", " "):  # every x86-64 CPU these tests run on
+        assert "sse4_2" in flags

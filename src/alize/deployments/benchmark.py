@@ -62,6 +62,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: the instruction sets the CPU kernels of llama.cpp, onnxruntime and PyTorch choose between
+#: (int8 and bf16 paths differ most): a figure is only comparable with the same ones present
+KERNEL_FLAGS = (
+    "sse4_2", "fma", "f16c", "avx", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni",
+    "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve",
+)  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """The :data:`KERNEL_FLAGS` this CPU reports (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in KERNEL_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def describe_machine() -> str:
     """``Intel Xeon ... , 2 CPUs, 23 GiB RAM, Linux x86_64``: what a reader needs to compare."""
     cpu = cpu_model()

@@ -5,6 +5,7 @@ and parse."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support.docblocks import (
 
 from alize.cli.main import app
 from alize.config import Settings
+from alize.safety.policy import SafetyPolicy
 
 ALL = blocks()
 SHELL = [b for b in ALL if b.lang in {"bash", "sh"}]
@@ -66,3 +68,15 @@ def test_every_setting_in_the_docs_blocks_exists() -> None:
     used = {(b.where, name) for b in SHELL for name in env_names(b.body)}
     assert len(used) >= 5
     assert sorted(f"{where}: {name}" for where, name in used if name not in known) == []
+
+
+def test_json_samples_parse_and_the_policy_sample_validates() -> None:
+    """A JSON sample is valid JSON unless it elides a part with "…"; the content-filter policy of
+    docs/safety.md is one the server accepts."""
+    samples = [b for b in ALL if b.lang == "json"]
+    assert len(samples) >= 5
+    for block in samples:
+        if "…" not in block.body:
+            json.loads(block.body)
+    policy = next(b for b in samples if b.doc == "docs/safety.md" and '"window_tokens"' in b.body)
+    assert SafetyPolicy.model_validate_json(policy.body).window_tokens == 16

@@ -105,3 +105,14 @@ def test_every_policy_change_is_in_the_audit_log(client: TestClient) -> None:
     assert [e["details"] for e in entries[1:]] == [{"safety": stricter}, {"safety": None}]
     assert client.get("/admin/api/audit/verify").json()["ok"] is True  # the chain holds
     assert client.delete("/admin/api/deployments/audited").status_code == 200
+
+
+def test_a_declared_deployments_policy_is_changed_only_in_the_settings(client: TestClient) -> None:
+    """What docs/operations.md says: the admin API (and so `alize safety`) refuses it, and
+    nothing is audited."""
+    response = client.patch("/admin/api/deployments/closed-in", json={"safety": None})
+    assert response.status_code == 409, response.text
+    assert "ALIZE_DEPLOYMENTS" in response.json()["error"]["message"]
+    assert _audit(client, "closed-in") == []
+    shown = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert shown["closed-in"]["card"]["deployment"]["safety"]["input"] is not None  # unchanged

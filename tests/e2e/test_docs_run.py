@@ -3,7 +3,7 @@ docs/*.md, against one live server.
 
 The code blocks (``bash``, ``sh``, ``python``; see :mod:`tests.support.docblocks`) run in
 document order, README first, with only what a reader would fill in replaced: the server's
-address for ``http://127.0.0.1:8000`` and ``localhost:8000``, the admin key the README's
+address for ``127.0.0.1:8000`` and ``localhost:8000``, the admin key the README's
 ``alize keys create ops --admin`` printed for the ``alz-...`` / ``sk-...`` placeholders (and in
 ``ALIZE_API_KEY`` for the CLI), ``alize`` on the ``PATH`` for ``.venv/bin/alize``, a password for
 ``$PASSWORD``. Before that key exists the placeholders stay as written, which is the README's
@@ -51,8 +51,9 @@ class Reader:
 
     def fill(self, block: Block) -> str:
         host = self.server.url.removeprefix("http://")
-        code = block.body.replace("http://127.0.0.1:8000", self.server.url)
-        code = code.replace("localhost:8000", host).replace(".venv/bin/alize", "alize")
+        code = block.body.replace("127.0.0.1:8000", host).replace("localhost:8000", host)
+        code = code.replace(".venv/bin/alize", "alize")
+        assert ":8000" not in code, f"{block.where} names a server the test cannot stand in for"
         if self.key:
             code = code.replace("alz-...", self.key).replace("sk-...", self.key)
         return code

@@ -166,6 +166,8 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
             "busy_slots": deployment.queue.busy,
             "waiting": deployment.queue.waiting,
             "served_per_replica": list(engine.served),
+            # replicas Ray Serve placed (``host:pid``): sequences each one started
+            "served_per_ray_replica": engine.placed_replicas(),
             "memory_estimate_bytes": spec.memory_bytes,
             # measured from /proc for worker processes (llama.cpp); the estimate otherwise
             "memory_held_bytes": held_bytes(deployment) if deployment.loaded else 0,

@@ -131,6 +131,21 @@ class LlamaCppEngine(Engine):
             self._worker = None
             self._info = None
 
+    async def check(self) -> None:
+        """The worker is running and its listener answers ``/health`` (200 once the model is
+        loaded); a dead or restarting worker raises, which takes this replica out of routing."""
+        client = self._client
+        if client is None or self._worker is None or not self._worker.alive:
+            raise EngineUnavailableError("the model worker is not running", retry_after=3)
+        try:
+            response = await client.get("/health", timeout=5.0)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code != 200:
+            raise EngineUnavailableError(
+                f"the model worker is not ready (HTTP {response.status_code})", retry_after=2
+            )
+
     async def metrics_text(self) -> str | None:
         """The worker's ``/metrics`` (llama.cpp's own ``llamacpp:*`` families); ``None`` while
         it is not running, so a scrape never loads a model."""

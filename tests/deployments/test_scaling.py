@@ -1,0 +1,89 @@
+"""Deployments on a Ray cluster, without one: with a cluster set, llama.cpp deployments get the
+Ray engine with their replica count or autoscaling bounds (one engine that places its own
+replicas, a fair queue sized for the most replicas), and the bounds change live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from tests.deployments.test_replicas import Replica
+
+from alize.config import EngineSettings, RaySettings
+from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.specs import (
+    SCALING_FIELDS,
+    UPDATABLE_FIELDS,
+    DeploymentSpec,
+    engine_config,
+    engine_kind,
+    parse_deployment,
+)
+from alize.engines.base import ReplicaScaling
+from alize.engines.registry import EngineRegistry
+from alize.errors import ValidationFailedError
+
+RAY = RaySettings(address="127.0.0.1:6379", num_cpus_per_replica=2)
+DEFAULTS = EngineSettings(parallel=4, ctx_per_slot=1024, threads=2)
+INSTALLED = ("llamacpp", "ray", "remote")
+
+
+def test_a_cluster_puts_llamacpp_deployments_on_ray_and_leaves_the_others() -> None:
+    config = parse_deployment({"name": "chat", "model": "m", "replicas": 3})
+    assert engine_kind(config, None, INSTALLED) == "llamacpp"
+    assert engine_kind(config, None, INSTALLED, ray=RaySettings()) == "llamacpp"  # no address
+    assert engine_kind(config, None, INSTALLED, ray=RAY) == "ray"
+    assert engine_kind(config, None, INSTALLED, "remote", ray=RAY) == "remote"
+    engine = engine_config(config, None, kind="ray", path=Path("/m.gguf"), defaults=DEFAULTS, ray=RAY)
+    assert engine.scaling == ReplicaScaling(replicas=3)
+    assert engine.options["address"] == "127.0.0.1:6379" and engine.options["application"] == "chat"
+    assert engine.options["num_cpus"] == "2.0"
+    local = engine_config(config, None, kind="llamacpp", path=Path("/m.gguf"), defaults=DEFAULTS, ray=RAY)
+    assert local.scaling is None and local.options == {}
+
+
+def test_autoscaling_bounds_are_checked_and_updatable() -> None:
+    config = parse_deployment(
+        {"name": "chat", "model": "m", "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}
+    )
+    engine = engine_config(config, None, kind="ray", path=Path("/m.gguf"), defaults=DEFAULTS, ray=RAY)
+    assert engine.scaling == ReplicaScaling(1, 1, 4, 2.0) and engine.scaling.most == 4
+    with pytest.raises(ValidationFailedError, match="min_replicas is more than max_replicas"):
+        parse_deployment({"name": "c", "model": "m", "min_replicas": 5, "max_replicas": 4})
+    with pytest.raises(ValidationFailedError, match="need max_replicas"):
+        parse_deployment({"name": "c", "model": "m", "min_replicas": 1})
+    assert SCALING_FIELDS <= UPDATABLE_FIELDS
+
+
+@pytest_asyncio.fixture
+async def manager() -> AsyncIterator[DeploymentManager]:
+    registry = EngineRegistry(load_entry_points=False)
+    registry.register("ray", Replica)
+    manager = DeploymentManager(registry, QueueLimits(max_waiting=4, timeout_s=2))
+    try:
+        yield manager
+    finally:
+        await manager.close()
+
+
+def _spec(**fields: object) -> DeploymentSpec:
+    config = parse_deployment({"name": "chat", "model": "m", **fields})
+    engine = engine_config(config, None, kind="ray", path=Path("echo"), defaults=DEFAULTS, ray=RAY)
+    return DeploymentSpec(name="chat", model_id="m", engine=engine, replicas=config.replicas)
+
+
+async def test_one_engine_places_the_replicas_and_rescales_live(manager: DeploymentManager) -> None:
+    deployment = manager.add(_spec(replicas=2))
+    assert len(deployment.engine.replicas) == 1  # Serve runs the 2 replicas
+    assert deployment.queue.slots == 8  # parallel 4 x 2 replicas
+    await deployment.ensure_loaded()
+    engine = deployment.engine
+    assert await manager.rescale(_spec(replicas=2, min_replicas=1, max_replicas=5)) is deployment
+    assert deployment.engine is engine and deployment.loaded  # no reload
+    assert deployment.queue.slots == 20
+    replica = engine.replicas[0]
+    assert isinstance(replica, Replica) and replica.rescaled == [ReplicaScaling(2, 1, 5, None)]
+    with pytest.raises(ValueError, match="use replace"):  # another engine setting needs a reload
+        manager.retune(_spec(replicas=2, parallel=8))

@@ -63,6 +63,9 @@ def test_affinity_wins_unless_the_holder_is_much_busier() -> None:
     # the longest prefix held by a busy replica does not send it to a shorter prefix's holder
     router.remember(1, [b"other"])
     assert router.pick([b"long", b"other"]) == 1
+    router.finished(0)
+    router.affinity = False  # least outstanding only
+    assert router.pick([b"long"]) == 1
 
 
 def test_a_replica_marked_down_gets_nothing_and_forgets_its_prefixes() -> None:

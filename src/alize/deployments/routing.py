@@ -97,11 +97,18 @@ class Router:
     """Routing state of one replica set; see the module docstring for the rule."""
 
     def __init__(
-        self, replicas: int, *, affinity_slack: int = 2, prefix_capacity: int = DEFAULT_PREFIX_CAPACITY
+        self,
+        replicas: int,
+        *,
+        affinity: bool = True,
+        affinity_slack: int = 2,
+        prefix_capacity: int = DEFAULT_PREFIX_CAPACITY,
     ) -> None:
         if replicas < 1:
             raise ValueError("a router needs at least one replica")
         self.replicas = [ReplicaState() for _ in range(replicas)]
+        #: off: least outstanding only (bench/routing.py compares the two)
+        self.affinity = affinity
         self.affinity_slack = affinity_slack
         self._capacity = prefix_capacity
         #: prefix key -> the replica that last computed it (least recently used first)
@@ -123,7 +130,7 @@ class Router:
         candidates = self._candidates(exclude)
         least = min(candidates, key=lambda i: (self.replicas[i].in_flight, i))
         floor = self.replicas[least].in_flight
-        for key in keys:
+        for key in keys if self.affinity else ():
             owner = self._owners.get(key)
             if owner is None:
                 continue

@@ -149,6 +149,10 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         "model": spec.model_id,
         "engine": spec.engine.kind,
         "replicas": spec.replicas,
+        # on a Ray cluster: the autoscaling bounds (empty: a fixed `replicas`)
+        "min_replicas": config.min_replicas,
+        "max_replicas": config.max_replicas,
+        "target_ongoing_requests": config.target_ongoing_requests,
         "idle_timeout_s": spec.idle_timeout_s,
         "parallel": spec.engine.parallel,
         "ctx_per_slot": spec.engine.ctx_per_slot,

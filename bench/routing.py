@@ -166,6 +166,7 @@ async def run_mode(name: str, affinity: bool, args: argparse.Namespace, nonce: i
         [TrackedEngine(config, i, mode.seen) for i in range(args.replicas)],
         affinity=affinity,
         affinity_slack=max(1, args.parallel // 2),
+        slots=args.parallel,
     )
     await engines.start()
     try:

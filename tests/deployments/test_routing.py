@@ -68,6 +68,18 @@ def test_affinity_wins_unless_the_holder_is_much_busier() -> None:
     assert router.pick([b"long"]) == 1
 
 
+def test_a_full_holder_yields_to_a_replica_with_a_free_slot() -> None:
+    router = Router(2, affinity_slack=4, slots=2)
+    router.remember(0, [b"k"])
+    router.started(0)
+    router.started(1)
+    assert router.pick([b"k"]) == 0  # a free slot on the holder
+    router.started(0)
+    assert router.pick([b"k"]) == 1  # holder full, replica 1 has a slot free: no waiting
+    router.started(1)
+    assert router.pick([b"k"]) == 0  # every replica full: the cache decides
+
+
 def test_a_replica_marked_down_gets_nothing_and_forgets_its_prefixes() -> None:
     router = Router(2)
     router.remember(1, [b"k"])

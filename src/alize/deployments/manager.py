@@ -181,10 +181,11 @@ class DeploymentManager:
     def _replica_set(self, spec: DeploymentSpec) -> ReplicaSet:
         """The deployment's engines: ``replicas`` of them, or one that places its own replicas
         (Ray Serve, ``engine.scaling`` set). Affinity yields to the least busy replica when the
-        one holding a prompt's prefix has half its slots more in flight."""
+        one holding a prompt's prefix has half its slots more in flight, or no free slot."""
         count = 1 if spec.engine.scaling is not None else spec.replicas
         engines = [self._registry.create(spec.engine) for _ in range(count)]
-        return ReplicaSet(engines, affinity_slack=max(1, spec.engine.parallel // 2))
+        parallel = spec.engine.parallel
+        return ReplicaSet(engines, affinity_slack=max(1, parallel // 2), slots=parallel)
 
     def hosted_by(self, host_name: str) -> list[Deployment]:
         """The fine-tuned models served as adapters on ``host_name``."""

@@ -41,12 +41,15 @@ class ReplicaSet(Engine):
         *,
         affinity: bool = True,
         affinity_slack: int = 2,
+        slots: int | None = None,
         health_interval_s: float = HEALTH_INTERVAL_S,
     ) -> None:
         if not replicas:
             raise ValueError("a replica set needs at least one engine")
         self.replicas: tuple[Engine, ...] = tuple(replicas)
-        self.router = Router(len(self.replicas), affinity=affinity, affinity_slack=affinity_slack)
+        self.router = Router(
+            len(self.replicas), affinity=affinity, affinity_slack=affinity_slack, slots=slots
+        )
         self._health_interval_s = health_interval_s
         self._health: asyncio.Task[None] | None = None
         self._info: EngineInfo | None = None

@@ -9,9 +9,10 @@ finds it in a slot (or in its RAM cache) and only reads the new message. So:
 * after a replica served a request it *holds* those prefixes, and the prefix the next turn will
   start with (the history plus the reply it streamed, :func:`reply_key`);
 * :meth:`Router.pick` sends the request to the replica holding its longest known prefix, unless
-  that replica is much busier (more than ``affinity_slack`` sequences over the least busy one),
-  else to the replica with the fewest sequences in flight (ties: the lowest index, so a lightly
-  loaded deployment keeps one replica warm rather than spreading requests thin);
+  that replica is much busier (more than ``affinity_slack`` sequences over the least busy one, or
+  all its ``slots`` taken while another replica has one free), else to the replica with the
+  fewest sequences in flight (ties: the lowest index, so a lightly loaded deployment keeps one
+  replica warm rather than spreading requests thin);
 * a replica marked down (its engine reported itself unavailable, or a health check failed) gets
   no traffic until a health check passes again; with every replica down, all are candidates,
   so the engines' own errors (and restarts) reach the client rather than a made-up one.
@@ -102,6 +103,7 @@ class Router:
         *,
         affinity: bool = True,
         affinity_slack: int = 2,
+        slots: int | None = None,
         prefix_capacity: int = DEFAULT_PREFIX_CAPACITY,
     ) -> None:
         if replicas < 1:
@@ -110,6 +112,9 @@ class Router:
         #: off: least outstanding only (bench/routing.py compares the two)
         self.affinity = affinity
         self.affinity_slack = affinity_slack
+        #: sequences one replica decodes at once: a full holder loses its affinity to a replica
+        #: with a free slot (waiting for a slot costs more than reading the prompt again)
+        self.slots = slots
         self._capacity = prefix_capacity
         #: prefix key -> the replica that last computed it (least recently used first)
         self._owners: OrderedDict[bytes, int] = OrderedDict()
@@ -134,7 +139,9 @@ class Router:
             owner = self._owners.get(key)
             if owner is None:
                 continue
-            if owner in candidates and self.replicas[owner].in_flight - floor <= self.affinity_slack:
+            busy = self.replicas[owner].in_flight
+            full = self.slots is not None and busy >= self.slots > floor
+            if owner in candidates and busy - floor <= self.affinity_slack and not full:
                 self._owners.move_to_end(key)
                 self.affinity_hits += 1
                 return owner

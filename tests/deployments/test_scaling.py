@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from tests.deployments.test_replicas import Replica
+from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
-from alize.config import EngineSettings, RaySettings
+from alize.catalog.service import CatalogService
+from alize.config import EngineSettings, RaySettings, Settings
 from alize.deployments.manager import DeploymentManager, QueueLimits
+from alize.deployments.service import DeploymentService
 from alize.deployments.specs import (
     SCALING_FIELDS,
     UPDATABLE_FIELDS,
@@ -24,6 +27,7 @@ from alize.deployments.specs import (
 from alize.engines.base import ReplicaScaling
 from alize.engines.registry import EngineRegistry
 from alize.errors import ValidationFailedError
+from alize.store.testing import temporary_database
 
 RAY = RaySettings(address="127.0.0.1:6379", num_cpus_per_replica=2)
 DEFAULTS = EngineSettings(parallel=4, ctx_per_slot=1024, threads=2)
@@ -87,3 +91,29 @@ async def test_one_engine_places_the_replicas_and_rescales_live(manager: Deploym
     assert isinstance(replica, Replica) and replica.rescaled == [ReplicaScaling(2, 1, 5, None)]
     with pytest.raises(ValueError, match="use replace"):  # another engine setting needs a reload
         manager.retune(_spec(replicas=2, parallel=8))
+
+
+async def test_patching_the_bounds_of_a_ray_deployment_rescales_it_without_a_reload(tmp_path: Path) -> None:
+    async with temporary_database("sqlite", tmp_path) as db:
+        catalog = CatalogService(db)
+        await catalog.add_path(str(write_tiny_llama_gguf(tmp_path / "tiny.gguf")))
+        registry = EngineRegistry(load_entry_points=False)
+        registry.register("ray", Replica)
+        manager = DeploymentManager(registry, QueueLimits(max_waiting=2, timeout_s=1))
+        settings = Settings(data_dir=tmp_path, deployments=[], ray=RAY)
+        service = DeploymentService(db, manager, catalog, settings)
+        try:
+            created = await service.create({"name": "t", "model": "tiny", "parallel": 2, "replicas": 2})
+            assert created.spec.engine.kind == "ray" and created.spec.memory_bytes == 0
+            await created.ensure_loaded()
+            engine = created.engine
+            scaled = await service.update("t", {"min_replicas": 1, "max_replicas": 6})
+            assert scaled is created and created.loaded and created.engine is engine  # no reload
+            assert created.queue.slots == 12 and service.config_of("t").max_replicas == 6
+            replica = engine.replicas[0]
+            assert isinstance(replica, Replica) and replica.rescaled == [ReplicaScaling(2, 1, 6, None)]
+            assert created.spec.card is not None and created.spec.card["deployment"]["max_replicas"] == 6
+            reloaded = await service.update("t", {"max_replicas": 3, "parallel": 4})
+            assert reloaded is not created and not created.loaded  # an engine setting: replaced
+        finally:
+            await manager.close()

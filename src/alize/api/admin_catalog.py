@@ -170,6 +170,8 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
             "busy_slots": deployment.queue.busy,
             "waiting": deployment.queue.waiting,
             "served_per_replica": list(engine.served),
+            # false while a replica is out of routing (its engine unavailable, a check failed)
+            "healthy_per_replica": engine.healthy,
             # replicas Ray Serve placed (``host:pid``): sequences each one started
             "served_per_ray_replica": engine.placed_replicas(),
             "memory_estimate_bytes": spec.memory_bytes,

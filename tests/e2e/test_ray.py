@@ -28,7 +28,7 @@ from tests.e2e.conftest import MODEL
 from tests.e2e.server import LiveServer, free_port, live_server
 from tests.support.installed import import_or_missing
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 import_or_missing("ray.serve")
 

@@ -8,8 +8,8 @@ limits, queueing and metering, and calls the replicas through a Serve handle, st
 * the replica count is ``replicas``, or autoscaled between ``min_replicas`` and
   ``max_replicas`` on ``target_ongoing_requests``, changed live by :meth:`RayEngine.rescale`
   (the application is redeployed under the same version, so Serve only adds or removes
-  replicas); ``max_ongoing_requests`` is the deployment's ``parallel``, so Serve routes a
-  sequence only to a replica with a free llama.cpp slot;
+  replicas); ``max_ongoing_requests`` is the deployment's ``parallel`` plus room for token
+  counts, and the gateway's fair queue admits no more sequences than there are slots;
 * Serve routes each call (power of two choices on queue length) and replaces a replica whose
   health check fails or whose actor dies;
 * a replica that dies before it took a request is retried (Serve routes the retry elsewhere);
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: the Serve deployment's name inside each application
 DEPLOYMENT = "llamacpp"
+#: calls a replica takes beside its slots (token counts, health): they need no slot
+CONTROL_CALLS = 2
 #: how often a call is sent again when its replica died before taking it
 RETRIES_BEFORE_FIRST_BYTE = 2
 
@@ -142,7 +144,9 @@ class RayEngine(Engine):
         deployment = serve.deployment(LlamaCppReplica).options(
             name=DEPLOYMENT,
             version=version,
-            max_ongoing_requests=self._config.parallel,
+            # the slots, and room for token counts and checks beside full slots (the gateway's
+            # fair queue admits no more sequences than slots; Serve routes to the less busy)
+            max_ongoing_requests=self._config.parallel + CONTROL_CALLS,
             ray_actor_options={"num_cpus": self._num_cpus},
             health_check_period_s=self._health_period_s,
             health_check_timeout_s=max(30.0, self._health_period_s),

@@ -9,6 +9,7 @@ signalling those groups (never `ray stop`, which would stop every Ray process of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,14 +38,27 @@ NODE = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-mem
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    """Stop a `ray start --block` and everything it started: its session holds the node's
+    processes, and Ray's workers, which take process groups of their own."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    members = subprocess.run(["ps", "-o", "pid=", "-s", str(process.pid)], capture_output=True, text=True)
+    for pid in (int(p) for p in members.stdout.split()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_started(process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"Ray did not start: {log.read_text(errors='replace')[-3000:]}"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -59,24 +73,20 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *args: str) -> None:
-        with (logs / f"{name}.log").open("wb") as log:
-            started.append(
-                subprocess.Popen(
-                    [*RAY, "start", *args, *common],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        log = logs / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*RAY, "start", *args, *common],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+        started.append(process)
+        _wait_started(process, log)
 
     try:
         start("head", "--head", "--port", str(port), "--include-dashboard", "false")
-        deadline = time.monotonic() + 90
-        while not (Path(temp) / "session_latest").exists():
-            assert started[0].poll() is None, (logs / "head.log").read_text()
-            assert time.monotonic() < deadline, "the Ray head did not start"
-            time.sleep(0.5)
         start("worker", "--address", f"127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
@@ -132,7 +142,7 @@ class Stream(threading.Thread):
         body = {
             "model": MODEL,
             "messages": [{"role": "user", "content": self.text}],
-            "max_tokens": 400,
+            "max_tokens": 300,
             "stream": True,
         }
         with httpx.stream("POST", f"{self.server.v1}/chat/completions", json=body, timeout=120) as r:
@@ -186,7 +196,8 @@ def test_two_ray_replicas_serve_survive_a_kill_and_are_restored(gateway: LiveSer
     assert {int(name.rsplit(":", 1)[1]) for name in served} == pids
 
     # under load, kill one replica's process
-    load = [Stream(gateway, f"Count from one to two hundred, in words, part {i}.") for i in range(4)]
+    story = "Write a long story about a lighthouse keeper and a storm, at least five hundred words"
+    load = [Stream(gateway, f"{story} ({i}).") for i in range(4)]
     for s in load:
         s.start()
     for s in load:

@@ -4,9 +4,10 @@ two llama.cpp replicas.
 Each of ``--conversations`` concurrent clients holds one conversation: a system message with a
 document of its own (``--doc-words`` words, a few hundred tokens to read), then ``--turns``
 user turns, each sent with the whole history (the previous replies as the model wrote them),
-the next turn sent as soon as the previous reply ended. The same load runs twice on fresh
-replicas (the packaged SmolLM2, ``--parallel`` slots and ``--threads`` threads each, in the
-deployment's :class:`~alize.deployments.replicas.ReplicaSet`): once routed by
+the next turn sent after a pause (uniform in 0..``--think-s``, seeded per conversation, the same
+in both modes), so that the conversations' turns interleave as real users' do. The same load
+runs twice on fresh replicas (the packaged SmolLM2, ``--parallel`` slots and ``--threads``
+threads each, in the deployment's :class:`~alize.deployments.replicas.ReplicaSet`): once routed by
 least outstanding requests only, once with prefix affinity (Alizé's default). A turn after the
 first that lands on the replica holding its history only reads the new message; one that lands
 elsewhere recomputes the whole prompt. Reported per mode: TTFT (p50, p90, mean) of the first
@@ -130,6 +131,7 @@ def document(seed: int, words: int) -> str:
 
 
 async def converse(engines: ReplicaSet, index: int, args: argparse.Namespace, mode: Mode, nonce: int) -> None:
+    think = random.Random(index)  # the same pauses in both modes
     text = document(nonce + index, args.doc_words)
     history = [Message(role="system", content=f"Answer briefly about this text.\n\n{text}")]
     for turn in range(args.turns):
@@ -150,6 +152,8 @@ async def converse(engines: ReplicaSet, index: int, args: argparse.Namespace, mo
         replica = mode.seen[request.request_id]
         mode.turns.append(Turn(index, turn, ttft, usage.prompt_tokens, usage.cached_tokens, replica))
         history.append(Message(role="assistant", content="".join(text)))
+        # users read and type at different speeds: the turns of the conversations interleave
+        await asyncio.sleep(think.uniform(0, args.think_s))
 
 
 async def run_mode(name: str, affinity: bool, args: argparse.Namespace, nonce: int) -> Mode:
@@ -219,10 +223,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per replica")
     parser.add_argument("--ctx-per-slot", type=int, default=2048)
     parser.add_argument("--cache-ram-mib", type=int, default=256)
-    parser.add_argument("--conversations", type=int, default=4)
+    parser.add_argument("--conversations", type=int, default=6)
     parser.add_argument("--turns", type=int, default=4)
-    parser.add_argument("--doc-words", type=int, default=600)
+    parser.add_argument("--doc-words", type=int, default=400)
     parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--think-s", type=float, default=3.0, help="pause before a next turn: 0 to this")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "routing.json")
     args = parser.parse_args()
     machine = machine_info()

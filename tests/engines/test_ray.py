@@ -5,9 +5,12 @@ real cluster is tests/e2e/test_ray.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,38 @@ def test_serve_exits_3_when_the_cluster_is_unreachable(tmp_path: Path) -> None:
     assert result.returncode == EXIT_NO_CLUSTER == 3, result.stdout + result.stderr
     assert f"no Ray cluster answers at {address}" in result.stderr
     assert "Alizé on" not in result.stdout  # it never started serving
+
+
+def test_serve_exits_3_when_the_address_is_not_a_ray_cluster(tmp_path: Path) -> None:
+    """Something accepts connections on the port but never speaks Ray's protocol: `ray.init`
+    would wait without end; `alize serve` gives up after RAY__CONNECT_TIMEOUT_S."""
+    silent = socket.create_server(("0.0.0.0", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIZE_")}
+    env.update(ALIZE_DATA_DIR=str(tmp_path), ALIZE_RAY__CONNECT_TIMEOUT_S="3")
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "alize.cli.main", "serve", "--port", "0", "--ray", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        silent.close()
+        for connection in accepted:
+            connection.close()
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"nothing at {address} answered as a Ray cluster within 3 s" in result.stderr
 
 
 def test_replicas_or_autoscaling_bounds_become_serve_options() -> None:

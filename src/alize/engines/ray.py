@@ -29,6 +29,7 @@ import asyncio
 import importlib
 import logging
 import socket
+import threading
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from types import ModuleType
@@ -83,11 +84,28 @@ def connect(address: str, *, namespace: str, timeout_s: float) -> None:
                 "start one with `ray start --head` or check --ray",
                 retry_after=30,
             ) from None
-    try:
-        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        message = f"cannot join the Ray cluster at {address}: {exc}"
-        raise RayUnavailableError(message, retry_after=30) from None
+    # ray.init waits without end for a GCS that accepts connections but never answers (another
+    # service on the port, a half-started head): it runs in a thread given ``timeout_s``
+    failures: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=join, name="ray-init", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RayUnavailableError(
+            f"nothing at {address} answered as a Ray cluster within {timeout_s:g} s", retry_after=30
+        )
+    if failures:
+        failure = failures[0]
+        if not isinstance(failure, ConnectionError | RuntimeError | ValueError):
+            raise failure
+        raise RayUnavailableError(f"cannot join the Ray cluster at {address}: {failure}", retry_after=30)
     log.info("joined the Ray cluster at %s (namespace %s)", address, namespace)
 
 

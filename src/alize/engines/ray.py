@@ -7,8 +7,8 @@ limits, queueing and metering, and calls the replicas through a Serve handle, st
 
 * the replica count is ``replicas``, or autoscaled between ``min_replicas`` and
   ``max_replicas`` on ``target_ongoing_requests``, changed live by :meth:`RayEngine.rescale`
-  (the application is redeployed with the same code and config, so Serve only adds or
-  removes replicas); ``max_ongoing_requests`` is the deployment's ``parallel`` plus room for token
+  (the application is redeployed under the same version, so Serve only adds or removes
+  replicas); ``max_ongoing_requests`` is the deployment's ``parallel`` plus room for token
   counts, and the gateway's fair queue admits no more sequences than there are slots;
 * Serve routes each call (power of two choices on queue length) and replaces a replica whose
   health check fails or whose actor dies;
@@ -26,6 +26,7 @@ reached as a remote card (docs/operations.md#ray-cluster).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import logging
 import socket
@@ -152,9 +153,8 @@ class RayEngine(Engine):
         )
 
     def _deploy(self, scaling: ReplicaScaling) -> Any:
-        """(Re)deploy the application; blocks until its replicas run. Serve versions deployments
-        by their code and config, so a new replica count or autoscaling bound only adds or
-        removes replicas."""
+        """(Re)deploy the application; blocks until its replicas run. Same replica config, same
+        version: a new replica count or autoscaling bound only adds or removes replicas."""
         serve: Any = _import("ray.serve")
         replica = self._replica_config()
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the gateway calls handles
@@ -169,6 +169,10 @@ class RayEngine(Engine):
             graceful_shutdown_timeout_s=5,
             **scaling_options(scaling, self._config.parallel),
         )
+        # Serve 2.60 refuses `version=` in options and versions a Python-built deployment with a
+        # random string at each run, which made every rescale replace every replica (measured);
+        # the same version for the same replica config makes it only add or remove replicas.
+        deployment._version = hashlib.sha256(repr(replica).encode()).hexdigest()[:16]
         return serve.run(deployment.bind(replica), name=self._application, route_prefix=None)
 
     async def start(self) -> EngineInfo:

@@ -325,6 +325,30 @@ class ObservabilitySettings(_Group):
     )
 
 
+class RaySettings(_Group):
+    """Running the llama.cpp deployments' replicas as Ray Serve deployments across a Ray cluster
+    (`alize serve --ray ADDRESS`; needs `pip install alize[ray]`). See docs/operations.md#ray-cluster."""
+
+    address: str | None = Field(
+        None,
+        description=(
+            "The Ray cluster that runs every llama.cpp deployment's replicas: `HOST:PORT` of the head "
+            "node (its GCS port, 6379 by default) or `auto` (the cluster `ray start` joined this machine "
+            "to). Empty = replicas are local worker processes."
+        ),
+    )
+    namespace: str = Field("alize", min_length=1, description="Ray namespace of Alizé's Serve applications.")
+    num_cpus_per_replica: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each replica (its llama.cpp worker's threads)."
+    )
+    connect_timeout_s: float = Field(
+        30.0, gt=0, description="How long `alize serve` waits for the cluster at start before giving up."
+    )
+    health_check_period_s: float = Field(
+        5.0, gt=0, description="Seconds between Serve's checks of each replica's worker (failing: replaced)."
+    )
+
+
 def _default_deployments() -> list[DeploymentSettings]:
     return [DeploymentSettings(name="smollm2-135m-instruct"), DeploymentSettings(name="all-minilm-l6-v2")]
 
@@ -383,6 +407,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""

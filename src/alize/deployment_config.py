@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from alize.catalog.cards import MAX_PRICE, check_identifier
 from alize.safety.policy import SafetyPolicy
@@ -30,7 +30,33 @@ class DeploymentConfig(BaseModel):
 
     name: str = Field(description="The `model` id clients call.")
     model: str = Field(min_length=1, max_length=200, description="The catalog model it serves.")
-    replicas: int = Field(1, ge=1, le=16, description="Engine instances; requests go to the least busy.")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "Engine instances; each request goes to the least busy, or to the one holding its "
+            "conversation's prompt in cache (docs/operations.md#routing-across-replicas)."
+        ),
+    )
+    min_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="On a Ray cluster: autoscale from this many replicas (with `max_replicas`; 0 = to zero).",
+    )
+    max_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="On a Ray cluster: autoscale up to this many replicas; empty = `replicas`, fixed.",
+    )
+    target_ongoing_requests: float | None = Field(
+        None,
+        gt=0,
+        le=1024,
+        description="On a Ray cluster: sequences per replica the autoscaler aims at; default `parallel` / 2.",
+    )
     idle_timeout_s: float = Field(
         0, ge=0, le=30 * 24 * 3600, description="Unload after this many seconds without requests (0 = never)."
     )
@@ -67,6 +93,14 @@ class DeploymentConfig(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_identifier(v, "deployment name")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> DeploymentConfig:
+        if self.max_replicas is None and (self.min_replicas is not None or self.target_ongoing_requests):
+            raise ValueError("min_replicas and target_ongoing_requests need max_replicas")
+        if self.max_replicas is not None and (self.min_replicas or 0) > self.max_replicas:
+            raise ValueError("min_replicas is more than max_replicas")
+        return self
 
     def stored(self) -> dict[str, Any]:
         """The JSON document for ``deployments.config`` (name and model have their own columns)."""

@@ -31,7 +31,7 @@ error by parsing its message.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class AlizeError(Exception):
@@ -58,11 +58,23 @@ class AlizeError(Exception):
         #: extra fields rendered beside message/type/param/code (e.g. content-filter results)
         self.extra: dict[str, object] = dict(extra or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by state, whatever the subclass's constructor takes: an error raised in another
+        process (a Ray Serve replica) arrives as itself."""
+        return (_rebuild, (type(self), self.__dict__))
+
     def to_dict(self) -> dict[str, object]:
         """The body's ``error`` object; extras never replace the four standard fields."""
         body: dict[str, object] = dict(self.extra)
         body.update(message=self.message, type=self.error_type, param=self.param, code=self.code)
         return body
+
+
+def _rebuild(cls: type[AlizeError], state: dict[str, Any]) -> AlizeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidRequestError(AlizeError):

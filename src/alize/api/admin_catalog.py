@@ -149,6 +149,10 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         "model": spec.model_id,
         "engine": spec.engine.kind,
         "replicas": spec.replicas,
+        # on a Ray cluster: the autoscaling bounds (empty: a fixed `replicas`)
+        "min_replicas": config.min_replicas,
+        "max_replicas": config.max_replicas,
+        "target_ongoing_requests": config.target_ongoing_requests,
         "idle_timeout_s": spec.idle_timeout_s,
         "parallel": spec.engine.parallel,
         "ctx_per_slot": spec.engine.ctx_per_slot,
@@ -166,6 +170,10 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
             "busy_slots": deployment.queue.busy,
             "waiting": deployment.queue.waiting,
             "served_per_replica": list(engine.served),
+            # false while a replica is out of routing (its engine unavailable, a check failed)
+            "healthy_per_replica": engine.healthy,
+            # replicas Ray Serve placed (``host:pid``): sequences each one started
+            "served_per_ray_replica": engine.placed_replicas(),
             "memory_estimate_bytes": spec.memory_bytes,
             # measured from /proc for worker processes (llama.cpp); the estimate otherwise
             "memory_held_bytes": held_bytes(deployment) if deployment.loaded else 0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from alize.cli.settings import load_settings
+from alize.config import RaySettings
 from alize.gateway.tenancy import is_loopback_host
 from alize.observability.logs import configure_logging
 
@@ -13,6 +14,12 @@ def serve(
     host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1; env ALIZE_HOST)."),
     port: int | None = typer.Option(None, help="Port to bind (default 8000; env ALIZE_PORT)."),
     log_level: str | None = typer.Option(None, help="Log level (env ALIZE_LOG_LEVEL)."),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS|auto",
+        help="Run the llama.cpp deployments' replicas on this Ray cluster (env ALIZE_RAY__ADDRESS).",
+    ),
 ) -> None:
     """Start the server (OpenAI-, Mistral- and Azure-compatible API) with the default model."""
     import uvicorn
@@ -27,12 +34,16 @@ def serve(
     if log_level is not None:
         overrides["log_level"] = log_level
     settings = load_settings(**overrides)
+    if ray is not None:
+        settings = settings.model_copy(update={"ray": settings.ray.model_copy(update={"address": ray})})
+    configure_logging(settings.log_level, json_lines=settings.observability.json_logs)
+    if settings.ray.address:
+        join_ray_cluster(settings.ray)
     if not is_loopback_host(settings.host):
         typer.echo(
             f"warning: binding {settings.host}: anyone who reaches it can call the API until keys exist",
             err=True,
         )
-    configure_logging(settings.log_level, json_lines=settings.observability.json_logs)
     typer.echo(f"Alizé on http://{settings.host}:{settings.port} (model {settings.default_model})")
     uvicorn.run(
         create_app(settings),
@@ -43,3 +54,21 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+#: ``alize serve`` exits with this when ``--ray`` names a cluster it cannot join
+EXIT_NO_CLUSTER = 3
+
+
+def join_ray_cluster(settings: RaySettings) -> None:
+    """Join the Ray cluster before serving, or exit 3 saying why (not installed, nothing
+    answering at the address, refused): a gateway whose replicas cannot start never serves."""
+    from alize.engines.ray import RayUnavailableError, connect
+
+    address = settings.address or "auto"
+    try:
+        connect(address, namespace=settings.namespace, timeout_s=settings.connect_timeout_s)
+    except RayUnavailableError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_NO_CLUSTER) from None
+    typer.echo(f"Ray cluster {address}: llama.cpp replicas run as Ray Serve deployments")

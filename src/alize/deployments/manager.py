@@ -68,11 +68,9 @@ class Deployment:
     ) -> None:
         self.spec = spec
         self.engine = engine
+        slots = spec.engine.parallel * spec.replica_ceiling
         self.queue = queue or FairQueue(
-            spec.engine.parallel * spec.replicas,
-            max_waiting=limits.max_waiting,
-            timeout_s=limits.timeout_s,
-            batch_yield_s=limits.batch_yield_s,
+            slots, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s, batch_yield_s=limits.batch_yield_s
         )
         self.last_used = time.monotonic()
         self.loaded = False
@@ -127,6 +125,13 @@ class Deployment:
                 log.info("deployment %s unloaded", self.name)
 
 
+def _shape(spec: DeploymentSpec) -> tuple[object, ...]:
+    """What only a reload changes: the model and engine settings, and the replica count of a
+    deployment that runs its own engines (one that places its replicas rescales live)."""
+    placed = spec.engine.scaling is not None
+    return (spec.model_id, replace(spec.engine, scaling=None), placed, None if placed else spec.replicas)
+
+
 class DeploymentManager:
     def __init__(
         self,
@@ -158,8 +163,7 @@ class DeploymentManager:
             adapter = AdapterEngine(lambda: self.get(host_name), spec.model_id)
             deployment = Deployment(spec, ReplicaSet([adapter]), self._limits, queue=host.queue)
         else:
-            engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
-            deployment = Deployment(spec, engine, self._limits, self._before_load)
+            deployment = Deployment(spec, self._replica_set(spec), self._limits, self._before_load)
         self._deployments[spec.name] = deployment
         return deployment
 
@@ -173,10 +177,19 @@ class DeploymentManager:
         if adapters == host.spec.engine.adapters:
             return
         spec = replace(host.spec, engine=replace(host.spec.engine, adapters=adapters))
-        engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
+        engine = self._replica_set(spec)
         task = await swap_engine(host, spec, engine, timeout_s=spec.engine.request_timeout_s)
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    def _replica_set(self, spec: DeploymentSpec) -> ReplicaSet:
+        """The deployment's engines: ``replicas`` of them, or one that places its own replicas
+        (Ray Serve, ``engine.scaling`` set). Affinity yields to the least busy replica when the
+        one holding a prompt's prefix has half its slots more in flight, or no free slot."""
+        count = 1 if spec.engine.scaling is not None else spec.replicas
+        engines = [self._registry.create(spec.engine) for _ in range(count)]
+        parallel = spec.engine.parallel
+        return ReplicaSet(engines, affinity_slack=max(1, parallel // 2), slots=parallel)
 
     def hosted_by(self, host_name: str) -> list[Deployment]:
         """The fine-tuned models served as adapters on ``host_name``."""
@@ -208,9 +221,22 @@ class DeploymentManager:
         loaded engines keep serving, and the next request sees the new settings."""
         deployment = self.get(spec.name)
         old = deployment.spec
-        if (spec.model_id, spec.engine, spec.replicas) != (old.model_id, old.engine, old.replicas):
+        if _shape(spec) != _shape(old):
             raise ValueError(f"'{spec.name}': engine settings changed; use replace()")
         deployment.spec = spec
+        return deployment
+
+    async def rescale(self, spec: DeploymentSpec) -> Deployment:
+        """New replica bounds for an engine that places its own replicas (Ray Serve), applied
+        while it serves: the queue admits for the new ceiling, the loaded engine rescales."""
+        deployment = self.get(spec.name)
+        scaling = spec.engine.scaling
+        if scaling is None:
+            raise ValueError(f"'{spec.name}' has a fixed set of replicas; use replace()")
+        self.retune(spec)
+        deployment.queue.slots = spec.engine.parallel * spec.replica_ceiling
+        if deployment.loaded:
+            await deployment.engine.rescale(scaling)
         return deployment
 
     async def replace(self, spec: DeploymentSpec) -> Deployment:

@@ -32,6 +32,7 @@ from alize.deployments.manager import Deployment, DeploymentManager, QueueLimits
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import (
     LIVE_FIELDS,
+    SCALING_FIELDS,
     UPDATABLE_FIELDS,
     DeploymentSpec,
     adapter_spec,
@@ -90,23 +91,28 @@ class DeploymentService:
         if card is not None and isinstance(card.source, AdapterSource):
             host = self.host_of(card.source.base)
             return adapter_spec(config, card, host.spec, declared=declared)
-        kind = engine_kind(config, card, self._manager.registry.kinds, kind)
+        kind = engine_kind(config, card, self._manager.registry.kinds, kind, ray=self._settings.ray)
         if card is not None and path is None and not isinstance(card.source, RemoteSource):
             path = await asyncio.to_thread(resolve_path, card.source, cache_dir=self._catalog.cache_dir)
-        engine = engine_config(config, card, kind=kind, path=path, defaults=self._settings.engine)
+        engine = engine_config(
+            config, card, kind=kind, path=path, defaults=self._settings.engine, ray=self._settings.ray
+        )
         existing = self._manager.find(config.name)
         if existing is not None:  # new settings keep the adapters the deployment hosts
             engine = dataclasses.replace(engine, adapters=existing.spec.engine.adapters)
         size = card.size_bytes if card is not None else None
         if size is None and path is not None and path.is_file():
             size = path.stat().st_size
-        memory = estimate_memory(
-            engine,
-            size_bytes=size,
-            parameter_count=card.parameter_count if card is not None else None,
-            replicas=config.replicas,
-            kv_values_per_token=await _kv_values_per_token(card, kind, path),
-        )
+        # replicas on a Ray cluster hold their memory on its nodes, not under this server's budget
+        memory = 0
+        if engine.scaling is None:
+            memory = estimate_memory(
+                engine,
+                size_bytes=size,
+                parameter_count=card.parameter_count if card is not None else None,
+                replicas=config.replicas,
+                kv_values_per_token=await _kv_values_per_token(card, kind, path),
+            )
         return build_spec(config, card, engine, memory_bytes=memory, declared=declared)
 
     def host_of(self, base: str) -> Deployment:
@@ -235,6 +241,8 @@ class DeploymentService:
             await DeploymentRepository(session).upsert(config.name, config.model, config.stored(), _now())
         if set(changes) <= LIVE_FIELDS:
             deployment = self._manager.retune(spec)  # prices, description, filters: no reload
+        elif set(changes) <= LIVE_FIELDS | SCALING_FIELDS and spec.engine.scaling is not None:
+            deployment = await self._manager.rescale(spec)  # Ray Serve rescales while serving
         else:
             deployment = await self._manager.replace(spec)
         self._configs[name] = config

@@ -22,9 +22,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from alize.catalog.cards import ModelCard, RemoteSource, readable_problems
-from alize.config import EngineSettings
+from alize.config import EngineSettings, RaySettings
 from alize.deployment_config import DeploymentConfig
-from alize.engines.base import EngineConfig
+from alize.engines.base import EngineConfig, ReplicaScaling
 from alize.errors import InvalidRequestError, ValidationFailedError
 from alize.safety.policy import SafetyPolicy
 
@@ -39,8 +39,10 @@ LIVE_FIELDS = frozenset(
         "safety",
     }
 )
+#: what a deployment whose engine places its own replicas (Ray Serve) changes while it serves
+SCALING_FIELDS = frozenset({"replicas", "min_replicas", "max_replicas", "target_ongoing_requests"})
 #: every field PATCH may change (the name and the model are what a deployment *is*)
-UPDATABLE_FIELDS = LIVE_FIELDS | {"replicas", "idle_timeout_s", "parallel", "ctx_per_slot"}
+UPDATABLE_FIELDS = LIVE_FIELDS | SCALING_FIELDS | {"idle_timeout_s", "parallel", "ctx_per_slot"}
 #: the smallest context a slot is given, whatever the card says
 MIN_CTX_PER_SLOT = 64
 
@@ -92,6 +94,12 @@ class DeploymentSpec:
     #: for a fine-tuned model served as an adapter: the deployment whose engine hosts it
     adapter_host: str | None = None
 
+    @property
+    def replica_ceiling(self) -> int:
+        """The most replicas that may serve at once: what the fair queue admits for."""
+        scaling = self.engine.scaling
+        return scaling.most if scaling is not None else self.replicas
+
 
 def parse_deployment(data: dict[str, Any]) -> DeploymentConfig:
     """Validate client-supplied deployment data into one readable error."""
@@ -106,11 +114,19 @@ def parse_deployment(data: dict[str, Any]) -> DeploymentConfig:
 
 
 def engine_kind(
-    config: DeploymentConfig, card: ModelCard | None, installed: Collection[str], override: str | None = None
+    config: DeploymentConfig,
+    card: ModelCard | None,
+    installed: Collection[str],
+    override: str | None = None,
+    *,
+    ray: RaySettings | None = None,
 ) -> str:
     """The engine that serves the deployment: ``override`` (a declared deployment's), else the
-    card's, else llama.cpp; 400 ``engine_not_installed`` when no such engine is registered."""
+    card's, else llama.cpp, whose replicas run on Ray Serve (``ray``) when a cluster is set;
+    400 ``engine_not_installed`` when no such engine is registered."""
     kind = override or (card.engine if card is not None else "llamacpp")
+    if kind == "llamacpp" and ray is not None and ray.address:
+        kind = "ray"
     if kind not in installed:
         raise InvalidRequestError(
             f"'{config.model}' needs the '{kind}' engine, which is not installed "
@@ -128,11 +144,17 @@ def engine_config(
     kind: str,
     path: Path | None,
     defaults: EngineSettings,
+    ray: RaySettings | None = None,
 ) -> EngineConfig:
     """The engine settings: the deployment's where it has them, else the server's defaults."""
     ctx = config.ctx_per_slot or defaults.ctx_per_slot
     if card is not None:
         ctx = min(ctx, card.context_length)
+    options = remote_options(card) if card is not None else {}
+    scaling = None
+    if kind == "ray" and ray is not None:
+        options = ray_options(config.name, ray)
+        scaling = replica_scaling(config)
     return EngineConfig(
         kind=kind,
         model_path=path,
@@ -145,8 +167,30 @@ def engine_config(
         load_timeout_s=defaults.load_timeout_s,
         request_timeout_s=defaults.request_timeout_s,
         restart_backoff_s=defaults.restart_backoff_s,
-        options=remote_options(card) if card is not None else {},
+        options=options,
+        scaling=scaling,
     )
+
+
+def replica_scaling(config: DeploymentConfig) -> ReplicaScaling:
+    """The replica count or autoscaling bounds of a deployment whose replicas Ray Serve places."""
+    return ReplicaScaling(
+        replicas=config.replicas,
+        min_replicas=config.min_replicas,
+        max_replicas=config.max_replicas,
+        target_ongoing_requests=config.target_ongoing_requests,
+    )
+
+
+def ray_options(name: str, ray: RaySettings) -> dict[str, str]:
+    """What the Ray engine needs from the server's settings: the cluster and the placement."""
+    return {
+        "address": ray.address or "auto",
+        "namespace": ray.namespace,
+        "application": name,
+        "num_cpus": str(ray.num_cpus_per_replica),
+        "health_check_period_s": str(ray.health_check_period_s),
+    }
 
 
 def build_spec(
@@ -177,6 +221,9 @@ def build_spec(
         price_batch_output_per_million=prices.for_batch().output_per_million,
         deployment={
             "replicas": config.replicas,
+            "min_replicas": config.min_replicas,
+            "max_replicas": config.max_replicas,
+            "target_ongoing_requests": config.target_ongoing_requests,
             "idle_timeout_s": config.idle_timeout_s,
             "parallel": engine.parallel,
             "ctx_per_slot": engine.ctx_per_slot,

@@ -29,6 +29,27 @@ class LoraAdapter:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaScaling:
+    """How many replicas an engine that places its own (Ray Serve) runs: ``replicas`` fixed, or
+    autoscaled between ``min_replicas`` and ``max_replicas`` on ``target_ongoing_requests``
+    sequences per replica. Changeable while the deployment serves (:meth:`Engine.rescale`)."""
+
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float | None = None
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas is not None
+
+    @property
+    def most(self) -> int:
+        """The most replicas that may run at once (what the fair queue admits for)."""
+        return max(self.replicas, self.max_replicas or 0)
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     """What an engine needs to load one model; built by the deployment manager."""
 
@@ -47,6 +68,9 @@ class EngineConfig:
     options: dict[str, str] = field(default_factory=dict)
     #: LoRA adapters loaded with the model (llama.cpp); a request names one, or none for the base
     adapters: tuple[LoraAdapter, ...] = ()
+    #: for an engine that runs its own replicas (Ray Serve): how many; ``None`` for the others,
+    #: which the deployment replicates as separate engines
+    scaling: ReplicaScaling | None = None
 
 
 def loaded(value: _T | None) -> _T:
@@ -92,6 +116,19 @@ class Engine(ABC):
     @abstractmethod
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """One vector per text; engines without embeddings raise UnsupportedFeatureError."""
+
+    async def check(self) -> None:
+        """Raise when the engine cannot serve now (the worker is gone, the upstream unreachable):
+        the replica set's health checks take it out of routing until this passes again. The
+        default only asks that the model be loaded."""
+        _ = self.info
+
+    async def rescale(self, scaling: ReplicaScaling) -> None:
+        """Change the replica count or autoscaling bounds while serving (engines that place
+        their own replicas); the others have a fixed shape."""
+        raise UnsupportedFeatureError(
+            "this engine's replicas are set by the deployment's `replicas`", param="max_replicas"
+        )
 
     async def metrics_text(self) -> str | None:
         """The engine's own Prometheus exposition (llama.cpp's ``/metrics``), if it has one and

@@ -131,6 +131,21 @@ class LlamaCppEngine(Engine):
             self._worker = None
             self._info = None
 
+    async def check(self) -> None:
+        """The worker is running and its listener answers ``/health`` (200 once the model is
+        loaded); a dead or restarting worker raises, which takes this replica out of routing."""
+        client = self._client
+        if client is None or self._worker is None or not self._worker.alive:
+            raise EngineUnavailableError("the model worker is not running", retry_after=3)
+        try:
+            response = await client.get("/health", timeout=5.0)
+        except httpx.TransportError as exc:
+            raise await self._transport_error(exc) from None
+        if response.status_code != 200:
+            raise EngineUnavailableError(
+                f"the model worker is not ready (HTTP {response.status_code})", retry_after=2
+            )
+
     async def metrics_text(self) -> str | None:
         """The worker's ``/metrics`` (llama.cpp's own ``llamacpp:*`` families); ``None`` while
         it is not running, so a scrape never loads a model."""
@@ -205,9 +220,15 @@ class LlamaCppEngine(Engine):
                     elif line.startswith("error: "):
                         raise self._error_from(500, line[7:].encode())
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
+            raise await self._transport_error(exc) from None
 
-    def _transport_error(self, exc: httpx.TransportError) -> AlizeError:
+    async def _transport_error(self, exc: httpx.TransportError) -> AlizeError:
+        """Unavailable when the worker is gone: a lost connection is most often its death, which
+        the child watcher reports a moment later, so it is given that moment to say so."""
+        worker = self._worker
+        if worker is not None and worker.alive:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wait(), 0.5)
         if self._worker is None or not self._worker.alive:
             return EngineUnavailableError(
                 "the model worker stopped unexpectedly; it is being restarted", retry_after=3
@@ -237,7 +258,7 @@ class LlamaCppEngine(Engine):
         try:
             response = await client.post(path, json=body)
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
+            raise await self._transport_error(exc) from None
         if response.status_code != 200:
             raise self._error_from(response.status_code, response.content)
         result: dict[str, Any] = response.json()

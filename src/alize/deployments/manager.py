@@ -70,7 +70,10 @@ class Deployment:
         self.engine = engine
         slots = spec.engine.parallel * spec.replica_ceiling
         self.queue = queue or FairQueue(
-            slots, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s, batch_yield_s=limits.batch_yield_s
+            slots,
+            max_waiting=limits.max_waiting,
+            timeout_s=limits.timeout_s,
+            batch_yield_s=limits.batch_yield_s,
         )
         self.last_used = time.monotonic()
         self.loaded = False

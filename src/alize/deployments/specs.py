@@ -37,6 +37,7 @@ LIVE_FIELDS = frozenset(
         "price_batch_output_per_million",
         "description",
         "safety",
+        "fallbacks",
     }
 )
 #: every field PATCH may change (the name and the model are what a deployment *is*)
@@ -91,6 +92,8 @@ class DeploymentSpec:
     safety: SafetyPolicy | None = None
     #: for a fine-tuned model served as an adapter: the deployment whose engine hosts it
     adapter_host: str | None = None
+    #: deployments tried in order when this one cannot serve (:mod:`alize.deployments.fallbacks`)
+    fallbacks: tuple[str, ...] = ()
 
 
 def parse_deployment(data: dict[str, Any]) -> DeploymentConfig:
@@ -183,6 +186,7 @@ def build_spec(
             "description": config.description,
             # callers see which filters apply to them (the policy holds no secret)
             "safety": config.safety.model_dump(mode="json") if config.safety else None,
+            "fallbacks": list(config.fallbacks),
         },
     )
     return DeploymentSpec(
@@ -196,6 +200,7 @@ def build_spec(
         prices=prices,
         declared=declared,
         safety=config.safety,
+        fallbacks=tuple(config.fallbacks),
     )
 
 

@@ -260,6 +260,10 @@ def remote_options(card: ModelCard) -> dict[str, str]:
     }
     if source.api_key_env:
         options["api_key_env"] = source.api_key_env
+    for name in ("max_retries", "timeout_s", "breaker_failures", "breaker_cooldown_s"):
+        value = getattr(source, name)
+        if value is not None:
+            options[name] = str(value)
     if card.embedding_dimensions is not None:
         options["embedding_dimensions"] = str(card.embedding_dimensions)
     if card.architecture:

@@ -321,14 +321,14 @@ class RemoteEngine(Engine):
             path, body = "completions", completion_body(request, self._model)
         response, retries = await self._send(client, "POST", path, body, read_body=False)
         decoder = ChunkDecoder()
-        streamed, finished, events = 0, False, 0
+        streamed, finished, events, done = 0, False, 0, False
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    events += 1
+                    events, done = events + 1, True
                     break
                 try:
                     chunk = json.loads(payload)
@@ -363,6 +363,10 @@ class RemoteEngine(Engine):
             # a 200 whose body is no event stream (an HTML page, a JSON error, nothing at all)
             self.breaker.failure()
             raise UpstreamError(f"the upstream {self._host} answered with no event stream")
+        if not done and decoder.finish is None:
+            # the connection ended before the reply did (the upstream died): never a silent end
+            self.breaker.failure()
+            raise UpstreamError(f"the upstream {self._host} closed the stream before the reply ended")
         if not finished:
             # an upstream that ignores stream_options: count what came, estimate the prompt
             yield Delta(

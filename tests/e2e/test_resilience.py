@@ -272,3 +272,15 @@ def test_a_killed_upstream_ends_its_stream_with_an_error_and_the_next_request_fa
     listed = admin(front, "GET", "/usage?group_by=deployment").json()["data"]
     counts = {g["group"]: g["requests"] for g in listed}
     assert {name: counts.get(name, 0) for name in ("a", "a-solo", "b")} == {"a": 9, "a-solo": 6, "b": 0}
+
+
+def test_fallbacks_are_shown_and_changed_live(front: LiveServer) -> None:
+    view = admin(front, "GET", "/deployments/a").json()
+    assert view["fallbacks"] == ["b"]
+    changed = admin(front, "PATCH", "/deployments/a-solo", {"fallbacks": ["b"]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["fallbacks"] == ["b"] and changed.json()["state"]["loaded"]  # not reloaded
+    r = _chat(front, "a-solo")  # its upstream was killed above: b answers now
+    assert r.status_code == 200 and r.headers["x-alize-deployment"] == "b"
+    bad = admin(front, "PATCH", "/deployments/a-solo", {"fallbacks": ["not a name!"]})
+    assert bad.status_code == 422 and "fallback" in bad.json()["error"]["message"]

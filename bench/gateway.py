@@ -45,6 +45,9 @@ from gateway_systems import (
 )
 from gateway_wire import RawClient, chat_request
 
+#: every request is bounded: one that takes longer counts as failed (status 0)
+REQUEST_TIMEOUT_S = 30.0
+
 
 def _ms(values: list[float], q: float) -> float | None:
     found = percentile(values, q)
@@ -59,7 +62,7 @@ async def latency(target: Running, *, stream: bool, n: int, warmup: int) -> dict
     totals, firsts, failed = [], [], 0
     try:
         for i in range(warmup + n):
-            timing = await client.send(request)
+            timing = await asyncio.wait_for(client.send(request), REQUEST_TIMEOUT_S)
             if timing.status != 200:
                 failed += 1
                 if failed == 1:
@@ -97,9 +100,9 @@ async def throughput(target: Running, *, stream: bool, clients: int, duration_s:
             while loop.time() < end:
                 sent = loop.time()
                 try:
-                    timing = await client.send(request)
+                    timing = await asyncio.wait_for(client.send(request), REQUEST_TIMEOUT_S)
                     status = timing.status
-                except (ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
+                except (ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError, TimeoutError):
                     await client.close()
                     status = 0
                 sent_total += 1
@@ -131,6 +134,16 @@ async def throughput(target: Running, *, stream: bool, clients: int, duration_s:
 async def measure(target: Running, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"setup": target.setup, "latency": {}, "throughput": {}}
     sent = 0
+    if target.name != "direct":  # the key is checked: a wrong one is refused
+        wrong = chat_request(
+            target.host, target.port, target.path, "sk-wrong", stream=False, model=target.model
+        )
+        client = RawClient(target.host, target.port)
+        try:
+            out["wrong_key_status"] = (await client.send(wrong)).status
+        finally:
+            await client.close()
+        sent += 1
     for stream in (False, True):
         mode = "stream" if stream else "json"
         log(f"{target.name}: latency, {mode}")

@@ -41,6 +41,17 @@ BUDGET_MICROS = 10**15
 PRICE_PER_MILLION = 1_000_000  # one micro-unit per token
 
 
+QUIET_UVICORN = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"default": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "uvicorn": {"handlers": ["default"], "level": "WARNING"},
+        "uvicorn.access": {"handlers": ["default"], "level": "WARNING", "propagate": False},
+    },
+}
+
+
 @dataclass
 class Running:
     name: str
@@ -221,7 +232,10 @@ def start_litellm(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_"))}
     env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "NO_DOCS": "True"})
     cmd = [str(python.parent / "litellm"), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--num_workers", "1"]
+    # uvicorn's access log off, as Alizé's is: one log line per request is not what is compared
+    log_config = LOG_DIR / f"{name}-logging.json"
+    log_config.write_text(json.dumps(QUIET_UVICORN))
+    cmd += ["--num_workers", "1", "--log_config", str(log_config)]
     server = ManagedServer(name, cmd, env, LOG_DIR / f"{name}.log")
     server.start()
     server.wait_ready(f"http://127.0.0.1:{port}/health/liveliness", 300)
@@ -232,5 +246,6 @@ def start_litellm(
         "rate_limit": "rpm/tpm on the model deployment, router usage-based-routing-v2 (in memory, per pod)",
         "metering": "cost computed per request in memory; no spend log without its database",
         "workers": 1,
+        "access_log": "off (as Alizé's)",
     }
     return Running(name, "127.0.0.1", port, "/v1/chat/completions", MASTER_KEY, "fake", server, setup)

@@ -7,6 +7,8 @@ budget, metering) and for the upstream called directly:
 * **latency**: ``--latency-requests`` requests one after another (after ``--warmup``), non-streamed
   and streamed; p50/p99 of the time to the last byte (and to the first body byte). *Added* latency
   is the system's p50 (p99) minus the direct p50 (p99).
+* **per-pod TPM** (``--per-pod-tpm``, bench/gateway_pods.py): one TPM limit, two processes of
+  each gateway, the tokens admitted in total.
 * **throughput**: at each concurrency of ``--levels``, that many closed-loop clients on their own
   keep-alive connections for ``--duration`` s (after 1 s unmeasured); requests/s completed with a
   200. The highest *sustained* requests/s is the best level with no failed request.
@@ -33,6 +35,7 @@ from typing import Any
 
 from _common import RESULTS_DIR, ManagedServer, free_port, log, machine_info, package_version, percentile
 from alize.store.testing import postgres_test_url, redis_test_url
+from gateway_pods import per_pod_tpm
 from gateway_report import plot, summarise
 from gateway_systems import (
     LOG_DIR,
@@ -224,6 +227,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 report["systems"][name] = {"error": str(exc)[:2000]}
             finally:
                 _stop(target)
+        if args.per_pod_tpm:
+            report["per_pod_tpm"] = await per_pod_tpm(
+                upstream_port, tpm=args.per_pod_tpm, total=60, litellm_version=args.litellm_version
+            )
     finally:
         upstream.stop()
     report["summary"] = summarise(report)
@@ -238,6 +245,12 @@ def main() -> None:
     p.add_argument("--latency-requests", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--litellm-version", default="1.77.7")
+    p.add_argument(
+        "--per-pod-tpm",
+        type=int,
+        default=170,
+        help="TPM limit for the two-process test (0 = skip it): two LiteLLM proxies vs two Alizé gateways",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: short levels, few requests")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()

@@ -55,6 +55,16 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
             added = mine[mode]["added_p50_ms"]
             mine[mode]["meets_added_p50_target"] = added is not None and added <= TARGET_ADDED_P50_MS
             mine[mode]["meets_ratio_target"] = ratio is not None and ratio >= TARGET_RATIO
+    pods = report.get("per_pod_tpm")
+    if pods:
+        out["per_pod_tpm"] = {
+            "tpm_limit": pods["tpm_limit"],
+            **{
+                name: pods[name].get("tokens_admitted", pods[name].get("error"))
+                for name in ("litellm", "alize-shared")
+                if name in pods
+            },
+        }
     return out
 
 
@@ -65,7 +75,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     summary = report["summary"]
-    names = [n for n in summary if "json" in summary[n]]
+    names = [n for n in summary if "json" in summary.get(n, {})]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     ax_lat, ax_json, ax_stream = axes
     width = 0.2

@@ -99,7 +99,18 @@ def postgres_schema(base_url: str) -> Iterator[str]:
         engine.dispose()
 
 
-def start_alize(name: str, upstream_port: int, data_dir: Path, extra_env: dict[str, str]) -> Running:
+def start_alize(
+    name: str,
+    upstream_port: int,
+    data_dir: Path,
+    extra_env: dict[str, str],
+    *,
+    limits: tuple[int, int] = (RPM, TPM),
+    configure: bool = True,
+    key: str = "",
+) -> Running:
+    """``alize serve``, configured (card, deployment, project ``limits`` = (rpm, tpm), key) unless
+    ``configure`` is false: a second gateway on the same database, given the first one's ``key``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALIZE_")}
     env.update(
@@ -122,6 +133,8 @@ def start_alize(name: str, upstream_port: int, data_dir: Path, extra_env: dict[s
     server.start()
     url = f"http://127.0.0.1:{port}"
     server.wait_ready(url + "/health", 120)
+    if not configure:
+        return Running(name, "127.0.0.1", port, "/v1/chat/completions", key, "fake", server, {})
     card = {
         "id": "fake",
         "display_name": "fake upstream",
@@ -140,13 +153,15 @@ def start_alize(name: str, upstream_port: int, data_dir: Path, extra_env: dict[s
     _admin(url, "POST", "/models", {"card": card})
     prices = {"price_input_per_million": PRICE_PER_MILLION, "price_output_per_million": PRICE_PER_MILLION}
     _admin(url, "POST", "/deployments", {"name": "fake", "model": "fake", "parallel": 256, **prices})
+    rpm, tpm = limits
     project = _admin(
         url,
         "POST",
         "/projects",
-        {"name": "bench", "rpm": RPM, "tpm": TPM, "monthly_budget_micros": BUDGET_MICROS},
+        {"name": "bench", "rpm": rpm, "tpm": tpm, "monthly_budget_micros": BUDGET_MICROS},
     )
-    key = _admin(url, "POST", "/keys", {"name": "bench", "project_id": project["id"], "rpm": RPM, "tpm": TPM})
+    body = {"name": "bench", "project_id": project["id"], "rpm": RPM, "tpm": TPM}
+    issued = _admin(url, "POST", "/keys", body)
     setup = {
         "key": "project API key (salted hash in the database), key and project RPM + TPM limits",
         "budget_micros": BUDGET_MICROS,
@@ -155,7 +170,7 @@ def start_alize(name: str, upstream_port: int, data_dir: Path, extra_env: dict[s
         "limiter": "Redis" if "ALIZE_REDIS_URL" in extra_env else "in-process (the default)",
         "project_id": project["id"],
     }
-    return Running(name, "127.0.0.1", port, "/v1/chat/completions", key["key"], "fake", server, setup)
+    return Running(name, "127.0.0.1", port, "/v1/chat/completions", issued["key"], "fake", server, setup)
 
 
 def ledger_rows(running: Running) -> int | None:
@@ -194,7 +209,7 @@ def ensure_litellm(version: str = LITELLM_VERSION) -> Path:
     return python
 
 
-def litellm_config(upstream_port: int) -> dict[str, Any]:
+def litellm_config(upstream_port: int, tpm: int = TPM) -> dict[str, Any]:
     per_token = PRICE_PER_MILLION / 10**6 / 10**6  # the same price as Alizé's, in dollars
     return {
         "model_list": [
@@ -205,7 +220,7 @@ def litellm_config(upstream_port: int) -> dict[str, Any]:
                     "api_base": f"http://127.0.0.1:{upstream_port}/v1",
                     "api_key": "sk-fake-upstream",
                     "rpm": RPM,
-                    "tpm": TPM,
+                    "tpm": tpm,
                     "input_cost_per_token": per_token,
                     "output_cost_per_token": per_token,
                 },

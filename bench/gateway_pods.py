@@ -56,6 +56,10 @@ async def _until_refused(pair: list[Running], total: int, timeout_s: float) -> d
                 await client.close()
                 refused_by[side] = f"no answer within {timeout_s:g} s"
                 continue
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                await client.close()
+                refused_by[side] = f"connection lost ({type(exc).__name__})"
+                continue
             if timing.status == 200:
                 admitted += 1
                 per_process[side] += 1

@@ -146,6 +146,17 @@ class RawClient:
             self._reader = self._writer = None
 
     async def send(self, request: bytes) -> Timing:
+        """Send ``request`` and read the whole response; a kept-alive connection the server closed
+        while idle (it answers nothing) is reopened once."""
+        reused = self._writer is not None
+        try:
+            return await self._send(request)
+        except ConnectionError:
+            if not reused:
+                raise
+            return await self._send(request)
+
+    async def _send(self, request: bytes) -> Timing:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
         reader, writer = self._reader, self._writer

@@ -84,6 +84,12 @@ class DeploymentConfig(BaseModel):
         le=MAX_PRICE,
         description="What a batch line pays per million completion tokens; default half the output price.",
     )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Deployments tried in order when this one is down, overloaded or its context "
+        "is too short (see docs/operations.md); billed at this deployment's prices.",
+    )
     description: str = Field("", max_length=2000, description="Shown with the deployment.")
     safety: SafetyPolicy | None = Field(
         None, description="Content filters on input and output (see docs/safety.md); empty = none."
@@ -101,6 +107,11 @@ class DeploymentConfig(BaseModel):
         if self.max_replicas is not None and (self.min_replicas or 0) > self.max_replicas:
             raise ValueError("min_replicas is more than max_replicas")
         return self
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks(cls, v: list[str]) -> list[str]:
+        return [check_identifier(name, "fallback deployment name") for name in v]
 
     def stored(self) -> dict[str, Any]:
         """The JSON document for ``deployments.config`` (name and model have their own columns)."""

@@ -132,6 +132,9 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    #: on the first delta of a reply only: how many times the engine retried its upstream call
+    #: before the reply started (the remote engine; 0 elsewhere)
+    retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

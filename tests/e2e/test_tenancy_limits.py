@@ -1,8 +1,11 @@
-"""Rate limits are exact across gateway processes: two live servers share one Redis and one
-PostgreSQL database (a fresh schema), a key limited to 60 RPM, and 200 requests fired at once
-across both; exactly 60 are admitted (the window is an exact log and the burst lasts well under
-a minute) and every other one is a 429 with ``Retry-After``. The gateways serve the tiny GGUF:
-the requests ask for one token, so the model's quality is beside the point and it loads at once."""
+"""Limits, budgets and the ledger are exact across gateway processes: two live servers share one
+Redis and one PostgreSQL database (a fresh schema). A key limited to 60 RPM gets 200 requests
+fired at once across both: exactly 60 are admitted (the window is an exact log and the burst
+lasts well under a minute) and every other one is a 429 with ``Retry-After``. A project's TPM
+holds across both (LiteLLM counts TPM per pod, so two of its proxies admit twice the limit), and
+a monthly budget spent from both is never exceeded and equals the sum of the ledger's costs.
+The gateways serve the tiny GGUF: the requests ask for one token, so the model's quality is
+beside the point and it loads at once."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ pytestmark = pytest.mark.e2e
 ADMIN = "e2e-limits-admin-key-0123456789abcdef"
 REDIS_URL = redis_test_url()
 MODEL = "tiny-local"
+#: micro-units per million tokens: one micro-unit per token
+PRICE = 1_000_000
 
 
 def _require_services() -> None:
@@ -54,7 +59,16 @@ def two_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Live
     url = base.update_query_dict({"options": f"-csearch_path={schema}"})
     tiny = write_tiny_llama_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
     env = {
-        "ALIZE_DEPLOYMENTS": json.dumps([{"name": MODEL, "model_path": str(tiny)}]),
+        "ALIZE_DEPLOYMENTS": json.dumps(
+            [
+                {
+                    "name": MODEL,
+                    "model_path": str(tiny),
+                    "price_input_per_million": PRICE,
+                    "price_output_per_million": PRICE,
+                }
+            ]
+        ),
         "ALIZE_DEFAULT_MODEL": MODEL,
         "ALIZE_CHAT__ENABLED": "false",
         "ALIZE_DATABASE_URL": url.render_as_string(hide_password=False),
@@ -75,6 +89,36 @@ def two_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Live
         with admin_engine.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin_engine.dispose()
+
+
+def _project_key(server: LiveServer, name: str, **project: int) -> tuple[str, str]:
+    """A new project (``rpm``, ``tpm``, ``monthly_budget_micros``) and a key in it."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    created = httpx.post(
+        f"{server.url}/admin/api/projects", json={"name": name, **project}, headers=auth, timeout=10
+    )
+    assert created.status_code == 201, created.text
+    project_id = created.json()["id"]
+    key = httpx.post(
+        f"{server.url}/admin/api/keys",
+        json={"name": name, "project_id": project_id},
+        headers=auth,
+        timeout=10,
+    ).json()["key"]
+    return project_id, key
+
+
+def _ledger(server: LiveServer, project_id: str) -> dict[str, int]:
+    usage = httpx.get(
+        f"{server.url}/admin/api/usage",
+        params={"group_by": "project", "project_id": project_id},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=10,
+    ).json()["data"]
+    if not usage:
+        return {"requests": 0, "cost_micros": 0, "total_tokens": 0}
+    row = usage[0]
+    return {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
 
 
 async def _fire(servers: list[LiveServer], key: str, total: int) -> list[httpx.Response]:
@@ -129,3 +173,47 @@ def test_60_rpm_holds_across_two_gateways(two_gateways: list[LiveServer]) -> Non
         timeout=10,
     ).json()
     assert usage["data"][0]["requests"] == admitted  # one ledger row per admitted request
+
+
+def test_tpm_holds_across_two_gateways_not_per_gateway(two_gateways: list[LiveServer]) -> None:
+    project_id, key = _project_key(two_gateways[0], "tpm", tpm=400)
+    responses = asyncio.run(_fire(two_gateways, key, 120))
+    admitted = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    outcomes = sorted({(r.status_code, r.text[:200]) for r in responses if r.status_code != 200})
+    assert len(admitted) + len(refused) == 120 and admitted and refused, outcomes
+    assert all(r.json()["error"]["type"] == "rate_limit_error" for r in refused), outcomes
+    ledger = _ledger(two_gateways[1], project_id)
+    assert ledger["requests"] == len(admitted)
+    # the tokens the admitted requests used stay within the one limit (two per-gateway counters
+    # would have let about twice as many through); each request's hold is its prompt + 1 token
+    per_request = max(r.json()["usage"]["total_tokens"] for r in admitted)
+    assert ledger["total_tokens"] <= 400
+    assert len(admitted) <= 400 // min(r.json()["usage"]["total_tokens"] for r in admitted)
+    assert ledger["total_tokens"] > 400 - 2 * per_request  # and the limit was used, not undershot
+
+
+def test_a_budget_spent_from_two_gateways_is_exact(two_gateways: list[LiveServer]) -> None:
+    budget = 900
+    project_id, key = _project_key(two_gateways[0], "budget", monthly_budget_micros=budget)
+    responses = asyncio.run(_fire(two_gateways, key, 120))
+    admitted = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    outcomes = sorted({(r.status_code, r.text[:200]) for r in responses if r.status_code != 200})
+    assert len(admitted) + len(refused) == 120 and admitted and refused, outcomes
+    assert all(r.json()["error"]["code"] == "insufficient_quota" for r in refused), outcomes
+    per_server = {s.url: 0 for s in two_gateways}
+    for i, r in enumerate(responses):
+        per_server[two_gateways[i % 2].url] += r.status_code == 200
+    assert all(count > 0 for count in per_server.values()), per_server  # both spent from it
+    ledger = _ledger(two_gateways[1], project_id)
+    billed = sum(r.json()["usage"]["total_tokens"] for r in admitted)  # one micro-unit a token
+    assert (ledger["requests"], ledger["cost_micros"]) == (len(admitted), billed)
+    status = httpx.get(
+        f"{two_gateways[1].url}/admin/api/projects/{project_id}",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=10,
+    ).json()["budget"]
+    assert status["spent_micros"] == billed <= budget and status["reserved_micros"] == 0
+    largest = max(r.json()["usage"]["total_tokens"] for r in admitted)
+    assert budget - billed < 2 * largest  # refused only once the budget was (nearly) spent

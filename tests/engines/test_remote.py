@@ -436,3 +436,74 @@ async def test_an_upstream_that_never_answers_times_out_as_a_502() -> None:
             await collect(eng, chat_request())
         assert asyncio.get_running_loop().time() - started < 5
         await eng.stop()
+
+
+async def test_429_and_500_are_retried_honouring_retry_after_and_the_retries_are_told() -> None:
+    ok = sse(chunk("x"), chunk("", "stop"), chunk(usage={"prompt_tokens": 1, "completion_tokens": 1}))
+    flaky = Upstream(
+        {
+            "/v1/models": lambda r: models_ok(),
+            "/v1/chat/completions": [
+                httpx.Response(429, headers={"retry-after": "0.4"}),
+                httpx.Response(500),
+                httpx.Response(200, content=ok),
+            ],
+        }
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deltas = await collect(engine(flaky, max_retries="2"), chat_request())
+    assert loop.time() - started >= 0.4  # the upstream's Retry-After, not the zero backoff
+    assert [d.retries for d in deltas] == [2] + [0] * (len(deltas) - 1)
+    assert len(flaky.bodies("/v1/chat/completions")) == 3
+    # a final failure says how many retries it took
+    down = Upstream({"/v1/models": lambda r: models_ok(), "/v1/chat/completions": [httpx.Response(500)] * 3})
+    with pytest.raises(UpstreamError) as caught:
+        await collect(engine(down, max_retries="2", breaker_failures="10"), chat_request())
+    assert caught.value.headers["x-alize-retries"] == "2"
+    # a Retry-After past the cap is not waited for: the 429 goes to the client at once
+    slow = Upstream(
+        {
+            "/v1/models": lambda r: models_ok(),
+            "/v1/chat/completions": [httpx.Response(429, headers={"retry-after": "60"})],
+        }
+    )
+    with pytest.raises(RateLimitError) as limited:
+        await collect(engine(slow, max_retries="2"), chat_request())
+    assert limited.value.headers["Retry-After"] == "60" and "x-alize-retries" not in limited.value.headers
+
+
+async def test_the_circuit_opens_after_n_failures_refuses_without_calling_then_half_opens() -> None:
+    ok = sse(chunk("x"), chunk("", "stop"), chunk(usage={"prompt_tokens": 1, "completion_tokens": 1}))
+    replies: list[httpx.Response] = [httpx.Response(502)] * 3
+    upstream = Upstream(
+        {
+            "/v1/models": lambda r: models_ok(),
+            "/v1/chat/completions": lambda r: replies.pop(0) if replies else httpx.Response(200, content=ok),
+        }
+    )
+    eng = engine(upstream, max_retries="0", breaker_failures="3", breaker_cooldown_s="0.3")
+    for _ in range(3):
+        with pytest.raises(UpstreamError):
+            await collect(eng, chat_request())
+    assert eng.breaker.state == "open"
+    with pytest.raises(EngineUnavailableError) as refused:
+        await collect(eng, chat_request())
+    assert refused.value.code == "circuit_open"
+    assert len(upstream.bodies("/v1/chat/completions")) == 3  # refused without a call
+    await asyncio.sleep(0.35)
+    deltas = await collect(eng, chat_request())  # the half-open trial succeeds: closed again
+    assert deltas[-1].usage is not None and eng.breaker.state == "closed"
+    assert len(upstream.bodies("/v1/chat/completions")) == 4
+
+
+async def test_a_200_with_garbage_or_no_event_stream_is_a_502() -> None:
+    for body in (b"<html>proxy error</html>", b"", b"data: {not json\n\n"):
+        upstream = Upstream(
+            {
+                "/v1/models": lambda r: models_ok(),
+                "/v1/chat/completions": lambda r, b=body: httpx.Response(200, content=b),  # type: ignore[misc]
+            }
+        )
+        with pytest.raises(UpstreamError, match=r"no event stream|malformed"):
+            await collect(engine(upstream), chat_request())

@@ -162,6 +162,7 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         and config.price_output_per_million is None,
         "description": config.description,
         "safety": config.safety.model_dump(mode="json") if config.safety else None,
+        "fallbacks": list(spec.fallbacks),
         "declared": spec.declared,
         "created": spec.created,
         "state": {

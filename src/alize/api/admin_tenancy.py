@@ -116,6 +116,9 @@ def usage_json(r: UsageRecord) -> dict[str, Any]:
         "latency_ms": r.latency_ms,
         "ttft_ms": r.ttft_ms,
         "created_at": r.created_at.isoformat() if r.created_at is not None else None,
+        "served_by": r.served_by,
+        "fallback": r.fallback,
+        "retries": r.retries,
     }
 
 

@@ -30,9 +30,14 @@ def served_by(deployment: str, model: str) -> dict[str, str]:
 
 
 def generation_headers(generation: Generation) -> dict[str, str]:
-    headers = {"x-request-id": generation.request_id, **served_by(generation.deployment, generation.model)}
+    """Read once the first event is in (streamed) or the reply collected: by then a fallback
+    has chosen the deployment that serves, and the retries are counted."""
+    route = generation.route
+    deployment = route.served_by or generation.deployment
+    headers = {"x-request-id": generation.request_id, **served_by(deployment, generation.model)}
     if generation.cold_start_s is not None:
         headers["x-alize-cold-start-ms"] = str(int(generation.cold_start_s * 1000))
+    headers.update(route.headers())
     headers.update(generation.headers)
     return headers
 
@@ -56,7 +61,6 @@ async def respond(
     receive: Receive | None = None,
 ) -> Response:
     """``receive``: the request's ASGI channel, watched for a disconnect while collecting."""
-    headers = generation_headers(generation)
     if not stream:
         collecting = asyncio.ensure_future(collect(generation))
         watching = asyncio.ensure_future(until_disconnected(receive)) if receive is not None else None
@@ -76,12 +80,12 @@ async def respond(
             if not collecting.done():
                 collecting.cancel()
             await generation.aclose()
-        return Response(body.to_json(), media_type="application/json", headers=headers)
+        return Response(body.to_json(), media_type="application/json", headers=generation_headers(generation))
     generation.events = await primed(generation.events)
     return ClosingStreamingResponse(
         encode_stream(generation),
         on_close=generation.aclose,
-        headers={**headers, "cache-control": "no-cache"},
+        headers={**generation_headers(generation), "cache-control": "no-cache"},
     )
 
 

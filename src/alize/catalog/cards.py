@@ -125,6 +125,17 @@ class RemoteSource(_Data):
     base_url: str
     upstream_model: str = Field(min_length=1, max_length=256)
     api_key_env: str | None = None
+    # resilience (engines/remote.py); empty = the engine's defaults
+    max_retries: int | None = Field(None, ge=0, le=10, description="retries before the reply starts (2)")
+    timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="longest wait for the upstream's next byte"
+    )
+    breaker_failures: int | None = Field(
+        None, ge=1, le=1000, description="consecutive failed attempts that open the circuit (5)"
+    )
+    breaker_cooldown_s: float | None = Field(
+        None, ge=0, le=3600, description="seconds the circuit stays open before a trial (30)"
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -219,6 +219,13 @@ def pull_model(
     )
 
 
+FallbackOpt = typer.Option(
+    None,
+    "--fallback",
+    help="A deployment to try when this one is down, overloaded or too short (repeatable, in order).",
+)
+
+
 def deploy(
     model: str = typer.Argument(help="Catalog model id."),
     name: str = typer.Option(..., "--name", help="Deployment name (the `model` clients pass)."),
@@ -236,6 +243,7 @@ def deploy(
     price_output: int | None = typer.Option(
         None, "--price-output", min=0, help="Micro-units per million output tokens (default: the card's)."
     ),
+    fallback: list[str] | None = FallbackOpt,
     url: str = UrlOpt,
     api_key: str | None = KeyOpt,
 ) -> None:
@@ -253,6 +261,8 @@ def deploy(
         "price_output_per_million": price_output,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    if fallback:
+        body["fallbacks"] = list(fallback)
     view = _call(url, api_key, "POST", "/admin/api/deployments", body)
     typer.echo(
         f"deployed {view['name']} ({view['model']}, {view['replicas']} replica(s), "

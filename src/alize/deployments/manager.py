@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from alize.deployments.adapters import AdapterEngine, swap_engine
 from alize.deployments.admission import FairQueue, Lane, SlotLease
+from alize.deployments.fallbacks import fallback_chain
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
@@ -65,8 +66,10 @@ class Deployment:
         before_load: BeforeLoad | None = None,
         *,
         queue: FairQueue | None = None,
+        lookup: Callable[[str], Deployment | None] | None = None,
     ) -> None:
         self.spec = spec
+        self._lookup = lookup
         self.engine = engine
         slots = spec.engine.parallel * spec.replica_ceiling
         self.queue = queue or FairQueue(
@@ -90,6 +93,13 @@ class Deployment:
     def busy(self) -> bool:
         """Requests hold, wait for or are about to take a slot: unloading now would cut them off."""
         return self.queue.busy > 0 or self.queue.waiting > 0 or self._holds > 0
+
+    def fallbacks(self) -> list[Deployment]:
+        """The deployments to try, in order, when this one cannot serve a request (looked up
+        by name at each call, so a fallback replaced or removed since is found or skipped)."""
+        if self._lookup is None or not self.spec.fallbacks:
+            return []
+        return fallback_chain(self.name, self.spec.fallbacks, self._lookup)
 
     def hold(self) -> DeploymentHold:
         """Keep the deployment loaded until the hold is released: between loading it and taking
@@ -164,9 +174,13 @@ class DeploymentManager:
                     f"'{host_name}' does not load the adapter '{spec.model_id}'", param="model"
                 )
             adapter = AdapterEngine(lambda: self.get(host_name), spec.model_id)
-            deployment = Deployment(spec, ReplicaSet([adapter]), self._limits, queue=host.queue)
+            deployment = Deployment(
+                spec, ReplicaSet([adapter]), self._limits, queue=host.queue, lookup=self.find
+            )
         else:
-            deployment = Deployment(spec, self._replica_set(spec), self._limits, self._before_load)
+            deployment = Deployment(
+                spec, self._replica_set(spec), self._limits, self._before_load, lookup=self.find
+            )
         self._deployments[spec.name] = deployment
         return deployment
 

@@ -37,6 +37,7 @@ LIVE_FIELDS = frozenset(
         "price_batch_output_per_million",
         "description",
         "safety",
+        "fallbacks",
     }
 )
 #: what a deployment whose engine places its own replicas (Ray Serve) changes while it serves
@@ -93,6 +94,8 @@ class DeploymentSpec:
     safety: SafetyPolicy | None = None
     #: for a fine-tuned model served as an adapter: the deployment whose engine hosts it
     adapter_host: str | None = None
+    #: deployments tried in order when this one cannot serve (:mod:`alize.deployments.fallbacks`)
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def replica_ceiling(self) -> int:
@@ -230,6 +233,7 @@ def build_spec(
             "description": config.description,
             # callers see which filters apply to them (the policy holds no secret)
             "safety": config.safety.model_dump(mode="json") if config.safety else None,
+            "fallbacks": list(config.fallbacks),
         },
     )
     return DeploymentSpec(
@@ -243,6 +247,7 @@ def build_spec(
         prices=prices,
         declared=declared,
         safety=config.safety,
+        fallbacks=tuple(config.fallbacks),
     )
 
 
@@ -302,6 +307,10 @@ def remote_options(card: ModelCard) -> dict[str, str]:
     }
     if source.api_key_env:
         options["api_key_env"] = source.api_key_env
+    for name in ("max_retries", "timeout_s", "breaker_failures", "breaker_cooldown_s"):
+        value = getattr(source, name)
+        if value is not None:
+            options[name] = str(value)
     if card.embedding_dimensions is not None:
         options["embedding_dimensions"] = str(card.embedding_dimensions)
     if card.architecture:

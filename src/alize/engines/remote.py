@@ -12,7 +12,16 @@ environment when the deployment loads and is never logged, stored or echoed in a
   final usage is the upstream's own count); the gateway assembles non-streamed replies.
   Closing the iterator closes the upstream response, which cancels the upstream generation.
 * Retries are bounded (``max_retries``, exponential backoff) and happen only before the first
-  byte of the reply: on connection failures and on 502/503/504.
+  byte of the reply: on connection failures and on 429/500/502/503/504, waiting what the
+  upstream's ``Retry-After`` asks (seconds or an HTTP date) when it asks for longer than the
+  backoff, up to ``MAX_RETRY_WAIT_S`` (a longer wait is passed on to the client at once). A
+  timeout is not retried: the upstream may still be working on the first attempt. How many
+  retries a reply took travels on its first delta (``Delta.retries``), and on a final error in
+  its ``x-alize-retries`` header.
+* A circuit breaker per engine instance (:mod:`alize.engines.breaker`; each replica of a remote
+  deployment has its own) opens after ``breaker_failures`` consecutive failed attempts
+  (unreachable, timed out, 5xx, a malformed stream) and refuses at once with 503
+  ``circuit_open`` for ``breaker_cooldown_s``, then lets one trial through.
 * ``count_prompt_tokens`` asks the upstream's ``POST /tokenize`` (vLLM's shape, which returns
   ``count``) and falls back, once and for all, to the byte-length estimate of
   :func:`alize.engines.remote_wire.estimate_prompt_tokens` (which errs high).
@@ -25,7 +34,9 @@ wrong credentials or an unknown upstream model are the operator's to fix and say
 Engine options (strings, set by the deployment service from the card): ``base_url``,
 ``upstream_model``, ``api_key_env``, ``tasks`` (comma-separated), ``supports_tools``,
 ``embedding_dimensions``, and the tunables ``max_retries`` (2), ``retry_backoff_s`` (0.5),
-``connect_timeout_s`` (10), ``tokenize`` (``auto`` or ``off``).
+``connect_timeout_s`` (10), ``timeout_s`` (the longest wait for the upstream's next byte; default
+the server's ``engine.request_timeout_s``), ``breaker_failures`` (5), ``breaker_cooldown_s`` (30),
+``tokenize`` (``auto`` or ``off``).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,12 +54,15 @@ import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
 from alize.engines.base import Engine, EngineConfig, loaded, refuse_adapter
+from alize.engines.breaker import CircuitBreaker
 from alize.engines.openai_wire import ChunkDecoder, message_json
 from alize.engines.remote_wire import (
     chat_body,
     completion_body,
+    context_of,
     estimate_prompt_tokens,
     estimate_text_tokens,
+    retry_after_s,
     upstream_message,
 )
 from alize.errors import (
@@ -61,16 +76,17 @@ from alize.errors import (
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: the longest upstream ``Retry-After`` honoured between retries (longer ones are passed on)
 MAX_RETRY_WAIT_S = 5.0
+#: the response header that tells how many times the upstream call was retried
+RETRIES_HEADER = "x-alize-retries"
 
 
-def _retry_after(response: httpx.Response, default: float) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", default)))
-    except ValueError:
-        return default
+def _counted(error: AlizeError, retries: int) -> AlizeError:
+    if retries:
+        error.headers[RETRIES_HEADER] = str(retries)
+    return error
 
 
 class RemoteEngine(Engine):
@@ -90,6 +106,13 @@ class RemoteEngine(Engine):
         self._max_retries = max(0, int(opts.get("max_retries", "2")))
         self._backoff_s = max(0.0, float(opts.get("retry_backoff_s", "0.5")))
         self._connect_timeout_s = float(opts.get("connect_timeout_s", "10"))
+        self._timeout_s = float(opts.get("timeout_s") or config.request_timeout_s)
+        #: this replica's circuit breaker (public: routing may skip a replica whose circuit is open)
+        self.breaker = CircuitBreaker(
+            failures=max(1, int(opts.get("breaker_failures", "5"))),
+            cooldown_s=float(opts.get("breaker_cooldown_s", "30")),
+            name=f"upstream {self._host}",
+        )
         self._tokenize: bool | None = None if opts.get("tokenize", "auto") == "auto" else False
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -125,7 +148,7 @@ class RemoteEngine(Engine):
             client = httpx.AsyncClient(
                 base_url=self._base_url + "/",
                 headers=headers,
-                timeout=httpx.Timeout(cfg.request_timeout_s, connect=self._connect_timeout_s),
+                timeout=httpx.Timeout(self._timeout_s, connect=self._connect_timeout_s),
                 limits=httpx.Limits(max_connections=cfg.parallel + 8, max_keepalive_connections=cfg.parallel),
                 transport=self._transport,
             )
@@ -153,7 +176,7 @@ class RemoteEngine(Engine):
     async def _probe(self, client: httpx.AsyncClient) -> int | None:
         """Reachable, credentials accepted, model served; returns the upstream's context length."""
         try:
-            response = await self._send(client, "GET", "models", read_body=True)
+            response, _ = await self._send(client, "GET", "models", read_body=True)
         except EngineUnavailableError:
             raise
         except AlizeError as exc:
@@ -171,7 +194,7 @@ class RemoteEngine(Engine):
                 f"the upstream {self._host} does not serve '{self._model}' (it serves: {served})",
                 retry_after=60,
             )
-        return _context_of(entries.get(self._model, {}))
+        return context_of(entries.get(self._model, {}))
 
     async def stop(self) -> None:
         async with self._lock:
@@ -195,43 +218,62 @@ class RemoteEngine(Engine):
         body: dict[str, Any] | None = None,
         *,
         read_body: bool,
-    ) -> httpx.Response:
-        """One request with bounded retries; a non-2xx answer raises the mapped error.
+    ) -> tuple[httpx.Response, int]:
+        """One request with bounded retries, through the circuit breaker; returns the response
+        and how many retries it took. A non-2xx answer raises the mapped error.
 
         With ``read_body=False`` the response is returned unread (streaming); the caller closes it."""
         attempt = 0
+        breaker = self.breaker
         while True:
             wait = self._backoff_s * 2**attempt
+            try:
+                breaker.check()
+            except AlizeError as exc:
+                raise _counted(exc, attempt) from None
             try:
                 request = client.build_request(method, path, json=body)
                 response = await client.send(request, stream=not read_body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                breaker.failure()
                 if attempt < self._max_retries:
                     attempt += 1
                     await asyncio.sleep(wait)
                     continue
-                raise EngineUnavailableError(
-                    f"cannot reach the upstream {self._host} ({type(exc).__name__})", retry_after=5
+                raise _counted(
+                    EngineUnavailableError(
+                        f"cannot reach the upstream {self._host} ({type(exc).__name__})", retry_after=5
+                    ),
+                    attempt,
                 ) from None
             except httpx.TimeoutException:
-                raise UpstreamError(
-                    f"the upstream {self._host} did not answer within {self._config.request_timeout_s:g} s"
+                breaker.failure()
+                raise _counted(
+                    UpstreamError(f"the upstream {self._host} did not answer within {self._timeout_s:g} s"),
+                    attempt,
                 ) from None
             except httpx.TransportError as exc:
-                raise UpstreamError(
-                    f"lost the connection to the upstream {self._host}: {type(exc).__name__}"
+                breaker.failure()
+                raise _counted(
+                    UpstreamError(f"lost the connection to the upstream {self._host}: {type(exc).__name__}"),
+                    attempt,
                 ) from None
-            if response.status_code < 400:
-                return response
-            retry_after = _retry_after(response, wait)
+            status = response.status_code
+            if status >= 500:
+                breaker.failure()
+            else:
+                breaker.success()
+            if status < 400:
+                return response, attempt
+            retry_after = retry_after_s(response, wait)
             await response.aread()
             await response.aclose()
-            retryable = response.status_code in RETRY_STATUSES and retry_after <= MAX_RETRY_WAIT_S
+            retryable = status in RETRY_STATUSES and retry_after <= MAX_RETRY_WAIT_S
             if retryable and attempt < self._max_retries:
                 attempt += 1
                 await asyncio.sleep(max(wait, retry_after))
                 continue
-            raise self._error_from(response, path, retry_after)
+            raise _counted(self._error_from(response, path, retry_after), attempt)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
@@ -277,20 +319,23 @@ class RemoteEngine(Engine):
             path, body = "chat/completions", chat_body(request, self._model)
         else:
             path, body = "completions", completion_body(request, self._model)
-        response = await self._send(client, "POST", path, body, read_body=False)
+        response, retries = await self._send(client, "POST", path, body, read_body=False)
         decoder = ChunkDecoder()
-        streamed, finished = 0, False
+        streamed, finished, events, done = 0, False, 0, False
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    events, done = events + 1, True
                     break
                 try:
                     chunk = json.loads(payload)
                 except ValueError:
+                    self.breaker.failure()
                     raise UpstreamError(f"the upstream {self._host} sent a malformed event") from None
+                events += 1
                 if isinstance(chunk, dict) and chunk.get("error"):
                     message, _ = upstream_message(payload.encode(), 500)
                     raise UpstreamError(
@@ -301,19 +346,34 @@ class RemoteEngine(Engine):
                     continue
                 streamed += delta.tokens
                 finished = finished or delta.usage is not None
+                if retries:  # the first delta says how many retries the reply took
+                    delta, retries = replace(delta, retries=retries), 0
                 yield delta
         except httpx.TimeoutException:
-            raise UpstreamError(f"the upstream {self._host} stopped sending for too long") from None
+            self.breaker.failure()
+            raise UpstreamError(
+                f"the upstream {self._host} stopped sending for {self._timeout_s:g} s"
+            ) from None
         except httpx.TransportError as exc:
+            self.breaker.failure()
             raise UpstreamError(f"lost the upstream {self._host} mid-stream ({type(exc).__name__})") from None
         finally:
             await response.aclose()  # early close: the upstream sees the disconnect and stops
+        if not events:
+            # a 200 whose body is no event stream (an HTML page, a JSON error, nothing at all)
+            self.breaker.failure()
+            raise UpstreamError(f"the upstream {self._host} answered with no event stream")
+        if not done and decoder.finish is None:
+            # the connection ended before the reply did (the upstream died): never a silent end
+            self.breaker.failure()
+            raise UpstreamError(f"the upstream {self._host} closed the stream before the reply ended")
         if not finished:
             # an upstream that ignores stream_options: count what came, estimate the prompt
             yield Delta(
                 tool_calls=decoder.tool_calls(),
                 finish_reason=decoder.finish or FinishReason.STOP,
                 usage=Usage(prompt_tokens=estimate_prompt_tokens(request), completion_tokens=streamed),
+                retries=retries,
             )
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
@@ -353,7 +413,7 @@ class RemoteEngine(Engine):
                 param="model",
             )
         body = {"model": self._model, "input": list(texts), "encoding_format": "float"}
-        response = await self._send(client, "POST", "embeddings", body, read_body=True)
+        response, _ = await self._send(client, "POST", "embeddings", body, read_body=True)
         try:
             data = response.json()
             rows = sorted(data["data"], key=lambda r: int(r.get("index", 0)))
@@ -369,21 +429,3 @@ class RemoteEngine(Engine):
         if not isinstance(tokens, int):
             tokens = sum(estimate_text_tokens(t) for t in texts)
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
-
-
-def _context_of(entry: dict[str, Any]) -> int | None:
-    """The context an upstream's model entry reports: vLLM's ``max_model_len``, a generic
-    ``context_length``, or an Alizé deployment's slot size (its card)."""
-    card = entry.get("card")
-    card = card if isinstance(card, dict) else {}
-    deployment = card.get("deployment")
-    deployment = deployment if isinstance(deployment, dict) else {}
-    for value in (
-        entry.get("max_model_len"),
-        entry.get("context_length"),
-        deployment.get("ctx_per_slot"),
-        card.get("context_length"),
-    ):
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None

@@ -3,15 +3,20 @@
 Pure functions over Alizé's domain values, kept apart from the HTTP client so they are tested
 without a network: the request bodies (:mod:`alize.engines.openai_wire`'s, naming the upstream
 model; only fields of the public OpenAI API, since an upstream may be strict about unknown
-ones), the upstream's error body turned into a readable message, and the prompt-size estimate
-used when the upstream cannot count tokens for us.
+ones), the upstream's error body turned into a readable message, its ``Retry-After`` and the
+context its model list reports, and the prompt-size estimate used when the upstream cannot count
+tokens for us.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
+
+import httpx
 
 from alize.domain import GenerationRequest
 from alize.engines import openai_wire
@@ -85,3 +90,36 @@ def upstream_message(content: bytes, status: int) -> tuple[str, str | None]:
             return str(data["message"])[:500], None
     text = content[:300].decode(errors="replace").strip()
     return text or f"HTTP {status}", None
+
+
+def retry_after_s(response: httpx.Response, default: float) -> float:
+    """The upstream's ``Retry-After``, in seconds (a number or an HTTP date), else ``default``."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return default
+
+
+def context_of(entry: dict[str, Any]) -> int | None:
+    """The context an upstream's model entry reports: vLLM's ``max_model_len``, a generic
+    ``context_length``, or an Alizé deployment's slot size (its card)."""
+    card = entry.get("card")
+    card = card if isinstance(card, dict) else {}
+    deployment = card.get("deployment")
+    deployment = deployment if isinstance(deployment, dict) else {}
+    for value in (
+        entry.get("max_model_len"),
+        entry.get("context_length"),
+        deployment.get("ctx_per_slot"),
+        card.get("context_length"),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

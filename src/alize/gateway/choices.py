@@ -54,7 +54,9 @@ async def choice_stream(
         async for delta in stream:
             lease.first_token()
             if index in stopped:
-                yield ChoiceEvent(index, Delta(tokens=delta.tokens))  # generated, so metered
+                yield ChoiceEvent(
+                    index, Delta(tokens=delta.tokens, retries=delta.retries)
+                )  # generated, so metered
                 break
             if plan is None or not plan.emulated:
                 yield ChoiceEvent(index, delta)
@@ -62,7 +64,7 @@ async def choice_stream(
             if delta.finish_reason is None:
                 if plan.mode == "constrained" or may_become_call(held + delta.text):
                     held += delta.text
-                    yield ChoiceEvent(index, Delta(tokens=delta.tokens))
+                    yield ChoiceEvent(index, Delta(tokens=delta.tokens, retries=delta.retries))
                 else:
                     text, held = held + delta.text, ""
                     plan = replace(plan, mode="off")  # an ordinary answer: stream it

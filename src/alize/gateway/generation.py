@@ -11,6 +11,12 @@ full) and returns a :class:`Generation` whose events stream from the engine; the
 run as parallel sequences (:mod:`alize.gateway.choices`). Usage is summed as events arrive, so a
 cancelled request still knows what it cost. Every step before the first event fails with a
 typed error, and a prepared request that is never started is closed, releasing its hold.
+
+Fallbacks (:mod:`alize.deployments.fallbacks`): when the deployment cannot load, its context
+is too short, its queue is full or its first event is an engine failure, the request is
+prepared again on the next deployment of its ``fallbacks`` (same request id, the same
+``max_tokens`` once admitted, so the budget's hold still covers it); ``Prepared.route`` and
+``Generation.route`` record who served, who was left and why, and the upstream retries.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from dataclasses import dataclass, field, replace
 
 from alize.config import LimitSettings
 from alize.deployments.admission import Lane, SlotLease
+from alize.deployments.fallbacks import Route, reason_for
 from alize.deployments.manager import Deployment, DeploymentHold
 from alize.domain import EngineInfo, GenerationRequest, Message, Usage
-from alize.errors import UnsupportedFeatureError
+from alize.errors import AlizeError, UnsupportedFeatureError
 from alize.gateway.calls import ChatCall, TextCall, check_call, settle_max_tokens
 from alize.gateway.choices import ChoiceEvent, choice_stream, merge, nth_request
 from alize.gateway.tools import ToolPlan, plan_tools
@@ -47,6 +54,12 @@ class Prepared:
     cold_start_s: float | None
     plan: ToolPlan | None
     hold: DeploymentHold
+    #: what was asked (to prepare it again on a fallback) and the deployment it named
+    call: ChatCall | TextCall | None = None
+    requested: str = ""
+    route: Route = field(default_factory=Route)
+    #: the fallbacks not tried yet, in order
+    remaining: list[Deployment] = field(default_factory=list)
 
     @property
     def request_id(self) -> str:
@@ -90,6 +103,8 @@ class Generation:
     stopped: set[int] = field(default_factory=set)
     #: the input filter's report, when the deployment filters its input
     prompt_filter: FilterReport | None = None
+    #: who served, the deployments left on the way and the upstream retries (fallbacks)
+    route: Route = field(default_factory=Route)
 
     @property
     def usage(self) -> Usage:
@@ -102,6 +117,7 @@ class Generation:
     def account(self, event: ChoiceEvent) -> None:
         """Per-choice token counts; a choice the engine finished reports its own exact usage."""
         delta = event.delta
+        self.route.retries += delta.retries
         if delta.usage is None:
             self.streamed[event.index] = self.streamed.get(event.index, 0) + delta.tokens
             return
@@ -128,8 +144,38 @@ class GenerationService:
         self, deployment: Deployment, call: ChatCall | TextCall, *, request_id: str | None = None
     ) -> Prepared:
         """Load, plan, count and settle (see the module docstring); every refusal is typed.
-        ``request_id``: the caller's own (a batch line's, stable across retries), else a new one."""
+        ``request_id``: the caller's own (a batch line's, stable across retries), else a new one.
+        A refusal that allows it moves on to the deployment's fallbacks."""
         check_call(call, self._limits)
+        candidates = [deployment, *deployment.fallbacks()]
+        prepared = await self._first_ready(candidates, call, Route(), request_id)
+        prepared.requested = deployment.name
+        return prepared
+
+    async def _first_ready(
+        self,
+        candidates: list[Deployment],
+        call: ChatCall | TextCall,
+        route: Route,
+        request_id: str | None,
+    ) -> Prepared:
+        for i, candidate in enumerate(candidates):
+            try:
+                prepared = await self._prepare_on(candidate, call, request_id)
+            except Exception as exc:
+                reason = reason_for(exc)
+                if reason is None or i == len(candidates) - 1:
+                    _tell(exc, route)
+                    raise
+                route.left(candidate.name, exc, reason)
+                continue
+            prepared.call, prepared.route, prepared.remaining = call, route, candidates[i + 1 :]
+            return prepared
+        raise AssertionError("a deployment has at least itself to try")  # pragma: no cover
+
+    async def _prepare_on(
+        self, deployment: Deployment, call: ChatCall | TextCall, request_id: str | None
+    ) -> Prepared:
         hold = deployment.hold()
         try:
             info, cold = await deployment.ensure_loaded()
@@ -154,6 +200,20 @@ class GenerationService:
             request = replace(request, request_id=request_id)
         return Prepared(deployment, request, call.n, prompt_tokens, max_tokens, cold, plan, hold)
 
+    async def _fall_back(self, prepared: Prepared, exc: Exception) -> Prepared:
+        """Prepare the request on its next fallback after ``exc``, or raise ``exc``. Admission
+        has been done: the length is pinned to what was admitted, the request id kept."""
+        reason = reason_for(exc)
+        if reason is None or not prepared.remaining or prepared.call is None:
+            _tell(exc, prepared.route)
+            raise exc
+        prepared.route.left(prepared.deployment.name, exc, reason)
+        call = prepared.call
+        call = replace(call, params=replace(call.params, max_tokens=prepared.max_tokens))
+        again = await self._first_ready(prepared.remaining, call, prepared.route, prepared.request_id)
+        again.requested = prepared.requested
+        return again
+
     def _chat_request(self, call: ChatCall, info: EngineInfo) -> tuple[GenerationRequest, ToolPlan]:
         if not info.supports_chat:
             raise UnsupportedFeatureError(
@@ -177,30 +237,78 @@ class GenerationService:
         return request, plan
 
     async def start(self, prepared: Prepared, caller: str, lane: Lane = "interactive") -> Generation:
-        """Take a slot per choice in the fair queue (503 when full), then stream. The hold on the
-        deployment ends here whatever happens: once the slots are held, they keep it loaded."""
-        deployment = prepared.deployment
-        leases: list[SlotLease] = []
-        try:
-            for _ in range(prepared.n):
-                leases.append(await deployment.admit(caller, lane))
-        except BaseException:
-            for lease in leases:
-                lease.release()
-            raise
-        finally:
-            prepared.close()
+        """Take a slot per choice in the fair queue (503 when full, or the next fallback), then
+        stream. The hold on the deployment ends here whatever happens: once the slots are held,
+        they keep it loaded."""
+        prepared, leases = await self._slots(prepared, caller, lane)
         generation = Generation(
             request_id=prepared.request_id,
-            deployment=deployment.name,
+            deployment=prepared.requested or prepared.deployment.name,
             created=int(time.time()),
             prompt_tokens=prepared.prompt_tokens,
             cold_start_s=prepared.cold_start_s,
             events=_empty(),
-            model=deployment.spec.model_id,
+            model=prepared.deployment.spec.model_id,
+            route=prepared.route,
         )
-        generation.events = _stream(prepared, leases, generation)
+        generation.events = self._events(prepared, leases, generation, caller, lane)
         return generation
+
+    async def _slots(self, prepared: Prepared, caller: str, lane: Lane) -> tuple[Prepared, list[SlotLease]]:
+        while True:
+            deployment = prepared.deployment
+            leases: list[SlotLease] = []
+            try:
+                for _ in range(prepared.n):
+                    leases.append(await deployment.admit(caller, lane))
+            except BaseException as exc:
+                for lease in leases:
+                    lease.release()
+                prepared.close()
+                if not isinstance(exc, Exception):
+                    raise
+                prepared = await self._fall_back(prepared, exc)
+                continue
+            prepared.close()
+            return prepared, leases
+
+    async def _events(
+        self,
+        prepared: Prepared,
+        leases: list[SlotLease],
+        generation: Generation,
+        caller: str,
+        lane: Lane,
+    ) -> AsyncIterator[ChoiceEvent]:
+        """The events of the deployment that serves; one whose first event is a failure that
+        allows it gives way to the next fallback (nothing has reached the client yet)."""
+        while True:
+            generation.route.served_by = prepared.deployment.name
+            generation.model = prepared.deployment.spec.model_id
+            stream = _stream(prepared, leases, generation)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                await stream.aclose()
+                prepared = await self._fall_back(prepared, exc)
+                prepared, leases = await self._slots(prepared, caller, lane)
+                generation.prompt_tokens = prepared.prompt_tokens
+                continue
+            try:
+                yield first
+                async for event in stream:
+                    yield event
+            finally:
+                await stream.aclose()
+            return
+
+
+def _tell(exc: BaseException, route: Route) -> None:
+    """A request that fails after retries or fallbacks says so in its error's headers."""
+    if isinstance(exc, AlizeError):
+        exc.headers.update(route.headers())
 
 
 def _text_request(call: TextCall, info: EngineInfo) -> GenerationRequest:
@@ -223,7 +331,7 @@ async def _empty() -> AsyncIterator[ChoiceEvent]:
 
 async def _stream(
     prepared: Prepared, leases: list[SlotLease], generation: Generation
-) -> AsyncIterator[ChoiceEvent]:
+) -> AsyncGenerator[ChoiceEvent, None]:
     deployment, request, n = prepared.deployment, prepared.request, prepared.n
     sources: list[AsyncGenerator[ChoiceEvent, None]] = [
         choice_stream(

@@ -54,6 +54,12 @@ class UsageRecord:
     created_at: datetime | None = None
     #: the chat user of a chat-page reply (``erased:...`` once erased); empty for API calls
     user_id: str | None = None
+    #: the deployment that served it (another than ``deployment`` after a fallback)
+    served_by: str | None = None
+    #: the deployments left on the way, as in the ``x-alize-fallback`` header
+    fallback: str | None = None
+    #: upstream calls retried on the way
+    retries: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -77,6 +83,9 @@ def _record(row: UsageRow) -> UsageRecord:
         ttft_ms=row.ttft_ms,
         created_at=row.created_at,
         user_id=row.user_id,
+        served_by=row.served_by,
+        fallback=row.fallback,
+        retries=row.retries or 0,
     )
 
 
@@ -107,7 +116,13 @@ class MeteringService:
 
     async def record(self, usage: UsageRecord) -> bool:
         """Write the request's ledger row; ``False`` (and no change) if its id is already there."""
-        counts = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cost_micros)
+        counts = (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cost_micros,
+            usage.retries,
+        )
         if min(counts) < 0:
             raise ValueError("token counts and cost must be >= 0")
         if not usage.request_id or not usage.status:
@@ -128,6 +143,9 @@ class MeteringService:
             "latency_ms": usage.latency_ms,
             "ttft_ms": usage.ttft_ms,
             "created_at": usage.created_at or self._clock(),
+            "served_by": usage.served_by,
+            "fallback": usage.fallback,
+            "retries": usage.retries,
         }
         async with self._db.transaction() as session:
             return await UsageRepository(session).insert_once(values)

@@ -293,6 +293,7 @@ class PolicyPipeline:
     ) -> Generation:
         """Admit, start, then wrap the events in the output filter and the settling observer."""
         completion = prepared.worst_case_completion_tokens
+        ticket.route = prepared.route
         try:
             await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, completion)
             queued = self._clock()

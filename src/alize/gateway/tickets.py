@@ -10,9 +10,10 @@ free), and it pays the deployment's batch prices."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from alize.deployments.admission import Lane
+from alize.deployments.fallbacks import Route
 from alize.deployments.manager import Deployment
 from alize.deployments.specs import DeploymentSpec, Prices
 from alize.domain import Usage
@@ -70,6 +71,8 @@ class Ticket:
     lease: Lease | None = None
     reservation: Reservation | None = None
     settled: bool = False
+    #: who served it, the fallbacks and retries on the way (a generation's, once prepared)
+    route: Route | None = None
 
 
 def usage_record(
@@ -98,7 +101,18 @@ def usage_record(
         latency_ms=max(0, int((ended - ticket.started) * 1000)),
         ttft_ms=max(0, int((first - ticket.started) * 1000)) if first is not None else None,
         user_id=ticket.user_id,
+        **_route_fields(ticket.route),
     )
+
+
+def _route_fields(route: Route | None) -> dict[str, Any]:
+    if route is None:
+        return {}
+    return {
+        "served_by": route.served_by,
+        "fallback": route.headers().get("x-alize-fallback"),
+        "retries": route.retries,
+    }
 
 
 def label(ticket: Ticket) -> str:

@@ -97,6 +97,12 @@ class UsageRow(Base):
     latency_ms: Mapped[int | None] = mapped_column(sa.Integer)
     ttft_ms: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: the deployment that served it, when a generation started (another one after a fallback)
+    served_by: Mapped[str | None] = mapped_column(sa.String(200))
+    #: the deployments left on the way (``x-alize-fallback``), if any
+    fallback: Mapped[str | None] = mapped_column(sa.String(400))
+    #: upstream calls retried on the way
+    retries: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
 class BudgetPeriod(Base):

@@ -29,7 +29,7 @@ from alize.gateway.calls import ChatCall, TextCall, check_call, settle_max_token
 from alize.gateway.choices import ChoiceEvent, choice_stream, merge, nth_request
 from alize.gateway.tools import ToolPlan, plan_tools
 from alize.safety.policy import FilterReport
-from alize.streams import aclose
+from alize.streams import Prefetched, aclose
 
 
 @dataclass(slots=True)
@@ -199,8 +199,55 @@ class GenerationService:
             events=_empty(),
             model=deployment.spec.model_id,
         )
-        generation.events = _stream(prepared, leases, generation)
+        streams = _Streams(prepared, leases, generation)
+        generation.events = streams.events()
+        # closing the generation frees the slots and the engine streams even if never iterated
+        generation.on_close.append(streams.aclose)
         return generation
+
+
+class _Streams:
+    """The ``n`` engine sequences of a started generation, their first event already being
+    fetched (:class:`~alize.streams.Prefetched`: the engine starts on the prompt now, while the
+    caller finishes admission), and everything they hold, released exactly once."""
+
+    def __init__(self, prepared: Prepared, leases: list[SlotLease], generation: Generation) -> None:
+        deployment, request, n = prepared.deployment, prepared.request, prepared.n
+        self._deployment = deployment
+        self._leases = leases
+        self._generation = generation
+        self._sources: list[AsyncGenerator[ChoiceEvent, None]] = [
+            choice_stream(
+                deployment.engine, nth_request(request, i, n), i, prepared.plan, leases[i], generation.stopped
+            )
+            for i in range(n)
+        ]
+        self._merged = Prefetched(self._sources[0] if n == 1 else merge(self._sources))
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[ChoiceEvent]:
+        generation = self._generation
+        try:
+            async for event in self._merged:
+                if generation.first_token_at is None and (event.delta.text or event.delta.tool_calls):
+                    generation.first_token_at = time.perf_counter()
+                generation.account(event)
+                yield event
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._merged.aclose()  # stops the pumps of a merge before their sources close
+            for source in self._sources:
+                await source.aclose()
+        finally:
+            for lease in self._leases:
+                lease.release()
+            self._deployment.last_used = time.monotonic()
 
 
 def _text_request(call: TextCall, info: EngineInfo) -> GenerationRequest:
@@ -219,29 +266,3 @@ def _request_id() -> str:
 async def _empty() -> AsyncIterator[ChoiceEvent]:
     return
     yield  # pragma: no cover
-
-
-async def _stream(
-    prepared: Prepared, leases: list[SlotLease], generation: Generation
-) -> AsyncIterator[ChoiceEvent]:
-    deployment, request, n = prepared.deployment, prepared.request, prepared.n
-    sources: list[AsyncGenerator[ChoiceEvent, None]] = [
-        choice_stream(
-            deployment.engine, nth_request(request, i, n), i, prepared.plan, leases[i], generation.stopped
-        )
-        for i in range(n)
-    ]
-    merged = sources[0] if n == 1 else merge(sources)
-    try:
-        async for event in merged:
-            if generation.first_token_at is None and (event.delta.text or event.delta.tool_calls):
-                generation.first_token_at = time.perf_counter()
-            generation.account(event)
-            yield event
-    finally:
-        await merged.aclose()  # stops the pumps of a merge before their sources close
-        for source in sources:
-            await source.aclose()
-        for lease in leases:
-            lease.release()
-        deployment.last_used = time.monotonic()

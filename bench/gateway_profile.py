@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import cProfile
 import datetime as dt
 import io
 import json
+import multiprocessing
 import os
 import pstats
 import shlex
@@ -51,15 +53,18 @@ MODEL = "smollm2-135m-instruct"
 
 
 class Probe:
-    """Spans of the request in flight (requests are sequential, so there is one at a time)."""
+    """Spans of the request in flight, on the server side: requests are sequential, and each
+    one's first step (the key lookup) starts its record."""
 
     def __init__(self) -> None:
+        self.active = False
         self.current: dict[str, float] | None = None
         self.done: list[dict[str, float]] = []
 
-    def begin(self) -> dict[str, float]:
-        self.current = defaultdict(float)
-        return self.current
+    def begin(self) -> None:
+        if self.active:
+            self.current = defaultdict(float)
+            self.done.append(self.current)
 
     def add(self, name: str, seconds: float) -> None:
         if self.current is not None:
@@ -69,11 +74,6 @@ class Probe:
     def at(self, name: str, when: float) -> None:
         if self.current is not None and name not in self.current:
             self.current[name] = when
-
-    def end(self) -> None:
-        if self.current is not None:
-            self.done.append(dict(self.current))
-        self.current = None
 
 
 def timed(probe: Probe, name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -93,7 +93,13 @@ def instrument(app: Any, probe: Probe) -> Any:
 
     services = app.state.services
     tenancy = services.tenancy
-    tenancy.auth.authenticate = timed(probe, "auth.key_lookup", tenancy.auth.authenticate)
+    authenticate = timed(probe, "auth.key_lookup", tenancy.auth.authenticate)
+
+    async def first_step(*args: Any, **kwargs: Any) -> Any:
+        probe.begin()
+        return await authenticate(*args, **kwargs)
+
+    tenancy.auth.authenticate = first_step
     tenancy.keys_exist = timed(probe, "auth.keys_exist", tenancy.keys_exist)
     limiter = tenancy.limiter
     original_acquire = limiter.acquire
@@ -194,14 +200,15 @@ def instrument(app: Any, probe: Probe) -> Any:
 
 
 def client_requests(
-    url: str, key: str, body: dict[str, Any], n: int, probe: Probe | None
+    url: str, headers: dict[str, str], body: dict[str, Any], n: int
 ) -> list[dict[str, float]]:
-    """``n`` sequential streamed requests; client-side timestamps merged into each probe record."""
+    """``n`` sequential streamed requests, timed from the client's side. Run in a process of its
+    own, so the client's work never holds the server's GIL (``time.perf_counter`` is the
+    system's monotonic clock: both processes' timestamps compare)."""
     out: list[dict[str, float]] = []
-    headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(timeout=120, headers=headers) as client:
         for _ in range(n):
-            record = probe.begin() if probe is not None else defaultdict(float)
+            record: dict[str, float] = {}
             t0 = time.perf_counter()
             record["t.send"] = t0
             with client.stream("POST", url, json=body) as r:
@@ -224,11 +231,14 @@ def client_requests(
                             record["t.finish_chunk"] = now
                     if chunk.get("usage"):
                         record["t.usage_chunk"] = now
-            if probe is not None:
-                probe.end()
-            else:
-                out.append(dict(record))
-    return probe.done if probe is not None else out
+            out.append(record)
+    return out
+
+
+def in_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in a fresh process and return its result."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _ms(values: list[float]) -> dict[str, float | None]:
@@ -279,30 +289,14 @@ def breakdown(records: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def direct_baseline(engine: Any, body: dict[str, Any], n: int) -> dict[str, Any]:
+def direct_baseline(address: str, secret: str, body: dict[str, Any], n: int) -> dict[str, Any]:
     """The same body straight to the worker's HTTP listener: TTFT with nothing in front."""
-    handle = engine._handle
-    ttfts: list[float] = []
-    latencies: list[float] = []
     direct = {k: v for k, v in body.items() if k != "model"}
-    headers = {"Authorization": f"Bearer {handle.secret}"}
-    with httpx.Client(base_url=handle.address, timeout=120, headers=headers) as client:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            first = None
-            with client.stream("POST", "/v1/chat/completions", json=direct) as r:
-                for line in r.iter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    if line[6:] == "[DONE]":
-                        break
-                    chunk = json.loads(line[6:])
-                    for choice in chunk.get("choices") or []:
-                        if (choice.get("delta") or {}).get("content") and first is None:
-                            first = time.perf_counter()
-            latencies.append(time.perf_counter() - t0)
-            if first is not None:
-                ttfts.append(first - t0)
+    records = client_requests(
+        address + "/v1/chat/completions", {"Authorization": f"Bearer {secret}"}, direct, n
+    )
+    ttfts = [r["t.first_content"] - r["t.send"] for r in records if "t.first_content" in r]
+    latencies = [r["t.done"] - r["t.send"] for r in records if "t.done" in r]
     return {"ttft": _ms(ttfts), "latency": _ms(latencies)}
 
 
@@ -374,14 +368,25 @@ async def serve_and_measure(args: argparse.Namespace, data_dir: Path) -> dict[st
         "ignore_eos": True,
     }
     chat_url = f"{url}/v1/chat/completions"
-    await asyncio.to_thread(client_requests, chat_url, key, body, args.warmup, None)
+    headers = {"Authorization": f"Bearer {key}"}
+    await asyncio.to_thread(in_child, client_requests, chat_url, headers, body, args.warmup)
+    probe.active = True
     profile = cProfile.Profile() if args.cprofile else None
     if profile is not None:
         profile.enable()
-    records = await asyncio.to_thread(client_requests, chat_url, key, body, args.requests, probe)
+    client = await asyncio.to_thread(in_child, client_requests, chat_url, headers, body, args.requests)
     if profile is not None:
         profile.disable()
-    direct = await asyncio.to_thread(direct_baseline, engine, body, args.requests)
+    probe.active = False
+    if len(probe.done) != len(client):
+        raise RuntimeError(f"{len(probe.done)} requests seen by the server, {len(client)} sent")
+    records = [
+        {**server_side, **client_side} for server_side, client_side in zip(probe.done, client, strict=True)
+    ]
+    handle = engine._handle
+    direct = await asyncio.to_thread(
+        in_child, direct_baseline, handle.address, handle.secret, body, args.requests
+    )
     result = breakdown(records)
     alize_ttft = result["derived"]["client TTFT (send → first content)"]["p50_ms"]
     result["direct_to_worker"] = direct
@@ -423,7 +428,7 @@ def main() -> int:
     env = {
         "ALIZE_DATA_DIR": str(data_dir),
         "ALIZE_ADMIN_KEY": ADMIN,
-        "ALIZE_LOG_LEVEL": "warning",
+        "ALIZE_LOG_LEVEL": os.environ.get("GWPROF_LOG_LEVEL", "warning"),
         "ALIZE_DEPLOYMENTS": json.dumps([{"name": MODEL}]),
         "ALIZE_CHAT__ENABLED": "false",
         "ALIZE_ENGINE__PARALLEL": str(args.parallel),

@@ -12,7 +12,9 @@ Every request goes down the same straight path, each step failing with a typed e
 4. **admit**: rate limits on the key and its project (429 with ``Retry-After``), then the budget
    holds the worst case, ``prompt + n * max_tokens`` at the deployment's prices (429
    ``insufficient_quota``);
-5. **start**: wait for a slot (503 ``queue_full``) and generate;
+5. **start**: wait for a slot (503 ``queue_full``) and generate; the hold's database write runs
+   while the request waits for its slot and the engine starts on the prompt, and no event is
+   read before it is confirmed (:mod:`alize.gateway.admitting`);
 6. **filter and observe**: the output filter, if the deployment has one
    (:mod:`alize.gateway.output_filter`), inside the observer that settles when the stream ends.
 
@@ -27,17 +29,16 @@ Settling happens exactly once per admitted request, whichever way it ends (finis
 error, content filter, client gone, never iterated): the rate-limit lease is released with the
 actual tokens, the budget hold is replaced by the actual cost, and ``MeteringService.record``
 writes the row keyed by the request id (an idempotent insert, so even a second path could not
-add a second row). Settling is shielded from cancellation, so a disconnect cannot lose it.
-Requests refused before admission (401/403/404/400/429) leave no row. The row is written
-before the budget is charged, and the budget is charged only when the row is new: a request id
-seen twice (a batch line run again after its worker died between the two writes) is never
-billed twice.
+add a second row) in the transaction that charges the budget. Settling is shielded from
+cancellation, so a disconnect cannot lose it, and done before the stream's final chunk.
+Requests refused before admission (401/403/404/400/429) leave no row. The budget is charged
+only when the row is new: a request id seen twice (a batch line run again after its worker
+died) is never billed twice.
 A batch line (``line=``, :class:`~alize.gateway.tickets.BatchLine`) goes down the same path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -51,8 +52,8 @@ from alize.deployments.manager import DeploymentManager
 from alize.deployments.specs import Prices
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
+from alize.gateway.admitting import Admission
 from alize.gateway.auth import Principal, authorize_deployment
-from alize.gateway.budget import Reservation, cost_micros
 from alize.gateway.calls import ChatCall, TextCall
 from alize.gateway.choices import ChoiceEvent
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
@@ -102,6 +103,7 @@ class PolicyPipeline:
         self._clock = clock
         self._observer = Guarded(observer or NullObserver())
         self._settler = Settler(tenancy, self._observer, clock)
+        self._admission = Admission(generation, tenancy, self._observer, clock)
 
     async def chat(
         self,
@@ -169,7 +171,7 @@ class PolicyPipeline:
             served(ticket), inputs, dimensions=dimensions, request_id=line_request_id(line)
         )
         try:
-            await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
+            await self._admission.admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
             result = await self._embeddings.embed(prepared, caller, lane_of(line))
         except BaseException as exc:
             prepared.close()
@@ -201,7 +203,7 @@ class PolicyPipeline:
         tokens = -(-chars // 4)
         request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
         try:
-            await self._admit(ticket, principal, request_id, tokens, 0)
+            await self._admission.admit(ticket, principal, request_id, tokens, 0)
             result = await classify()
         except BaseException as exc:
             await self._settler.failure(ticket, exc)
@@ -257,86 +259,6 @@ class PolicyPipeline:
             self._observer.settled(Settled(record, label(ticket), now - ticket.started, filtered_at="input"))
             raise
 
-    async def _admit(
-        self,
-        ticket: Ticket,
-        principal: Principal | None,
-        request_id: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-    ) -> None:
-        """Rate limits, then the budget hold of the worst case; either refusal leaves nothing held."""
-        await self._limit(ticket, principal, prompt_tokens + completion_tokens)
-        try:
-            ticket.reservation = await self._reserve(ticket, prompt_tokens, completion_tokens)
-        except BaseException:
-            await self._unlimit(ticket)
-            raise
-        ticket.request_id = request_id
-
-    async def _limit(self, ticket: Ticket, principal: Principal | None, tokens: int) -> None:
-        if principal is not None:
-            ticket.lease = await self._tenancy.limiter.acquire(principal.rate_limit_subjects(), tokens=tokens)
-
-    async def _unlimit(self, ticket: Ticket) -> None:
-        if ticket.lease is not None:
-            await ticket.lease.release(0)
-            ticket.lease = None
-
-    async def _reserve(self, ticket: Ticket, prompt_tokens: int, completion_tokens: int) -> Reservation:
-        prices = ticket.prices
-        hold = cost_micros(
-            prompt_tokens, completion_tokens, prices.input_per_million, prices.output_per_million
-        )
-        return await self._tenancy.budget.reserve(ticket.project_id, hold)
-
-    async def _admit_and_start(
-        self, ticket: Ticket, principal: Principal | None, prepared: Prepared, caller: str, lane: Lane
-    ) -> Generation:
-        """Rate limits, then the budget hold and the slots *at once*: the hold's database write
-        (measured at 5-15 ms on SQLite) runs while the request waits for its slots and the
-        engine starts on the prompt (the generation's first event is fetched from the moment
-        it starts). No event is read before the hold is confirmed; a refused hold closes the
-        engine stream and raises its error with nothing held and no row, as if it had been
-        decided first. Once the hold is placed the request is admitted: a slot refusal, or the
-        client leaving meanwhile, settles with a row, exactly as when the two ran in turn."""
-        await self._limit(ticket, principal, prepared.prompt_tokens + prepared.worst_case_completion_tokens)
-        reserving = asyncio.ensure_future(
-            self._reserve(ticket, prepared.prompt_tokens, prepared.worst_case_completion_tokens)
-        )
-        starting = asyncio.ensure_future(self._slots(prepared, caller, lane))
-        interrupted: BaseException | None = None
-        try:
-            await asyncio.wait((reserving, starting), return_when=asyncio.FIRST_EXCEPTION)
-        except BaseException as exc:  # the client left (cancelled) while waiting
-            interrupted = exc
-        refused = reserving.done() and reserving.exception() is not None
-        if interrupted is not None or refused:
-            await _discard(starting)  # no slot is wanted any more
-        # the hold decides, whatever happened to the slots: wait for its outcome
-        await asyncio.wait([reserving])
-        error = reserving.exception()
-        if error is not None:
-            await _discard(starting)
-            await self._unlimit(ticket)
-            raise interrupted or error
-        ticket.reservation = reserving.result()
-        ticket.request_id = prepared.request_id
-        if interrupted is not None:
-            raise interrupted
-        await asyncio.wait([starting])
-        generation, queue_s = starting.result()
-        self._observer.started(
-            ticket.name, ticket.project_id, queue_s=queue_s, cold_start_s=prepared.cold_start_s
-        )
-        return generation
-
-    async def _slots(self, prepared: Prepared, caller: str, lane: Lane) -> tuple[Generation, float]:
-        """Take the slots and start the engine; with the seconds spent waiting for the slots."""
-        queued = self._clock()
-        generation = await self._generation.start(prepared, caller, lane)
-        return generation, self._clock() - queued
-
     async def _start(
         self,
         ticket: Ticket,
@@ -348,7 +270,7 @@ class PolicyPipeline:
     ) -> Generation:
         """Admit and start, then wrap the events in the output filter and the settling observer."""
         try:
-            generation = await self._admit_and_start(ticket, principal, prepared, caller, lane)
+            generation = await self._admission.admit_and_start(ticket, principal, prepared, caller, lane)
         except BaseException as exc:
             prepared.close()
             await self._settler.failure(ticket, exc)
@@ -406,13 +328,3 @@ class PolicyPipeline:
             with contextlib.suppress(Exception):
                 await aclose(events)
             await self._settler.settle(ticket, generation, status, code)
-
-
-async def _discard(starting: asyncio.Future[tuple[Generation, float]]) -> None:
-    """Stop a slot wait, or close the generation it already started (its slots and engine
-    stream are freed; nothing was settled on it yet). Idempotent."""
-    if not starting.done():
-        starting.cancel()
-    await asyncio.wait([starting])
-    if not starting.cancelled() and starting.exception() is None:
-        await starting.result()[0].aclose()

@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import cProfile
 import datetime as dt
 import io
 import json
-import multiprocessing
 import os
 import pstats
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -236,9 +235,26 @@ def client_requests(
 
 
 def in_child(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` in a fresh process and return its result."""
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+    """Run ``fn(*args)`` (a function of this module, JSON in and out) in a fresh process."""
+    spec = json.dumps({"fn": fn.__name__, "args": args})
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", spec],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the client process failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def child_main(spec: str) -> int:
+    call = json.loads(spec)
+    fn = {"client_requests": client_requests, "direct_baseline": direct_baseline}[call["fn"]]
+    print(json.dumps(fn(*call["args"])))
+    return 0
 
 
 def _ms(values: list[float]) -> dict[str, float | None]:
@@ -408,6 +424,8 @@ async def serve_and_measure(args: argparse.Namespace, data_dir: Path) -> dict[st
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        return child_main(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=40, help="measured requests (sequential)")
     ap.add_argument("--warmup", type=int, default=5, help="unmeasured requests first")

@@ -182,6 +182,13 @@ async def run(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "cache_ram_mib": args.cache_ram_mib,
             "kv_unified_inprocess": args.kv_unified,
+            "alize_policies": (
+                "as configured on the server given with --alize-url"
+                if args.alize_url
+                else "api key + key and project rate limits + monthly budget + prices + metering"
+                if args.policies
+                else "open mode (no keys, limits or budget; metering on)"
+            ),
             "eog_token_ids": eog,
             "prompts": list(PROMPTS),
             "system_prompt": SYSTEM_PROMPT,
@@ -251,6 +258,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--alize-model", default=PACKAGED_MODEL_ID, help="model id sent to Alizé")
     ap.add_argument("--alize-api-key", help="Bearer token for Alizé (default: $ALIZE_BENCH_API_KEY)")
+    ap.add_argument(
+        "--policies",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the Alizé the bench starts serves with an API key, key and project rate limits, a "
+        "monthly budget and prices (metering is always on); --no-policies: open mode",
+    )
     ap.add_argument("--llcpp-python", help="a python that already has llama-cpp-python[server]")
     ap.add_argument("--llcpp-spec", default="llama-cpp-python", help="pip requirement to build")
     ap.add_argument("--llcpp-cmake-args", default="-DGGML_NATIVE=ON", help="CMAKE_ARGS for the wheel build")

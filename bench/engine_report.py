@@ -41,6 +41,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['date']}.",
         f"Versions: xllamacpp {v.get('xllamacpp')}, llama-cpp-python {v.get('llama-cpp-python')}, "
         f"alize {v.get('alize')}.",
+        f"Alizé served with: {cfg.get('alize_policies', 'not recorded (before 2026-12-01)')}.",
         "",
         "**Aggregate output tokens/s** (higher is better)",
         "",

@@ -20,7 +20,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -217,8 +217,11 @@ class AlizeSystem(HttpSystem):
                     "ALIZE_ENGINE__CACHE_RAM_MIB": str(self.args.cache_ram_mib),
                 }
             )
+            admin_key = None
+            if self.args.policies:
+                admin_key = env["ALIZE_ADMIN_KEY"] = f"bench-admin-{uuid.uuid4().hex}"
             cmd = self.command(port)
-            alize_env = {k: v for k, v in env.items() if k.startswith("ALIZE_")}
+            alize_env = {k: v for k, v in env.items() if k.startswith("ALIZE_") and k != "ALIZE_ADMIN_KEY"}
             self.info.update({"command": shlex.join(cmd), "env": alize_env, "started_by_bench": True})
             self.server = ManagedServer("alize", cmd, env, LOG_DIR / "alize.log")
             log(f"alize: starting {shlex.join(cmd)}")
@@ -228,8 +231,53 @@ class AlizeSystem(HttpSystem):
             )
             self.info["ready_after_s"] = round(waited, 2)
             log(f"alize: ready after {waited:.1f}s")
+            if admin_key is not None:
+                self.api_key = await self.switch_policies_on(admin_key)
+        self.info["policies"] = self.policies if self.args.policies and not self.args.alize_url else None
         self.open_client()
         await self.probe_eos_modes(["ignore_eos", "logit_bias", "none"])
+
+    #: what a bench-started Alizé serves under with ``--policies`` (the default): an API key, rate
+    #: limits on the key and its project, a monthly budget, prices, and metering (always on)
+    policies: ClassVar[dict[str, Any]] = {
+        "api_key": True,
+        "key_limits": {"rpm": 100_000, "tpm": 1_000_000_000, "concurrency": 1_000},
+        "project_limits": {"rpm": 100_000, "tpm": 1_000_000_000, "concurrency": 1_000},
+        "monthly_budget_micros": 10**12,
+        "prices_per_million": {"input": 100_000, "output": 200_000},
+        "metering": "one usage row per request (always on)",
+    }
+
+    async def switch_policies_on(self, admin_key: str) -> str:
+        """A project with a budget and limits, a key with limits, prices on the model: every
+        request is then authenticated, limited, held against the budget, charged and metered."""
+        p = self.policies
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=60) as admin:
+
+            async def call(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+                r = await admin.request(method, f"/admin/api{path}", json=body)
+                if r.status_code >= 300:
+                    raise RuntimeError(f"{method} {path}: HTTP {r.status_code}: {r.text[:300]}")
+                result: dict[str, Any] = r.json()
+                return result
+
+            project = await call(
+                "POST",
+                "/projects",
+                {"name": "bench", "monthly_budget_micros": p["monthly_budget_micros"], **p["project_limits"]},
+            )
+            key = await call(
+                "POST", "/keys", {"name": "bench", "project_id": project["id"], **p["key_limits"]}
+            )
+            prices = p["prices_per_million"]
+            await call(
+                "PATCH",
+                f"/models/{self.model}",
+                {"price_input_per_million": prices["input"], "price_output_per_million": prices["output"]},
+            )
+        log("alize: API key, key and project limits, budget and prices on")
+        return str(key["key"])
 
 
 class LlcppSystem(HttpSystem):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,72 @@ async def test_cache_serves_repeat_verifications_until_its_ttl(
     tick[0] = 6
     await auth.authenticate(created.plaintext)
     assert calls == 2
+
+
+@pytest.mark.asyncio
+async def test_a_key_in_steady_use_is_verified_again_ahead_of_its_ttl(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past half its TTL a cached key is verified again in the background: the request that
+    triggers it is served from the cache, and later ones never wait for the database."""
+    tick = [0.0]
+    keys, auth = _keys(db, cache_ttl_s=5, monotonic=lambda: tick[0])
+    created = await keys.create(await _project(db), "a")
+    calls = 0
+    verify = auth._verify
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await verify(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth, "_verify", counting)
+    await auth.authenticate(created.plaintext)
+    tick[0] = 3  # past half of the TTL
+    await auth.authenticate(created.plaintext)
+    await auth.refreshed()
+    assert calls == 2
+    tick[0] = 5.2  # past the first entry's TTL (5), in the first half of the refreshed one's (8)
+    await auth.authenticate(created.plaintext)
+    await auth.refreshed()
+    assert calls == 2
+
+
+@pytest.mark.asyncio
+async def test_a_refresh_never_outlives_a_revoke(db: Database) -> None:
+    """A key revoked elsewhere (another process: no forget here) is dropped by the refresh; one
+    revoked here while a refresh runs is not stored back by it."""
+    tick = [0.0]
+    keys, auth = _keys(db, cache_ttl_s=5, monotonic=lambda: tick[0])
+    elsewhere = KeyService(db, KeyHasher(PEPPER))  # another process's service: no on_revoke
+    created = await keys.create(await _project(db), "a")
+    await auth.authenticate(created.plaintext)
+    await elsewhere.revoke(created.info.id)
+    tick[0] = 3
+    await auth.authenticate(created.plaintext)  # still cached: within the TTL, as before
+    await auth.refreshed()
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await auth.authenticate(created.plaintext)
+    other = await keys.create(await _project(db, "p2"), "b")
+    await auth.authenticate(other.plaintext)
+    verify, read, revoked = auth._verify, asyncio.Event(), asyncio.Event()
+
+    async def read_then_wait(*args: Any, **kwargs: Any) -> Any:
+        found = await verify(*args, **kwargs)  # the key as it was before the revoke...
+        read.set()
+        await revoked.wait()  # ...returned after it
+        return found
+
+    auth._verify = read_then_wait  # type: ignore[method-assign]
+    tick[0] = 6
+    await auth.authenticate(other.plaintext)  # a refresh starts
+    await read.wait()
+    await keys.revoke(other.info.id)
+    revoked.set()
+    await auth.refreshed()
+    auth._verify = verify  # type: ignore[method-assign]
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await auth.authenticate(other.plaintext)
 
 
 @pytest.mark.asyncio

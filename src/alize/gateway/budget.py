@@ -125,20 +125,25 @@ class BudgetService:
         return Reservation(reservation.id, project_id, period, amount_micros)
 
     async def _close(self, reservation_id: str, state: str, actual_micros: int) -> bool:
-        now = self._clock()
         async with self._db.transaction() as session:
-            repo = BudgetRepository(session)
-            closed = await repo.close_reservation(reservation_id, state, actual_micros, now)
-            if closed is None:
-                return False
-            await repo.apply(
-                closed.project_id,
-                closed.period,
-                reserved_delta=-closed.amount_micros,
-                spent_delta=actual_micros,
-                now=now,
-            )
-            return True
+            return await self._close_in(session, reservation_id, state, actual_micros)
+
+    async def _close_in(
+        self, session: AsyncSession, reservation_id: str, state: str, actual_micros: int
+    ) -> bool:
+        now = self._clock()
+        repo = BudgetRepository(session)
+        closed = await repo.close_reservation(reservation_id, state, actual_micros, now)
+        if closed is None:
+            return False
+        await repo.apply(
+            closed.project_id,
+            closed.period,
+            reserved_delta=-closed.amount_micros,
+            spent_delta=actual_micros,
+            now=now,
+        )
+        return True
 
     async def settle(self, reservation: Reservation, actual_micros: int) -> bool:
         """Replace the hold by the actual cost (may exceed the hold). ``False`` if already closed."""
@@ -149,6 +154,18 @@ class BudgetService:
     async def release(self, reservation: Reservation) -> bool:
         """Drop the hold without charging. ``False`` if already closed."""
         return await self._close(reservation.id, "released", 0)
+
+    async def close_in(
+        self, session: AsyncSession, reservation: Reservation, actual_micros: int | None
+    ) -> bool:
+        """:meth:`settle` (``actual_micros``) or :meth:`release` (``None``) inside the caller's
+        transaction: the pipeline charges a request in the transaction that writes its ledger
+        row, so the row and the charge commit together (one commit where there were two)."""
+        if actual_micros is None:
+            return await self._close_in(session, reservation.id, "released", 0)
+        if actual_micros < 0:
+            raise ValueError("a cost cannot be negative")
+        return await self._close_in(session, reservation.id, "settled", actual_micros)
 
     async def release_stale(self, older_than: timedelta) -> int:
         """Release holds older than ``older_than`` (left by a crashed worker); returns how many."""

@@ -36,7 +36,7 @@ from alize.gateway.calls import ChatCall, TextCall, check_call, settle_max_token
 from alize.gateway.choices import ChoiceEvent, choice_stream, merge, nth_request
 from alize.gateway.tools import ToolPlan, plan_tools
 from alize.safety.policy import FilterReport
-from alize.streams import aclose
+from alize.streams import Prefetched, aclose
 
 
 @dataclass(slots=True)
@@ -251,7 +251,14 @@ class GenerationService:
             model=prepared.deployment.spec.model_id,
             route=prepared.route,
         )
-        generation.events = self._events(prepared, leases, generation, caller, lane)
+        current = [_Streams(prepared, leases, generation)]
+
+        async def close_current() -> None:
+            await current[0].aclose()
+
+        # closing the generation frees the slots and the engine streams even if never iterated
+        generation.on_close.append(close_current)
+        generation.events = self._events(prepared, current, generation, caller, lane)
         return generation
 
     async def _slots(self, prepared: Prepared, caller: str, lane: Lane) -> tuple[Prepared, list[SlotLease]]:
@@ -275,17 +282,18 @@ class GenerationService:
     async def _events(
         self,
         prepared: Prepared,
-        leases: list[SlotLease],
+        current: list[_Streams],
         generation: Generation,
         caller: str,
         lane: Lane,
     ) -> AsyncIterator[ChoiceEvent]:
-        """The events of the deployment that serves; one whose first event is a failure that
-        allows it gives way to the next fallback (nothing has reached the client yet)."""
+        """The events of the deployment that serves (``current[0]``, already fetching its first
+        event); one whose first event is a failure that allows it gives way to the next fallback
+        (nothing has reached the client yet)."""
         while True:
             generation.route.served_by = prepared.deployment.name
             generation.model = prepared.deployment.spec.model_id
-            stream = _stream(prepared, leases, generation)
+            stream = current[0].events()
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -295,6 +303,7 @@ class GenerationService:
                 prepared = await self._fall_back(prepared, exc)
                 prepared, leases = await self._slots(prepared, caller, lane)
                 generation.prompt_tokens = prepared.prompt_tokens
+                current[0] = _Streams(prepared, leases, generation)
                 continue
             try:
                 yield first
@@ -309,6 +318,50 @@ def _tell(exc: BaseException, route: Route) -> None:
     """A request that fails after retries or fallbacks says so in its error's headers."""
     if isinstance(exc, AlizeError):
         exc.headers.update(route.headers())
+
+
+class _Streams:
+    """The ``n`` engine sequences of a started generation, their first event already being
+    fetched (:class:`~alize.streams.Prefetched`: the engine starts on the prompt now, while the
+    caller finishes admission), and everything they hold, released exactly once."""
+
+    def __init__(self, prepared: Prepared, leases: list[SlotLease], generation: Generation) -> None:
+        deployment, request, n = prepared.deployment, prepared.request, prepared.n
+        self._deployment = deployment
+        self._leases = leases
+        self._generation = generation
+        self._sources: list[AsyncGenerator[ChoiceEvent, None]] = [
+            choice_stream(
+                deployment.engine, nth_request(request, i, n), i, prepared.plan, leases[i], generation.stopped
+            )
+            for i in range(n)
+        ]
+        self._merged = Prefetched(self._sources[0] if n == 1 else merge(self._sources))
+        self._closed = False
+
+    async def events(self) -> AsyncGenerator[ChoiceEvent, None]:
+        generation = self._generation
+        try:
+            async for event in self._merged:
+                if generation.first_token_at is None and (event.delta.text or event.delta.tool_calls):
+                    generation.first_token_at = time.perf_counter()
+                generation.account(event)
+                yield event
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._merged.aclose()  # stops the pumps of a merge before their sources close
+            for source in self._sources:
+                await source.aclose()
+        finally:
+            for lease in self._leases:
+                lease.release()
+            self._deployment.last_used = time.monotonic()
 
 
 def _text_request(call: TextCall, info: EngineInfo) -> GenerationRequest:
@@ -327,29 +380,3 @@ def _request_id() -> str:
 async def _empty() -> AsyncIterator[ChoiceEvent]:
     return
     yield  # pragma: no cover
-
-
-async def _stream(
-    prepared: Prepared, leases: list[SlotLease], generation: Generation
-) -> AsyncGenerator[ChoiceEvent, None]:
-    deployment, request, n = prepared.deployment, prepared.request, prepared.n
-    sources: list[AsyncGenerator[ChoiceEvent, None]] = [
-        choice_stream(
-            deployment.engine, nth_request(request, i, n), i, prepared.plan, leases[i], generation.stopped
-        )
-        for i in range(n)
-    ]
-    merged = sources[0] if n == 1 else merge(sources)
-    try:
-        async for event in merged:
-            if generation.first_token_at is None and (event.delta.text or event.delta.tool_calls):
-                generation.first_token_at = time.perf_counter()
-            generation.account(event)
-            yield event
-    finally:
-        await merged.aclose()  # stops the pumps of a merge before their sources close
-        for source in sources:
-            await source.aclose()
-        for lease in leases:
-            lease.release()
-        deployment.last_used = time.monotonic()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from alize.store.database import Database
 from alize.store.ids import utc_now
@@ -114,8 +116,15 @@ class MeteringService:
         self._db = db
         self._clock = clock
 
-    async def record(self, usage: UsageRecord) -> bool:
-        """Write the request's ledger row; ``False`` (and no change) if its id is already there."""
+    async def record(
+        self,
+        usage: UsageRecord,
+        *,
+        then: Callable[[AsyncSession, bool], Awaitable[object]] | None = None,
+    ) -> bool:
+        """Write the request's ledger row; ``False`` (and no change) if its id is already there.
+        ``then(session, new)`` runs in the same transaction (the pipeline charges the budget
+        there, so the row and its charge commit together or not at all)."""
         counts = (
             usage.prompt_tokens,
             usage.completion_tokens,
@@ -148,7 +157,10 @@ class MeteringService:
             "retries": usage.retries,
         }
         async with self._db.transaction() as session:
-            return await UsageRepository(session).insert_once(values)
+            new = await UsageRepository(session).insert_once(values)
+            if then is not None:
+                await then(session, new)
+            return new
 
     async def purge_before(self, before: datetime) -> int:
         """Retention of the request log: delete ledger rows older than ``before``."""

@@ -12,7 +12,9 @@ Every request goes down the same straight path, each step failing with a typed e
 4. **admit**: rate limits on the key and its project (429 with ``Retry-After``), then the budget
    holds the worst case, ``prompt + n * max_tokens`` at the deployment's prices (429
    ``insufficient_quota``);
-5. **start**: wait for a slot (503 ``queue_full``) and generate;
+5. **start**: wait for a slot (503 ``queue_full``) and generate; the hold's database write runs
+   while the request waits for its slot and the engine starts on the prompt, and no event is
+   read before it is confirmed (:mod:`alize.gateway.admitting`);
 6. **filter and observe**: the output filter, if the deployment has one
    (:mod:`alize.gateway.output_filter`), inside the observer that settles when the stream ends.
 
@@ -27,11 +29,11 @@ Settling happens exactly once per admitted request, whichever way it ends (finis
 error, content filter, client gone, never iterated): the rate-limit lease is released with the
 actual tokens, the budget hold is replaced by the actual cost, and ``MeteringService.record``
 writes the row keyed by the request id (an idempotent insert, so even a second path could not
-add a second row). Settling is shielded from cancellation, so a disconnect cannot lose it.
-Requests refused before admission (401/403/404/400/429) leave no row. The row is written
-before the budget is charged, and the budget is charged only when the row is new: a request id
-seen twice (a batch line run again after its worker died between the two writes) is never
-billed twice.
+add a second row) in the transaction that charges the budget. Settling is shielded from
+cancellation, so a disconnect cannot lose it, and done before the stream's final chunk.
+Requests refused before admission (401/403/404/400/429) leave no row. The budget is charged
+only when the row is new: a request id seen twice (a batch line run again after its worker
+died) is never billed twice.
 A batch line (``line=``, :class:`~alize.gateway.tickets.BatchLine`) goes down the same path.
 """
 
@@ -50,8 +52,8 @@ from alize.deployments.manager import DeploymentManager
 from alize.deployments.specs import Prices
 from alize.domain import FinishReason, Usage
 from alize.errors import AlizeError, ContentFilterError, ContentFilterUnavailableError
+from alize.gateway.admitting import Admission
 from alize.gateway.auth import Principal, authorize_deployment
-from alize.gateway.budget import cost_micros
 from alize.gateway.calls import ChatCall, TextCall
 from alize.gateway.choices import ChoiceEvent
 from alize.gateway.embeddings import EmbeddingResult, EmbeddingsService
@@ -101,6 +103,7 @@ class PolicyPipeline:
         self._clock = clock
         self._observer = Guarded(observer or NullObserver())
         self._settler = Settler(tenancy, self._observer, clock)
+        self._admission = Admission(generation, tenancy, self._observer, clock)
 
     async def chat(
         self,
@@ -168,7 +171,7 @@ class PolicyPipeline:
             served(ticket), inputs, dimensions=dimensions, request_id=line_request_id(line)
         )
         try:
-            await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
+            await self._admission.admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
             result = await self._embeddings.embed(prepared, caller, lane_of(line))
         except BaseException as exc:
             prepared.close()
@@ -200,7 +203,7 @@ class PolicyPipeline:
         tokens = -(-chars // 4)
         request_id = line.request_id if line is not None else "modr-" + uuid.uuid4().hex
         try:
-            await self._admit(ticket, principal, request_id, tokens, 0)
+            await self._admission.admit(ticket, principal, request_id, tokens, 0)
             result = await classify()
         except BaseException as exc:
             await self._settler.failure(ticket, exc)
@@ -256,32 +259,6 @@ class PolicyPipeline:
             self._observer.settled(Settled(record, label(ticket), now - ticket.started, filtered_at="input"))
             raise
 
-    async def _admit(
-        self,
-        ticket: Ticket,
-        principal: Principal | None,
-        request_id: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-    ) -> None:
-        """Rate limits, then the budget hold of the worst case; either refusal leaves nothing held."""
-        prices = ticket.prices
-        if principal is not None:
-            ticket.lease = await self._tenancy.limiter.acquire(
-                principal.rate_limit_subjects(), tokens=prompt_tokens + completion_tokens
-            )
-        try:
-            hold = cost_micros(
-                prompt_tokens, completion_tokens, prices.input_per_million, prices.output_per_million
-            )
-            ticket.reservation = await self._tenancy.budget.reserve(ticket.project_id, hold)
-        except BaseException:
-            if ticket.lease is not None:
-                await ticket.lease.release(0)
-                ticket.lease = None
-            raise
-        ticket.request_id = request_id
-
     async def _start(
         self,
         ticket: Ticket,
@@ -291,19 +268,10 @@ class PolicyPipeline:
         prompt_filter: FilterReport | None,
         lane: Lane = "interactive",
     ) -> Generation:
-        """Admit, start, then wrap the events in the output filter and the settling observer."""
-        completion = prepared.worst_case_completion_tokens
+        """Admit and start, then wrap the events in the output filter and the settling observer."""
         ticket.route = prepared.route
         try:
-            await self._admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, completion)
-            queued = self._clock()
-            generation = await self._generation.start(prepared, caller, lane)
-            self._observer.started(
-                ticket.name,
-                ticket.project_id,
-                queue_s=self._clock() - queued,
-                cold_start_s=prepared.cold_start_s,
-            )
+            generation = await self._admission.admit_and_start(ticket, principal, prepared, caller, lane)
         except BaseException as exc:
             prepared.close()
             await self._settler.failure(ticket, exc)

@@ -116,6 +116,7 @@ class Tenancy:
         )
 
     async def aclose(self) -> None:
+        await self.auth.refreshed()
         await self.limiter.aclose()
 
     async def keys_exist(self) -> bool:

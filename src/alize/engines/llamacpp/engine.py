@@ -271,16 +271,25 @@ class LlamaCppEngine(Engine):
         return len(result.get("tokens") or [])
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """The exact prompt size, in one round trip to the worker: a chat is templated and
+        tokenised by ``/v1/chat/completions/input_tokens`` from the very body the generation will
+        send (tools, ``response_format`` and ``lora`` included), where ``/apply-template`` then
+        ``/tokenize`` took two; a FIM prompt's two parts are tokenised at once."""
         if request.messages:
             body = chat_body(request)
-            templated = await self._post(
-                "/apply-template", {k: body[k] for k in ("messages", "tools") if k in body}
-            )
-            return await self._tokenize(str(templated.get("prompt", "")), add_special=True)
+            lora = self._lora_scales(request.adapter)
+            if lora is not None:
+                body["lora"] = lora
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+            counted = await self._post("/v1/chat/completions/input_tokens", body)
+            return int(counted["input_tokens"])
         if request.fim is not None:
             self._prompt_for(request)  # raises for models without FIM tokens
-            prefix = await self._tokenize(request.fim.prefix, add_special=False)
-            suffix = await self._tokenize(request.fim.suffix, add_special=False)
+            prefix, suffix = await asyncio.gather(
+                self._tokenize(request.fim.prefix, add_special=False),
+                self._tokenize(request.fim.suffix, add_special=False),
+            )
             return prefix + suffix + 3
         return await self._tokenize(request.prompt or "", add_special=True)
 

@@ -90,7 +90,11 @@ class SafetySettings(_Group):
         "alize", description="Content classifier: a name in the `alize.moderators` entry-point group."
     )
     weights_path: Path | None = Field(
-        None, description="Classifier weights (.npz); empty = the weights shipped in the package."
+        None,
+        description=(
+            "Classifier weights: for `alize`, a directory with the English stage's model.onnx, "
+            "meta.json and tokenizer.json; for `alize-ngram`, an .npz. Empty = the shipped ones."
+        ),
     )
     timeout_s: float = Field(
         2.0,
@@ -113,8 +117,15 @@ class SafetySettings(_Group):
         le=10**12,
         description=(
             "Price of a moderation call, in micro-units per million input tokens (estimated as "
-            "characters / 4), for every moderation model; 0 = free. Calls are rate-limited and "
-            "metered either way."
+            "characters / 4), for every moderation model not in `model_prices`; 0 = free. Calls "
+            "are rate-limited and metered either way."
+        ),
+    )
+    model_prices: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            'Price per million input tokens by moderation model name, e.g. {"omni-moderation-latest": '
+            "2000}; a model not named costs `price_per_million`."
         ),
     )
 

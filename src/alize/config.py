@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # the deployment schema is part of the settings (ALIZE_DEPLOYMENTS); it has its own module
@@ -83,6 +83,11 @@ class LimitSettings(_Group):
     )
 
 
+def _no_model_prices() -> dict[str, NonNegativeInt]:
+    """none: every model costs price_per_million"""
+    return {}
+
+
 class SafetySettings(_Group):
     """The content classifier behind `/v1/moderations` and the deployments' content filters."""
 
@@ -121,8 +126,8 @@ class SafetySettings(_Group):
             "are rate-limited and metered either way."
         ),
     )
-    model_prices: dict[str, int] = Field(
-        default_factory=dict,
+    model_prices: dict[str, NonNegativeInt] = Field(
+        default_factory=_no_model_prices,
         description=(
             'Price per million input tokens by moderation model name, e.g. {"omni-moderation-latest": '
             "2000}; a model not named costs `price_per_million`."

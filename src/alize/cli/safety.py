@@ -117,9 +117,8 @@ def show(
         if direction is None:
             typer.echo(f"  {label}: not filtered")
             continue
-        typer.echo(
-            f"  {label}: preset={direction.preset}, pii={direction.pii}, on classifier error: {direction.on_error}"
-        )
+        settings = f"preset={direction.preset}, pii={direction.pii}"
+        typer.echo(f"  {label}: {settings}, on classifier error: {direction.on_error}")
         for category in RULE_CATEGORIES:
             rule = direction.rule(category)
             typer.echo(f"    {category:32} {rule.action:9} at {rule.threshold:.2f}")

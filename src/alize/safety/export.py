@@ -1,9 +1,10 @@
 """Train the shipped MiniLM on everything, export it to int8 ONNX, write its metadata (training only).
 
-Called by ``python -m alize.safety.finetune final`` after ``cv`` and
-``python -m alize.safety.finetune_select``:
+``python -m alize.safety.finetune final`` trains on the whole training corpus and keeps the
+weights after each evaluated epoch; ``python -m alize.safety.finetune export`` (after ``cv`` and
+``python -m alize.safety.finetune_select``) then, for the chosen epoch:
 
-1. trains on the whole training corpus for the chosen number of epochs;
+1. loads those weights;
 2. exports the float32 model to ONNX (TorchScript exporter, opset 17, dynamic batch and length);
 3. fuses attention, layer norms and GELUs with onnxruntime's transformer optimizer;
 4. quantises the weights of every matrix product to int8 (``quantize_dynamic``, per channel,
@@ -79,18 +80,31 @@ def optimise_and_quantise(fp32: Path, out: Path) -> None:
     )
 
 
-def export_final(corpus: Corpus, cache: Path, data: Path, epochs: int | None, log: Any) -> None:
+def train_final(corpus: Corpus, cache: Path, config: Config, log: Any) -> None:
+    """Train on every row with the schedule cross-validation used; save the weights after each
+    epoch it evaluated (``final_e{N}.pt``), so the chosen one is exported without training again."""
+    print(f"final model: {config.epochs} epochs on {len(corpus.texts)} rows", file=log, flush=True)
+    started = time.perf_counter()
+
+    def save(epoch: int, model: Net) -> None:
+        torch.save(model.state_dict(), cache / f"final_e{epoch}.pt")
+        (cache / f"final_e{epoch}.json").write_text(
+            json.dumps({"rows": len(corpus.texts), "seconds": round(time.perf_counter() - started)}),
+            encoding="utf-8",
+        )
+
+    fit(corpus, np.arange(len(corpus.texts), dtype=np.int64), config, log, save)
+
+
+def export_final(cache: Path, data: Path, epochs: int | None, log: Any) -> None:
+    """Export the final model of the chosen epoch (``selection.json``) with its thresholds."""
     selection = json.loads((cache / "selection.json").read_text(encoding="utf-8"))
     epochs = epochs or int(selection["epochs"])
-    print(f"final model: {epochs} epochs on {len(corpus.texts)} rows", file=log, flush=True)
-    started = time.perf_counter()
-    model = fit(
-        corpus, np.arange(len(corpus.texts), dtype=np.int64), Config(epochs=epochs, eval_epochs=()), log
-    )
-    torch.save(model.state_dict(), cache / "final.pt")
-    write_shipped(
-        model, selection, epochs, len(corpus.texts), round(time.perf_counter() - started), cache, data, log
-    )
+    model = Net(minilm_package_dir(), len(HEADS), Config().dropout)
+    model.load_state_dict(torch.load(cache / f"final_e{epochs}.pt"))
+    model.eval()
+    run = json.loads((cache / f"final_e{epochs}.json").read_text(encoding="utf-8"))
+    write_shipped(model, selection, epochs, int(run["rows"]), int(run["seconds"]), cache, data, log)
 
 
 def write_shipped(
@@ -110,19 +124,7 @@ def write_shipped(
     target.mkdir(parents=True, exist_ok=True)
     optimise_and_quantise(fp32, target / "model.onnx")
     shutil.copyfile(minilm_package_dir() / "tokenizer.json", target / "tokenizer.json")
-    meta = {
-        "heads": list(HEADS),
-        "max_tokens": MAX_TOKENS,
-        "thresholds": selection["thresholds"],
-        "gated": selection["gated"],
-        "epochs": epochs,
-        "cv_flagged": selection["cv_flagged"],
-        "presets": selection["presets"],
-        "per_head_oof": selection["per_head_oof"],
-        "trained_rows": rows,
-        "training_seconds": seconds,
-    }
-    (target / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_meta(target, selection, epochs, rows, seconds)
     dev = load_dev(data)
     texts = [r.text for r in dev]
     tokenizer = WindowTokenizer(target / "tokenizer.json", MAX_TOKENS)
@@ -137,4 +139,39 @@ def write_shipped(
         f"wrote {target} (model.onnx {size:.1f} MB); int8 vs float32 PyTorch on {len(texts)} dev rows: "
         f"max |diff| {diff.max():.4f}, p99 {np.percentile(diff, 99):.4f}, mean {diff.mean():.5f}",
         file=log,
+    )
+
+
+def write_meta(target: Path, selection: dict[str, Any], epochs: int, rows: int, seconds: int) -> None:
+    """``meta.json``: heads, window, thresholds and gating, and the figures they were chosen with."""
+    meta = {
+        "heads": list(HEADS),
+        "max_tokens": MAX_TOKENS,
+        "thresholds": selection["thresholds"],
+        "gated": selection["gated"],
+        "epochs": epochs,
+        "cv_flagged": selection["cv_flagged"],
+        "presets": selection["presets"],
+        "per_head_oof": selection["per_head_oof"],
+        "trained_rows": rows,
+        "training_seconds": seconds,
+    }
+    (target / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def export_meta(cache: Path) -> None:
+    """Rewrite only ``meta.json`` from ``selection.json`` (the exported epoch must be the chosen one)."""
+    selection = json.loads((cache / "selection.json").read_text(encoding="utf-8"))
+    target = shipped_dir()
+    shipped = json.loads((target / "meta.json").read_text(encoding="utf-8"))
+    if int(shipped["epochs"]) != int(selection["epochs"]):
+        raise SystemExit(
+            f"the shipped model has {shipped['epochs']} epochs, the selection {selection['epochs']}"
+        )
+    write_meta(
+        target,
+        selection,
+        int(shipped["epochs"]),
+        int(shipped["trained_rows"]),
+        int(shipped["training_seconds"]),
     )

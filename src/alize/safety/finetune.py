@@ -2,8 +2,10 @@
 
 Usage::
 
-    python -m alize.safety.finetune cv    [--threads 2]   # 5-fold out-of-fold predictions
-    python -m alize.safety.finetune final [--threads 2]   # train on everything, export int8 ONNX
+    python -m alize.safety.finetune cv     [--threads 2]  # 5-fold out-of-fold predictions
+    python -m alize.safety.finetune final  [--threads 2]  # train on everything (weights per epoch)
+    python -m alize.safety.finetune_select                # choose epochs, gating, thresholds
+    python -m alize.safety.finetune export               # the chosen epoch -> int8 ONNX, meta.json
 
 Data: the *training* part of the dev split (:mod:`alize.safety.dataset`; the held-out 30 % is
 never read here) plus ``data/extra.jsonl``, with the label matrix of :mod:`alize.safety.train`
@@ -14,16 +16,18 @@ window, dropout, one linear layer with a logit per head; binary cross-entropy pe
 positives weighted by ``sqrt(negatives / positives)`` (capped at 8). AdamW, linear warm-up and
 decay, a higher learning rate for the new layer. Matrix products run in bfloat16 under
 ``torch.autocast`` (the weights and the optimiser stay float32): on the AVX-512 BF16 CPU this
-was trained on, a step took 1.5 s instead of 5.6 s; predictions are made in float32. Each text
+was trained on, a step took 1.5 s instead of 5.6 s. Out-of-fold predictions are made in
+bfloat16 too (to fit the machine's time); the shipped reference scores in float32. Each text
 is trained on its first window (``MAX_TOKENS`` word pieces); out-of-fold and shipped
 predictions take the maximum over the head and tail windows (:func:`alize.safety.minilm.head_tail`).
 
 ``cv`` trains five models on four fifths each (folds stratified by "flagged for anything") and
 stores every held-out fold's predictions after each epoch in ``EVAL_EPOCHS``, so that the
 number of epochs, the thresholds and the gating are all chosen on out-of-fold predictions in
-one run (:mod:`alize.safety.finetune_select`). ``final`` trains on all of it for the chosen
-number of epochs, then :mod:`alize.safety.export` writes the int8 ONNX model, its metadata
-and the PyTorch reference scores the tests compare the ONNX model with.
+one run (:mod:`alize.safety.finetune_select`). ``final`` trains on all of it, keeping the
+weights after each of those epochs, and ``export`` (:mod:`alize.safety.export`) writes the
+chosen epoch's int8 ONNX model, its metadata and the PyTorch reference scores the tests
+compare the ONNX model with.
 """
 
 from __future__ import annotations
@@ -136,15 +140,18 @@ def pos_weights(labels: npt.NDArray[np.int8]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: Net, windows: Sequence[Sequence[int]], owners: npt.NDArray[np.int64], n: int) -> F32:
-    """(n, heads) probabilities: the maximum over each text's windows."""
+def predict(
+    model: Net, windows: Sequence[Sequence[int]], owners: npt.NDArray[np.int64], n: int, *, fast: bool = False
+) -> F32:
+    """(n, heads) probabilities: the maximum over each text's windows (``fast``: in bfloat16)."""
     model.eval()
     probs = np.zeros((len(windows), len(HEADS)), dtype=np.float32)
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
     for start in range(0, len(order), 64):
         chunk = order[start : start + 64]
         ids, mask = pad([windows[i] for i in chunk])
-        logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            logits = model(torch.from_numpy(ids), torch.from_numpy(mask)).float()
         probs[chunk] = torch.sigmoid(logits).numpy()
     out = np.zeros((n, len(HEADS)), dtype=np.float32)
     np.maximum.at(out, owners, probs)
@@ -199,7 +206,7 @@ def fit(
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         print(
             f"  epoch {epoch}: loss {total / len(rows):.4f} ({time.perf_counter() - started:.0f} s)",
             file=log,
@@ -237,7 +244,7 @@ def cross_validate(corpus: Corpus, config: Config, out: Path, log: Any) -> None:
             owners: npt.NDArray[np.int64] = owners,
             val_rows: npt.NDArray[np.int64] = val_rows,
         ) -> None:
-            probs = predict(model, windows, owners, len(corpus.texts))
+            probs = predict(model, windows, owners, len(corpus.texts), fast=True)
             oof[epoch][val_rows] = probs[val_rows]
 
         fit(corpus, train_rows, config, log, evaluate)
@@ -248,29 +255,43 @@ def cross_validate(corpus: Corpus, config: Config, out: Path, log: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("stage", choices=("cv", "final"))
+    parser.add_argument("stage", choices=("cv", "final", "export"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=None, help="final: epochs (default: the chosen one)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="cv, final: epochs of the schedule; export: the epoch shipped",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--limit", type=int, default=0, help="smoke test: use only this many rows")
+    parser.add_argument("--meta-only", action="store_true", help="export: rewrite meta.json only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.stage == "export":
+        from alize.safety.export import export_final, export_meta
+
+        if args.meta_only:
+            export_meta(args.cache)
+        else:
+            export_final(args.cache, args.data, args.epochs, sys.stdout)
+        return 0
     tokenizer = WindowTokenizer(default_model_dir() / "tokenizer.json", MAX_TOKENS)
     corpus = load_corpus(args.data, tokenizer)
     if args.limit:
         corpus = _subset(corpus, args.limit)
-    if args.stage == "cv":
-        config = Config()
-        if args.epochs:
-            kept = tuple(e for e in config.eval_epochs if e <= args.epochs) or (args.epochs,)
-            config = Config(epochs=args.epochs, eval_epochs=kept)
-        cross_validate(corpus, config, args.cache / "cv.npz", sys.stdout)
-        return 0
-    from alize.safety.export import export_final
+    config = Config()
+    if args.epochs:
+        kept = tuple(e for e in config.eval_epochs if e <= args.epochs) or (args.epochs,)
+        config = Config(epochs=args.epochs, eval_epochs=kept)
+    if args.stage == "final":
+        from alize.safety.export import train_final
 
-    export_final(corpus, args.cache, args.data, args.epochs, sys.stdout)
+        train_final(corpus, args.cache, config, sys.stdout)
+        return 0
+    cross_validate(corpus, config, args.cache / "cv.npz", sys.stdout)
     return 0
 
 

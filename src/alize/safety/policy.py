@@ -14,12 +14,12 @@ A deployment may filter its **input** (the prompt, before the model sees it) and
   fails closed; ``allow`` lets the text through; either way the response says so.
 
 Categories a policy does not name take :data:`DEFAULT_RULES`, and a rule without a threshold
-takes the threshold of the policy's ``preset``: the five harm categories block, the three advice categories (health, financial,
-law) are only annotated, since answering a health question is the assistant's job, not a
-violation. Scores are calibrated so that 0.5 is the classifier's own decision threshold
-(``balanced``, the default); ``strict`` (0.35) filters more, ``lenient`` (0.65) less. Each
-preset's false-positive rate, measured on held-out data, is in docs/safety.md and in the
-shipped model's ``meta.json``.
+takes the threshold of the policy's ``preset``: the five harm categories block, the three
+advice categories (health, financial, law) are only annotated, since answering a health
+question is the assistant's job, not a violation. Scores are calibrated so that 0.5 is the
+classifier's own decision threshold (``balanced``, the default); ``strict`` (0.35) filters
+more, ``lenient`` (0.65) less. Each preset's false-positive rate, measured on held-out data, is
+in docs/safety.md and in the shipped model's ``meta.json``.
 
 This module is pure data and logic (no I/O, no HTTP): the gateway runs the classifier and asks
 :func:`decide` what to do with its result; the API layer renders :class:`FilterReport`.

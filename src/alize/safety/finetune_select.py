@@ -97,13 +97,17 @@ def cross_fitted(labels: npt.NDArray[np.int8], probs: F32, n_dev: int, gate: boo
 
 def select(cv: Path) -> dict[str, Any]:
     data = np.load(cv)
-    labels = data["labels"].astype(np.int8)
-    n_dev = int(data["n_dev"])
+    # only the rows of the folds already done (all of them once cv has finished)
+    done = ~np.isnan(data[sorted(k for k in data.files if k.startswith("oof_e"))[-1]]).any(axis=1)
+    all_labels = data["labels"].astype(np.int8)
+    n_dev = int(done[: int(data["n_dev"])].sum())
+    order = np.concatenate([np.flatnonzero(done[: int(data["n_dev"])]), np.flatnonzero(done[int(data["n_dev"]) :]) + int(data["n_dev"])])
+    labels = all_labels[order]
     truth = (labels[:n_dev, :8] == 1).any(axis=1)
     every = np.arange(len(labels), dtype=np.int64)
     table: dict[str, Any] = {}
     for key in sorted(k for k in data.files if k.startswith("oof_e")):
-        probs = data[key].astype(np.float32)
+        probs = data[key].astype(np.float32)[order]
         if np.isnan(probs).any():
             continue
         t = thresholds_for(labels, probs, every)
@@ -122,13 +126,14 @@ def select(cv: Path) -> dict[str, Any]:
         key=lambda eg: (table[eg[0]][eg[1]]["cross_fitted"]["f1"], eg[1] == "gated"),
     )
     chosen = table[epoch]
-    probs = data[f"oof_e{epoch}"].astype(np.float32)
+    probs = data[f"oof_e{epoch}"].astype(np.float32)[order]
     t = np.array([chosen["thresholds"][h] for h in HEADS], dtype=np.float32)
     presets = {
         name: prf(truth, flagged(probs[:n_dev], t, gate == "gated", level)) | {"level": level}
         for name, level in PRESETS.items()
     }
     return {
+        "rows_with_oof": {"dev": n_dev, "all": len(order), "of": len(all_labels)},
         "epochs": int(epoch),
         "gated": [h for h in DEV_HEADS] if gate == "gated" else [],
         "thresholds": chosen["thresholds"],

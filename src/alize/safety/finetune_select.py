@@ -101,7 +101,12 @@ def select(cv: Path) -> dict[str, Any]:
     done = ~np.isnan(data[sorted(k for k in data.files if k.startswith("oof_e"))[-1]]).any(axis=1)
     all_labels = data["labels"].astype(np.int8)
     n_dev = int(done[: int(data["n_dev"])].sum())
-    order = np.concatenate([np.flatnonzero(done[: int(data["n_dev"])]), np.flatnonzero(done[int(data["n_dev"]) :]) + int(data["n_dev"])])
+    order = np.concatenate(
+        [
+            np.flatnonzero(done[: int(data["n_dev"])]),
+            np.flatnonzero(done[int(data["n_dev"]) :]) + int(data["n_dev"]),
+        ]
+    )
     labels = all_labels[order]
     truth = (labels[:n_dev, :8] == 1).any(axis=1)
     every = np.arange(len(labels), dtype=np.int64)

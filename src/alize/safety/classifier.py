@@ -1,4 +1,8 @@
-"""The learned multi-label content classifier: numpy inference over shipped weights.
+"""The previous content classifier (``alize-ngram``): numpy inference over shipped weights.
+
+Replaced as the default by :mod:`alize.safety.staged` (held-out flagged F1 0.788 against this
+one's 0.708, docs/benchmarks.md); still installed for deployments that want a 2-5 ms English
+classifier.
 
 Model (trained by :mod:`alize.safety.train`): for every head (see :mod:`alize.safety.categories`)
 two logistic regressions whose probabilities are averaged —

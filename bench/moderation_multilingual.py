@@ -2,7 +2,10 @@
 
 Usage::
 
-    python bench/moderation_multilingual.py [--weights PATH] [--output PATH]
+    python bench/moderation_multilingual.py [--ngram] [--weights PATH] [--output PATH]
+
+``--ngram`` measures the previous classifier (``alize-ngram``, an ``.npz`` for ``--weights``)
+instead of the shipped two-stage one (``--weights``: the English stage's model directory).
 
 Reads ``tests/safety/data/multilingual_probe.jsonl`` (hand-written sentences, 25 benign and 15
 harmful per language; none of them is ever used for training) and reports, per language and
@@ -29,7 +32,7 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from alize.safety.categories import HARM_CATEGORIES  # noqa: E402
-from alize.safety.moderator import create_moderator  # noqa: E402
+from alize.safety.moderator import create_moderator, create_ngram_moderator  # noqa: E402
 
 PROBE = ROOT / "tests" / "safety" / "data" / "multilingual_probe.jsonl"
 LANGS = ("fr", "de", "es", "it")
@@ -40,9 +43,10 @@ def load_probe(path: Path = PROBE) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def flagged(texts: Sequence[str], weights: Path | None = None) -> list[bool]:
+def flagged(texts: Sequence[str], weights: Path | None = None, ngram: bool = False) -> list[bool]:
     """Whether each text is flagged for one of :data:`HARM_CATEGORIES`."""
-    results = create_moderator(weights).classify(list(texts))
+    factory = create_ngram_moderator if ngram else create_moderator
+    results = factory(weights).classify(list(texts))
     return [res.harmful for res in results]
 
 
@@ -66,12 +70,13 @@ def summarise(rows: Sequence[dict[str, Any]], pred: Sequence[bool]) -> dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--weights", type=Path, default=None, help="weights file (default: the packaged one)")
+    parser.add_argument("--weights", type=Path, default=None, help="weights (default: the packaged ones)")
+    parser.add_argument("--ngram", action="store_true", help="the previous classifier (alize-ngram)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "moderation_multilingual.json")
     args = parser.parse_args(argv)
 
     rows = load_probe()
-    pred = flagged([r["text"] for r in rows], args.weights)
+    pred = flagged([r["text"] for r in rows], args.weights, args.ngram)
     table = summarise(rows, pred)
     missed = {c: 0 for c in HARM_CATEGORIES}
     for r, p in zip(rows, pred, strict=True):
@@ -79,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             missed[r["category"]] += 1
     report = {
         "probe": str(PROBE.relative_to(ROOT)),
+        "classifier": "alize-ngram" if args.ngram else "alize",
         "weights": str(args.weights) if args.weights else "packaged",
         "flagged_means_any_of": list(HARM_CATEGORIES),
         "per_language": table,

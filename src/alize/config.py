@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # the deployment schema is part of the settings (ALIZE_DEPLOYMENTS); it has its own module
@@ -83,6 +83,11 @@ class LimitSettings(_Group):
     )
 
 
+def _no_model_prices() -> dict[str, NonNegativeInt]:
+    """none: every model costs price_per_million"""
+    return {}
+
+
 class SafetySettings(_Group):
     """The content classifier behind `/v1/moderations` and the deployments' content filters."""
 
@@ -90,7 +95,11 @@ class SafetySettings(_Group):
         "alize", description="Content classifier: a name in the `alize.moderators` entry-point group."
     )
     weights_path: Path | None = Field(
-        None, description="Classifier weights (.npz); empty = the weights shipped in the package."
+        None,
+        description=(
+            "Classifier weights: for `alize`, a directory with the English stage's model.onnx, "
+            "meta.json and tokenizer.json; for `alize-ngram`, an .npz. Empty = the shipped ones."
+        ),
     )
     timeout_s: float = Field(
         2.0,
@@ -113,8 +122,15 @@ class SafetySettings(_Group):
         le=10**12,
         description=(
             "Price of a moderation call, in micro-units per million input tokens (estimated as "
-            "characters / 4), for every moderation model; 0 = free. Calls are rate-limited and "
-            "metered either way."
+            "characters / 4), for every moderation model not in `model_prices`; 0 = free. Calls "
+            "are rate-limited and metered either way."
+        ),
+    )
+    model_prices: dict[str, NonNegativeInt] = Field(
+        default_factory=_no_model_prices,
+        description=(
+            'Price per million input tokens by moderation model name, e.g. {"omni-moderation-latest": '
+            "2000}; a model not named costs `price_per_million`."
         ),
     )
 

@@ -148,3 +148,31 @@ def test_moderations_are_rate_limited_metered_and_billed_like_every_call(tmp_pat
         assert row["cost_micros"] == 500 and row["key_id"] == key.json()["id"]
         budget = c.get(f"/admin/api/projects/{project_id}", headers=admin).json()["budget"]
         assert budget["spent_micros"] == 1000 and budget["reserved_micros"] == 0
+
+
+def test_each_moderation_model_has_its_own_price(tmp_path: Path) -> None:
+    """``safety.model_prices`` names a model's price; the others cost ``price_per_million``."""
+    settings = Settings(
+        data_dir=tmp_path,
+        load_on_start=False,
+        deployments=[],
+        admin_key=ADMIN,
+        safety=SafetySettings(
+            price_per_million=1_000_000, model_prices={"mistral-moderation-latest": 3_000_000}
+        ),
+    )
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with local_client(create_app(settings, registry=EngineRegistry(load_entry_points=False))) as c:
+        project = c.post(
+            "/admin/api/projects", json={"name": "p", "monthly_budget_micros": 10**6}, headers=admin
+        )
+        key = c.post("/admin/api/keys", json={"name": "k", "project_id": project.json()["id"]}, headers=admin)
+        user = {"Authorization": f"Bearer {key.json()['key']}"}
+        text = "word " * 400  # 500 estimated tokens
+        costs = {}
+        for model in ("omni-moderation-latest", "mistral-moderation-latest"):
+            reply = c.post("/v1/moderations", json={"model": model, "input": text}, headers=user)
+            assert reply.status_code == 200, reply.text
+            row = c.get(f"/admin/api/usage/requests/{reply.headers['x-request-id']}", headers=admin).json()
+            costs[model] = row["cost_micros"]
+        assert costs == {"omni-moderation-latest": 500, "mistral-moderation-latest": 1500}

@@ -1,9 +1,10 @@
 """The shipped classifier on the multilingual probe (French, German, Spanish, Italian).
 
 ``data/multilingual_probe.jsonl`` holds 25 benign and 15 harmful hand-written sentences per
-language that are never used for training. The bounds are the figures measured when the weights
-were shipped (``bench/moderation_multilingual.py``: benign false-positive rate 0.02, harmful
-recall 0.28 overall), rounded up / down to the next 0.05, so that a regression fails here.
+language that are never used for training (nor for any choice: the multilingual stage's
+regularisation and thresholds were chosen in cross-validation on ``extra.jsonl``). The issue's
+targets are checked per language: harmful recall at least 0.6 and at most 5 % of benign texts
+flagged (``bench/moderation_multilingual.py`` prints the measured figures).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from alize.safety.categories import HARM_CATEGORIES
 from alize.safety.moderator import create_moderator
 
 PROBE = Path(__file__).parent / "data" / "multilingual_probe.jsonl"
+LANGS = ("fr", "de", "es", "it")
 MAX_BENIGN_FPR = 0.05
-MIN_HARMFUL_RECALL = 0.25
+MIN_HARMFUL_RECALL = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +46,20 @@ def test_probe_is_held_out_from_the_training_rows() -> None:
 
 
 def test_probe_is_balanced_per_language(probe: list[tuple[dict[str, Any], bool]]) -> None:
-    for lang in ("fr", "de", "es", "it"):
+    for lang in LANGS:
         rows = [r for r, _ in probe if r["lang"] == lang]
         assert sum(not r["harmful"] for r in rows) == 25
         assert sum(r["harmful"] for r in rows) == 15
         assert all((r["category"] in HARM_CATEGORIES) == r["harmful"] for r in rows)
 
 
-def test_benign_false_positive_rate(probe: list[tuple[dict[str, Any], bool]]) -> None:
-    benign = [flagged for r, flagged in probe if not r["harmful"]]
-    assert sum(benign) / len(benign) <= MAX_BENIGN_FPR
+@pytest.mark.parametrize("lang", LANGS)
+def test_benign_false_positive_rate(probe: list[tuple[dict[str, Any], bool]], lang: str) -> None:
+    benign = [flagged for r, flagged in probe if not r["harmful"] and r["lang"] == lang]
+    assert sum(benign) / len(benign) <= MAX_BENIGN_FPR, f"{sum(benign)} of {len(benign)} flagged"
 
 
-def test_harmful_recall(probe: list[tuple[dict[str, Any], bool]]) -> None:
-    harmful = [flagged for r, flagged in probe if r["harmful"]]
-    assert sum(harmful) / len(harmful) >= MIN_HARMFUL_RECALL
+@pytest.mark.parametrize("lang", LANGS)
+def test_harmful_recall(probe: list[tuple[dict[str, Any], bool]], lang: str) -> None:
+    harmful = [flagged for r, flagged in probe if r["harmful"] and r["lang"] == lang]
+    assert sum(harmful) / len(harmful) >= MIN_HARMFUL_RECALL, f"{sum(harmful)} of {len(harmful)} caught"

@@ -59,6 +59,22 @@ def test_threshold_moves_the_decision() -> None:
     assert decide(strict, scores, ()).blocked_by == ["sexual"]
 
 
+def test_a_preset_sets_the_threshold_of_every_rule_that_names_none() -> None:
+    scores = {**QUIET, "hate_and_discrimination": 0.4, "selfharm": 0.6, "health": 0.6}
+    assert decide(FilterPolicy(), scores, ()).blocked_by == ["selfharm"]
+    strict = FilterPolicy(preset="strict", categories={"sexual": CategoryRule(action="annotate")})
+    assert strict.rule("sexual") == CategoryRule(action="annotate", threshold=0.35)
+    assert decide(strict, scores, ()).blocked_by == ["hate_and_discrimination", "selfharm"]
+    lenient = FilterPolicy(preset="lenient")
+    assert not decide(lenient, scores, ()).blocked
+    assert not decide(lenient, scores, ()).categories["health"].detected
+    # a rule's own threshold wins over the preset's
+    own = FilterPolicy(preset="lenient", categories={"selfharm": CategoryRule(action="block", threshold=0.5)})
+    assert decide(own, scores, ()).blocked_by == ["selfharm"]
+    with pytest.raises(ValidationError):
+        FilterPolicy.model_validate({"preset": "paranoid"})
+
+
 @pytest.mark.parametrize(
     ("action", "detected", "filtered", "redacted"),
     [

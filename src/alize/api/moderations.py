@@ -10,7 +10,8 @@ the ``model`` the client names, the way each vendor's documentation has its clie
 
 The classifier runs in a worker thread; inputs are capped in count and size
 (``Settings.safety``). Each call goes through the policy pipeline like any other: the key's
-and project's rate limits, the project's budget at ``safety.price_per_million`` (0 by default),
+and project's rate limits, the project's budget at the model's price (``safety.model_prices``,
+else ``safety.price_per_million``; 0 by default),
 and one usage row (before, a key limited to 2 RPM made 10 calls of 2,000 words each, unmetered).
 """
 
@@ -90,8 +91,9 @@ async def _metered(
     project_id: str | None = None,
     line: BatchLine | None = None,
 ) -> Moderated[list[ModerationResult]]:
-    prices = Prices(services.settings.safety.price_per_million, 0)
+    safety = services.settings.safety
     name = model or DEFAULT_MODEL
+    prices = Prices(safety.model_prices.get(name, safety.price_per_million), 0)
     return await services.pipeline.moderate(
         name, chars, principal, lambda: _results(classify), prices, project_id=project_id, line=line
     )

@@ -5,8 +5,8 @@ the deployment: ``PATCH /admin/api/deployments/NAME`` with ``{"safety": ...}``),
 is audited and takes effect on the next request without reloading the model.
 
 ``set`` writes one direction's filter whole: categories not named keep their defaults (harm
-categories block at 0.5, health/financial/law are annotated), so the command line says
-everything that differs from the default.
+categories block, health/financial/law are annotated, at the ``--preset``'s threshold: 0.5 for
+``balanced``), so the command line says everything that differs from the default.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ class OnErrorChoice(StrEnum):
     allow = "allow"
 
 
+class PresetChoice(StrEnum):
+    strict = "strict"
+    balanced = "balanced"
+    lenient = "lenient"
+
+
 DeploymentArg = typer.Argument(help="Deployment name.")
 DirectionArg = typer.Argument(help="Which filter to write: input, output or both.")
 DirectionOffArg = typer.Argument(Direction.both, help="Which filter to remove.")
@@ -52,6 +58,11 @@ ThresholdOpt = typer.Option(
 PiiOpt = typer.Option(PiiChoice.off, "--pii", help="What detected PII does.")
 OnErrorOpt = typer.Option(
     OnErrorChoice.block, "--on-error", help="When the classifier fails: block (fail closed) or allow."
+)
+PresetOpt = typer.Option(
+    PresetChoice.balanced,
+    "--preset",
+    help="Threshold of categories given none: strict 0.35, balanced 0.5, lenient 0.65.",
 )
 WindowOpt = typer.Option(
     None, "--window", min=1, max=512, help="Check output every N tokens (the stream-cut bound)."
@@ -106,7 +117,8 @@ def show(
         if direction is None:
             typer.echo(f"  {label}: not filtered")
             continue
-        typer.echo(f"  {label}: pii={direction.pii}, on classifier error: {direction.on_error}")
+        settings = f"preset={direction.preset}, pii={direction.pii}"
+        typer.echo(f"  {label}: {settings}, on classifier error: {direction.on_error}")
         for category in RULE_CATEGORIES:
             rule = direction.rule(category)
             typer.echo(f"    {category:32} {rule.action:9} at {rule.threshold:.2f}")
@@ -122,6 +134,7 @@ def set_policy(
     threshold: list[str] = ThresholdOpt,
     pii: PiiChoice = PiiOpt,
     on_error: OnErrorChoice = OnErrorOpt,
+    preset: PresetChoice = PresetOpt,
     window: int | None = WindowOpt,
     url: str = UrlOpt,
     api_key: str | None = KeyOpt,
@@ -132,6 +145,7 @@ def set_policy(
         "categories": _rules(block, annotate, off, threshold),
         "pii": pii.value,
         "on_error": on_error.value,
+        "preset": preset.value,
     }
     for key in ("input", "output") if direction == Direction.both else (direction.value,):
         safety[key] = rule_set

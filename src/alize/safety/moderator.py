@@ -2,12 +2,14 @@
 
 ``Moderator`` is engine- and HTTP-neutral; the API layer renders its results with
 :mod:`alize.safety.render`. It is built by :func:`create_moderator`, which loads nothing: the
-classifier (weights + MiniLM embedding table, ~50 MB) is constructed on first use under a lock,
-so importing or configuring Alizé never pays for it, and concurrent first calls build it once.
+classifier (the int8 ONNX MiniLM, the multilingual encoder and the language detector) is
+constructed on first use under a lock, so importing or configuring Alizé never pays for it, and
+concurrent first calls build it once. :func:`create_ngram_moderator` builds the previous
+classifier (MiniLM's embedding layer and hashed n-grams, English only), a few times faster and
+less accurate (docs/benchmarks.md).
 
-Classification is thread-safe (the classifier holds only read-only arrays and a locked
-tokenizer) and batched: texts are scored ``batch_size`` at a time, and within a batch every
-window of every text goes through one vectorised pass.
+Classification is thread-safe (the classifiers hold read-only weights and locked tokenizers)
+and batched: texts are scored ``batch_size`` at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from alize.safety.categories import (
     HARM_CATEGORIES,
@@ -24,10 +30,24 @@ from alize.safety.categories import (
     mistral_scores,
     openai_scores,
 )
-from alize.safety.classifier import ContentClassifier
 from alize.safety.pii import PiiSpan, detect, pii_score
 
 DEFAULT_THRESHOLD = 0.5
+
+
+class Classifier(Protocol):
+    """What a moderator needs of its classifier (see :mod:`alize.safety.categories` for heads)."""
+
+    @property
+    def heads(self) -> tuple[str, ...]: ...
+
+    def scores(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Calibrated head scores, (len(texts), len(heads)); 0.5 is every head's threshold."""
+        ...
+
+    def score_dicts(self, texts: list[str]) -> list[dict[str, float]]: ...
+
+
 #: Separator between messages when a conversation is shown as one transcript (for PII offsets).
 TRANSCRIPT_SEPARATOR = "\n\n"
 
@@ -76,7 +96,7 @@ class Moderator:
 
     def __init__(
         self,
-        classifier_factory: Callable[[], ContentClassifier],
+        classifier_factory: Callable[[], Classifier],
         *,
         thresholds: Mapping[str, float] | None = None,
         openai_thresholds: Mapping[str, float] | None = None,
@@ -85,14 +105,14 @@ class Moderator:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self._factory = classifier_factory
-        self._classifier: ContentClassifier | None = None
+        self._classifier: Classifier | None = None
         self._lock = threading.Lock()
         self.thresholds = _check_thresholds(thresholds or {}, MISTRAL_CATEGORIES)
         self.openai_thresholds = _check_thresholds(openai_thresholds or {}, OPENAI_CATEGORIES)
         self.batch_size = batch_size
 
     @property
-    def classifier(self) -> ContentClassifier:
+    def classifier(self) -> Classifier:
         """The classifier, built on first access (once, even under concurrent first calls)."""
         classifier = self._classifier
         if classifier is None:
@@ -158,6 +178,23 @@ def _transcript_spans(messages: list[str]) -> list[PiiSpan]:
     return spans
 
 
+def _staged(model_dir: Path | None) -> Classifier:
+    from alize.language import LanguageGuesser
+    from alize.safety.minilm import MiniLMClassifier
+    from alize.safety.multilingual import MultilingualClassifier
+    from alize.safety.staged import StagedClassifier
+
+    return StagedClassifier(
+        MiniLMClassifier(model_dir), MultilingualClassifier(), LanguageGuesser().detect_sync
+    )
+
+
+def _ngram(weights_path: Path | None) -> Classifier:
+    from alize.safety.classifier import ContentClassifier
+
+    return ContentClassifier.from_path(weights_path)
+
+
 def create_moderator(
     weights_path: Path | None = None,
     *,
@@ -165,9 +202,29 @@ def create_moderator(
     openai_thresholds: Mapping[str, float] | None = None,
     batch_size: int = 32,
 ) -> Moderator:
-    """A moderator whose classifier (packaged weights by default) loads on first use."""
+    """The shipped moderator (:mod:`alize.safety.staged`), loaded on first use.
+
+    ``weights_path`` is a directory holding the English stage's ``model.onnx``, ``meta.json``
+    and ``tokenizer.json`` (default: the ones shipped in the package).
+    """
     return Moderator(
-        lambda: ContentClassifier.from_path(weights_path),
+        lambda: _staged(weights_path),
+        thresholds=thresholds,
+        openai_thresholds=openai_thresholds,
+        batch_size=batch_size,
+    )
+
+
+def create_ngram_moderator(
+    weights_path: Path | None = None,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    openai_thresholds: Mapping[str, float] | None = None,
+    batch_size: int = 32,
+) -> Moderator:
+    """The previous classifier (:mod:`alize.safety.classifier`, an ``.npz``), English only."""
+    return Moderator(
+        lambda: _ngram(weights_path),
         thresholds=thresholds,
         openai_thresholds=openai_thresholds,
         batch_size=batch_size,

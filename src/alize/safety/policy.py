@@ -13,11 +13,13 @@ A deployment may filter its **input** (the prompt, before the model sees it) and
 * ``on_error``: what happens when the classifier fails or times out. ``block`` (the default)
   fails closed; ``allow`` lets the text through; either way the response says so.
 
-Categories a policy does not name take :data:`DEFAULT_RULES`: the five harm categories block at
-0.5, the three advice categories (health, financial, law) are only annotated, since answering
-a health question is the assistant's job, not a violation. Scores are calibrated so that 0.5
-is the classifier's own decision threshold (:mod:`alize.safety.classifier`); a lower threshold
-filters more, a higher one less.
+Categories a policy does not name take :data:`DEFAULT_RULES`, and a rule without a threshold
+takes the threshold of the policy's ``preset``: the five harm categories block, the three
+advice categories (health, financial, law) are only annotated, since answering a health
+question is the assistant's job, not a violation. Scores are calibrated so that 0.5 is the
+classifier's own decision threshold (``balanced``, the default); ``strict`` (0.35) filters
+more, ``lenient`` (0.65) less. Each preset's false-positive rate, measured on held-out data, is
+in docs/safety.md and in the shipped model's ``meta.json``.
 
 This module is pure data and logic (no I/O, no HTTP): the gateway runs the classifier and asks
 :func:`decide` what to do with its result; the API layer renders :class:`FilterReport`.
@@ -36,6 +38,10 @@ from alize.safety.categories import HARM_CATEGORIES, MISTRAL_CATEGORIES
 Action = Literal["off", "annotate", "block"]
 PiiAction = Literal["off", "annotate", "redact", "block"]
 OnError = Literal["block", "allow"]
+Preset = Literal["strict", "balanced", "lenient"]
+
+#: the calibrated score at which a preset's categories apply (a rule's own threshold wins)
+PRESETS: Mapping[str, float] = {"strict": 0.35, "balanced": 0.5, "lenient": 0.65}
 
 #: categories a rule may name (``pii`` has its own field, since it can also redact)
 RULE_CATEGORIES: tuple[str, ...] = tuple(c for c in MISTRAL_CATEGORIES if c != "pii")
@@ -45,7 +51,9 @@ class CategoryRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: Action = Field("block", description="what a score at or over the threshold does")
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="calibrated score at which it applies")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="calibrated score at which it applies; empty = the preset's"
+    )
 
 
 DEFAULT_RULES: Mapping[str, CategoryRule] = {
@@ -61,6 +69,10 @@ class FilterPolicy(BaseModel):
     categories: dict[str, CategoryRule] = Field(
         default_factory=dict, description="rules by Mistral category; unnamed ones take the defaults"
     )
+    preset: Preset = Field(
+        "balanced",
+        description="threshold of the categories not named: strict 0.35, balanced 0.5, lenient 0.65",
+    )
     pii: PiiAction = Field("off", description="what detected PII does")
     on_error: OnError = Field("block", description="when the classifier fails: block (fail closed) or allow")
 
@@ -75,7 +87,11 @@ class FilterPolicy(BaseModel):
         return v
 
     def rule(self, category: str) -> CategoryRule:
-        return self.categories.get(category) or DEFAULT_RULES[category]
+        """The category's rule with its threshold filled in (its own, else the preset's)."""
+        rule = self.categories.get(category) or DEFAULT_RULES[category]
+        if rule.threshold is not None:
+            return rule
+        return CategoryRule(action=rule.action, threshold=PRESETS[self.preset])
 
     @property
     def redacts(self) -> bool:
@@ -166,7 +182,7 @@ def decide(policy: FilterPolicy, scores: Mapping[str, float], pii_kinds: tuple[s
     for name in RULE_CATEGORIES:
         rule = policy.rule(name)
         score = float(scores.get(name, 0.0))
-        detected = rule.action != "off" and score >= rule.threshold
+        detected = rule.action != "off" and rule.threshold is not None and score >= rule.threshold
         categories[name] = CategoryVerdict(score, detected, detected and rule.action == "block")
     found = bool(pii_kinds) and policy.pii != "off"
     pii = PiiVerdict(

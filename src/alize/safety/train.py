@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from alize.safety.calibration import GATE_HEAD
 from alize.safety.categories import DEV_HEADS, HEADS
-from alize.safety.classifier import GATE_HEAD, ClassifierWeights, default_weights_path, split_windows
+from alize.safety.classifier import ClassifierWeights, default_weights_path, split_windows
 from alize.safety.dataset import LabelledText, load_dev, split_indices
 from alize.safety.encoder import MiniLMEncoder
 from alize.safety.ngrams import ngram_buckets, sparse_tfidf

@@ -1,0 +1,185 @@
+"""The English stage: all-MiniLM-L6-v2 fine-tuned end to end, run as int8 ONNX (no torch).
+
+Model (trained by :mod:`alize.safety.finetune`): the six-layer MiniLM encoder, mean-pooled,
+under one linear layer with a logit per head (see :mod:`alize.safety.categories`), all of it
+fine-tuned on the dev set's training part plus ``data/extra.jsonl``. At training time it is
+exported to ONNX, its attention, layer norms and GELUs fused by onnxruntime's transformer
+optimizer, and its weights quantised to int8 (dynamic quantisation, ``reduce_range`` so the
+same kernels are exact on CPUs without VNNI). What ships, in ``data/minilm/``:
+
+* ``model.onnx``: the quantised graph (inputs ``input_ids`` and ``attention_mask``, int64,
+  (batch, tokens); output ``logits``, (batch, heads));
+* ``tokenizer.json``: MiniLM's word-piece tokenizer (the same file as the model package's);
+* ``meta.json``: heads, window length, per-head thresholds chosen on out-of-fold predictions,
+  which heads are gated, and the cross-validated figures the thresholds were chosen with.
+
+Long texts: the model was trained on windows of ``max_tokens`` word pieces; a longer text is
+judged on its **head and its tail** (its first and its last ``max_tokens - 2`` pieces, each a
+window of its own, scored in one batch), taking the maximum per head. A 200-word text (~260
+pieces) is then read almost whole at a fixed cost of two 128-token windows, whatever its length.
+Thresholds were chosen on exactly this function.
+
+Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The session runs with
+``intra_op_num_threads`` threads (2 by default) and sequential execution.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from alize.errors import ServiceUnavailableError
+from alize.safety.calibration import GATE_HEAD, calibrate, sigmoid
+
+F32 = npt.NDArray[np.float32]
+MODEL_DIR_NAME = "minilm"
+
+
+def default_model_dir() -> Path:
+    """``alize/safety/data/minilm`` inside the installed package."""
+    return Path(str(resources.files("alize.safety").joinpath("data", MODEL_DIR_NAME)))
+
+
+def _unavailable(message: str) -> ServiceUnavailableError:
+    return ServiceUnavailableError(message, code="moderation_unavailable")
+
+
+def head_tail(ids: Sequence[int], span: int) -> list[list[int]]:
+    """The text's pieces as windows of at most ``span``: all of it, or its head and its tail."""
+    if len(ids) <= span:
+        return [list(ids)]
+    return [list(ids[:span]), list(ids[-span:])]
+
+
+class WindowTokenizer:
+    """Texts to ``[CLS] ... [SEP]`` windows (head and tail), shared by training and inference.
+
+    The Rust tokenizer mutates state in ``encode_batch``; a lock makes it safe to share.
+    """
+
+    def __init__(self, path: Path, max_tokens: int) -> None:
+        if not 8 <= max_tokens <= 512:
+            raise ValueError(f"max_tokens out of range: {max_tokens}")
+        self.max_tokens = max_tokens
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._lock = threading.Lock()
+        cls, sep = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
+        if cls is None or sep is None:
+            raise _unavailable(f"tokenizer {path} has no [CLS]/[SEP]")
+        self.cls, self.sep = int(cls), int(sep)
+
+    def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """Token-id windows and, for each, the index of its text (every text gets one)."""
+        with self._lock:
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        windows: list[list[int]] = []
+        owners: list[int] = []
+        for index, enc in enumerate(encodings):
+            for piece in head_tail(enc.ids, self.max_tokens - 2):
+                windows.append([self.cls, *piece, self.sep])
+                owners.append(index)
+        return windows, owners
+
+
+def pad(windows: Sequence[Sequence[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(ids, attention mask), right-padded with 0 to the longest window."""
+    length = max(len(w) for w in windows)
+    ids = np.zeros((len(windows), length), dtype=np.int64)
+    mask = np.zeros((len(windows), length), dtype=np.int64)
+    for row, window in enumerate(windows):
+        ids[row, : len(window)] = window
+        mask[row, : len(window)] = 1
+    return ids, mask
+
+
+@dataclass(frozen=True)
+class MiniLMMeta:
+    heads: tuple[str, ...]
+    max_tokens: int
+    thresholds: F32
+    gated: npt.NDArray[np.bool_]
+    extra: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> MiniLMMeta:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _unavailable(f"cannot read {path}: {exc}") from exc
+        heads = tuple(str(h) for h in raw["heads"])
+        return cls(
+            heads=heads,
+            max_tokens=int(raw["max_tokens"]),
+            thresholds=np.array([raw["thresholds"][h] for h in heads], dtype=np.float32),
+            gated=np.array([h in raw["gated"] for h in heads], dtype=np.bool_),
+            extra={k: v for k, v in raw.items() if k not in ("heads", "max_tokens", "thresholds", "gated")},
+        )
+
+
+class MiniLMClassifier:
+    """Calibrated head scores from the shipped int8 ONNX MiniLM. Thread-safe; build once."""
+
+    def __init__(self, model_dir: Path | None = None, *, threads: int = 2) -> None:
+        model_dir = model_dir or default_model_dir()
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # a broken install, not a client error
+            raise _unavailable("onnxruntime is not installed (pip install onnxruntime)") from exc
+        self.meta = MiniLMMeta.load(model_dir / "meta.json")
+        self.heads = self.meta.heads
+        self.tokenizer = WindowTokenizer(model_dir / "tokenizer.json", self.meta.max_tokens)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise _unavailable(f"cannot load {model_dir / 'model.onnx'}: {exc}") from exc
+        self._gate = self.heads.index(GATE_HEAD) if GATE_HEAD in self.heads else None
+
+    def window_logits(self, windows: Sequence[Sequence[int]]) -> F32:
+        """(windows, heads) logits, one ONNX run per window.
+
+        One at a time, not padded batches: dynamic quantisation scales each activation tensor
+        by its own range, padding included, so a window's score would depend on the others in
+        its batch; alone, it does not (and no time goes into padding).
+        """
+        out = np.zeros((len(windows), len(self.heads)), dtype=np.float32)
+        for row, window in enumerate(windows):
+            ids = np.array([window], dtype=np.int64)
+            (logits,) = self._session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            out[row] = logits[0]
+        return out
+
+    def raw_probabilities(self, texts: Sequence[str]) -> F32:
+        """Uncalibrated head probabilities, the maximum over each text's head and tail windows."""
+        out = np.zeros((len(texts), len(self.heads)), dtype=np.float32)
+        if not texts:
+            return out
+        windows, owners = self.tokenizer.windows(texts)
+        np.maximum.at(out, np.array(owners, dtype=np.int64), sigmoid(self.window_logits(windows)))
+        return out
+
+    def scores(self, texts: Sequence[str]) -> F32:
+        """Calibrated head scores (0.5 = default threshold), shape (len(texts), len(heads))."""
+        return calibrate(self.raw_probabilities(texts), self.meta.thresholds, self.meta.gated, self._gate)
+
+    def score_dicts(self, texts: list[str]) -> list[dict[str, float]]:
+        return [
+            {head: float(v) for head, v in zip(self.heads, row, strict=True)} for row in self.scores(texts)
+        ]

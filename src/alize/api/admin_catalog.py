@@ -163,6 +163,7 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         "state": {
             "loaded": deployment.loaded,
             "loads": deployment.loads,
+            "cold_start": deployment.cold_starts.summary(),
             "busy_slots": deployment.queue.busy,
             "waiting": deployment.queue.waiting,
             "served_per_replica": list(engine.served),

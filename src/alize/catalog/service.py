@@ -45,7 +45,7 @@ EDITABLE_FIELDS = frozenset(
 
 
 #: card fields written by the server itself (the benchmark) and kept when built-ins are re-seeded
-MEASURED_FIELDS = frozenset({"measured", "tokens_per_second", "evaluations"})
+MEASURED_FIELDS = frozenset({"measured", "tokens_per_second", "evaluations", "tuning"})
 
 
 class ModelNotInCatalogError(NotFoundError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from alize.deployments.adapters import AdapterEngine, swap_engine
 from alize.deployments.admission import FairQueue, Lane, SlotLease
+from alize.deployments.coldstart import ColdStarts
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
@@ -72,6 +73,8 @@ class Deployment:
         self.last_used = time.monotonic()
         self.loaded = False
         self.loads = 0
+        #: how long the loads took (shown by GET /v1/models and the catalog)
+        self.cold_starts = ColdStarts()
         self._holds = 0
         self._before_load = before_load
         self._load_lock = asyncio.Lock()
@@ -108,6 +111,7 @@ class Deployment:
             self.loads += 1
             self.last_used = time.monotonic()
             cold = time.perf_counter() - started
+            self.cold_starts.record(cold)
             log.info("deployment %s loaded in %.2f s", self.name, cold)
             return info, cold
 

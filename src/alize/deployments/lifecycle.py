@@ -33,7 +33,7 @@ from pathlib import Path
 
 from alize.deployments.manager import Deployment, DeploymentManager
 from alize.engines.base import EngineConfig
-from alize.errors import EngineUnavailableError
+from alize.errors import AlizeError, EngineUnavailableError
 from alize.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,19 @@ class MemoryBudget:
                 )
                 await victim.unload()
                 self.evictions += 1
+
+
+async def prewarm(manager: DeploymentManager) -> None:
+    """Prepare every deployment that is not loaded (:meth:`alize.engines.base.Engine.prewarm`),
+    one after the other, so that its first cold start pays for the model only (a failure is
+    logged: the load itself will report it)."""
+    for deployment in manager.list():
+        if deployment.loaded:
+            continue
+        try:
+            await deployment.engine.prewarm()
+        except (ImportError, OSError, ValueError, AlizeError) as exc:
+            log.warning("could not prepare %s: %s", deployment.name, exc)
 
 
 class IdleReaper:

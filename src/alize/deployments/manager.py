@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from alize.deployments.adapters import AdapterEngine, swap_engine
 from alize.deployments.admission import FairQueue, Lane, SlotLease
 from alize.deployments.coldstart import ColdStarts
+from alize.deployments.quickstart import QuickEngines, Upgrade, start_quick
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
@@ -64,9 +65,13 @@ class Deployment:
         before_load: BeforeLoad | None = None,
         *,
         queue: FairQueue | None = None,
+        quick: QuickEngines | None = None,
     ) -> None:
         self.spec = spec
         self.engine = engine
+        #: small engines to answer a cold start while ``engine`` loads (see quickstart.py)
+        self._quick = quick
+        self._upgrade: Upgrade | None = None
         self.queue = queue or FairQueue(
             spec.engine.parallel * spec.replicas, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s
         )
@@ -106,7 +111,11 @@ class Deployment:
             started = time.perf_counter()
             if self._before_load is not None:
                 await self._before_load(self)
-            info = await self.engine.start()
+            quick = self._quick(self.spec) if self._quick is not None else None
+            if quick is not None:
+                info, self._upgrade = await start_quick(self, quick)
+            else:
+                info = await self.engine.start()
             self.loaded = True
             self.loads += 1
             self.last_used = time.monotonic()
@@ -120,8 +129,15 @@ class Deployment:
 
     async def unload(self) -> None:
         async with self._load_lock:
+            upgrade, self._upgrade = self._upgrade, None
+            if upgrade is not None:  # cancelling is safe under the lock: its wait for it ends
+                await upgrade.cancel()
             was_loaded, self.loaded = self.loaded, False
             await self.engine.stop()
+            if upgrade is not None:
+                await upgrade.quick.stop()
+                if self.engine is upgrade.quick:  # the next load starts from the full engine again
+                    self.engine = upgrade.full
             if was_loaded:
                 log.info("deployment %s unloaded", self.name)
 
@@ -158,7 +174,7 @@ class DeploymentManager:
             deployment = Deployment(spec, ReplicaSet([adapter]), self._limits, queue=host.queue)
         else:
             engine = ReplicaSet([self._registry.create(spec.engine) for _ in range(spec.replicas)])
-            deployment = Deployment(spec, engine, self._limits, self._before_load)
+            deployment = Deployment(spec, engine, self._limits, self._before_load, quick=self._quick_engines)
         self._deployments[spec.name] = deployment
         return deployment
 
@@ -176,6 +192,15 @@ class DeploymentManager:
         task = await swap_engine(host, spec, engine, timeout_s=spec.engine.request_timeout_s)
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    def _quick_engines(self, spec: DeploymentSpec) -> ReplicaSet | None:
+        """Small engines for a cold start, when the spec asks for them (quickstart.py); read
+        from the spec at load time, so engines swapped for new adapters are followed."""
+        slots = spec.quick_start_slots
+        if not slots or slots >= spec.engine.parallel:
+            return None
+        quick = replace(spec.engine, parallel=slots)
+        return ReplicaSet([self._registry.create(quick) for _ in range(spec.replicas)])
 
     def hosted_by(self, host_name: str) -> list[Deployment]:
         """The fine-tuned models served as adapters on ``host_name``."""

@@ -46,6 +46,9 @@ class ReplicaSet(Engine):
         self._info = replace(first, max_sequences=sum(i.max_sequences for i in infos))
         return self._info
 
+    async def prewarm(self) -> None:
+        await self.replicas[0].prewarm()  # the code is shared by the replicas of one process
+
     async def stop(self) -> None:
         self._info = None
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)

@@ -107,7 +107,14 @@ class DeploymentService:
             replicas=config.replicas,
             kv_values_per_token=await _kv_values_per_token(card, kind, path),
         )
-        return build_spec(config, card, engine, memory_bytes=memory, declared=declared)
+        return build_spec(
+            config,
+            card,
+            engine,
+            memory_bytes=memory,
+            declared=declared,
+            quick_start_slots=self._settings.engine.quick_start_slots,
+        )
 
     def host_of(self, base: str) -> Deployment:
         for deployment in self._manager.list():

@@ -91,6 +91,9 @@ class DeploymentSpec:
     safety: SafetyPolicy | None = None
     #: for a fine-tuned model served as an adapter: the deployment whose engine hosts it
     adapter_host: str | None = None
+    #: slots of the small engine that answers a cold start while the full one loads (0 = none;
+    #: llama.cpp only, see deployments/quickstart.py)
+    quick_start_slots: int = 0
 
 
 def parse_deployment(data: dict[str, Any]) -> DeploymentConfig:
@@ -156,9 +159,10 @@ def build_spec(
     *,
     memory_bytes: int,
     declared: bool,
+    quick_start_slots: int = 0,
 ) -> DeploymentSpec:
     """The spec, with the card as clients see it (the deployment's prices and settings merged
-    in; no local path or upstream URL)."""
+    in; no local path or upstream URL). ``quick_start_slots`` applies to llama.cpp only."""
     price_in = config.price_input_per_million
     price_out = config.price_output_per_million
     if price_in is None:
@@ -196,6 +200,7 @@ def build_spec(
         prices=prices,
         declared=declared,
         safety=config.safety,
+        quick_start_slots=quick_start_slots if engine.kind == "llamacpp" else 0,
     )
 
 

@@ -99,6 +99,11 @@ class Engine(ABC):
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """One vector per text; engines without embeddings raise UnsupportedFeatureError."""
 
+    async def prewarm(self) -> None:
+        """Make a later :meth:`start` cheaper without loading the model or holding its memory
+        (import the framework and the model's code); by default there is nothing to do."""
+        return None
+
     async def metrics_text(self) -> str | None:
         """The engine's own Prometheus exposition (llama.cpp's ``/metrics``), if it has one and
         is loaded; ``None`` otherwise. The gateway's ``/metrics`` merges it under a label."""

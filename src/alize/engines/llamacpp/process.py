@@ -97,6 +97,11 @@ class WorkerProcess:
             raise EngineUnavailableError(
                 f"model did not load within {self._load_timeout_s:.0f} s", retry_after=5
             ) from None
+        except asyncio.CancelledError:  # the load was abandoned (an unload, a cancelled upgrade)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await asyncio.shield(self.stop(grace_s=1.0))
+            raise
         try:
             message = json.loads(line) if line else {"ready": False, "error": "worker exited while loading"}
         except json.JSONDecodeError:

@@ -205,6 +205,7 @@ def main() -> None:
     )
     parser.add_argument("--cycles", type=int, default=10, help="unload/load cycles per deployment")
     parser.add_argument("--before", default=BASELINE, help="baseline git ref, or 'none'")
+    parser.add_argument("--after", default=None, help="git ref to measure (default: this checkout's src)")
     parser.add_argument("--idle", type=float, default=0.5, help="idle timeout of the deployments (s)")
     parser.add_argument("--parallel", type=int, default=None, help="ALIZE_ENGINE__PARALLEL")
     parser.add_argument("--ctx-per-slot", type=int, default=None, help="ALIZE_ENGINE__CTX_PER_SLOT")
@@ -225,12 +226,13 @@ def main() -> None:
         "sides": {},
     }
     sides = [] if args.before == "none" else [("before", source_tree(args.before))]
-    sides.append(("after", REPO_ROOT / "src"))
+    sides.append(("after", source_tree(args.after) if args.after else REPO_ROOT / "src"))
     for label, src in sides:
         log(f"{label}: {src}")
         report["sides"][label] = run_side(label, src, args)
         if label == "before":
             report["before_ref"] = args.before
+    report["after_ref"] = args.after or "working tree"
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -136,13 +136,20 @@ def engine_config(
     ctx = config.ctx_per_slot or defaults.ctx_per_slot
     if card is not None:
         ctx = min(ctx, card.context_length)
+    # what `alize models tune` measured fastest here, for llama.cpp (the variant file is the
+    # caller's: it resolves paths)
+    tuned = card.tuning.settings if card is not None and card.tuning and defaults.use_tuning else None
+    tuned = tuned if kind == "llamacpp" else None
     return EngineConfig(
         kind=kind,
         model_path=path,
         parallel=config.parallel or defaults.parallel,
         ctx_per_slot=max(MIN_CTX_PER_SLOT, ctx),
-        threads=defaults.threads,
-        batch_size=defaults.batch_size,
+        threads=tuned.threads if tuned else defaults.threads,
+        batch_size=tuned.batch_size if tuned else defaults.batch_size,
+        ubatch_size=tuned.ubatch_size if tuned else None,
+        kv_cache_type=tuned.kv_cache_type if tuned else "f16",
+        flash_attn=tuned.flash_attn if tuned else "auto",
         cache_ram_mib=defaults.cache_ram_mib,
         kv_unified=defaults.kv_unified,
         load_timeout_s=defaults.load_timeout_s,

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from alize.bounds import INT64_MAX
+
 #: a variant (or a KV cache type) is kept only if its perplexity is at most this much higher
 PERPLEXITY_TOLERANCE = 0.01
 
@@ -69,12 +71,12 @@ class Variant(_Data):
     format: str = Field(max_length=20, description="Q4_0, Q8_0, BF16, or the packaged file's own")
     original: bool = Field(description="the packaged weights themselves")
     path: str | None = Field(default=None, max_length=4096, description="the requantised file")
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=INT64_MAX)
     decode_tokens_per_second: float = Field(ge=0)
     prefill_tokens_per_second: float = Field(ge=0)
     perplexity: float = Field(gt=0)
     perplexity_change: float = Field(description="relative to the original weights (+0.004 = 0.4 % worse)")
-    bytes_per_token: int = Field(ge=0, description="weights read to decode one token")
+    bytes_per_token: int = Field(ge=0, le=INT64_MAX, description="weights read to decode one token")
     bandwidth_bound_tokens_per_second: float | None = Field(default=None, ge=0)
     kept: bool
     note: str = Field(default="", max_length=300)
@@ -84,7 +86,9 @@ class Bandwidth(_Data):
     """Single-stream decode beside the memory-bandwidth bound of this machine."""
 
     memory_bandwidth_gb_s: float = Field(gt=0, description="measured: numpy copy, read + write bytes / s")
-    bytes_per_token: int = Field(ge=0, description="weight bytes a decoded token reads (chosen weights)")
+    bytes_per_token: int = Field(
+        ge=0, le=INT64_MAX, description="weight bytes a decoded token reads (chosen weights)"
+    )
     bound_tokens_per_second: float = Field(ge=0, description="memory bandwidth / bytes per token")
     decode_tokens_per_second: float = Field(ge=0, description="measured, one sequence, tuned settings")
     fraction_of_bound: float = Field(ge=0, description="decode / bound")
@@ -103,7 +107,7 @@ class Tuning(_Data):
     variants: tuple[Variant, ...] = Field(default=(), max_length=16)
     bandwidth: Bandwidth | None = None
     perplexity_text: str = Field(max_length=200, description="the shipped text perplexity is measured on")
-    perplexity_tokens: int = Field(ge=1)
+    perplexity_tokens: int = Field(ge=1, le=1_000_000)
     machine: str = Field(max_length=300)
     cpu_flags: tuple[str, ...] = Field(default=(), max_length=64)
     measured_at: str = Field(max_length=40)

@@ -57,7 +57,7 @@ class Probe:
         self._client = client
         self.load_s = load_s
 
-    async def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._client.post("/completion", json=body)
         if response.status_code != 200:
             raise EngineError(f"the worker answered {response.status_code}: {response.text[:200]}")
@@ -77,8 +77,8 @@ class Probe:
         for run in range(runs + 1):  # run 0 warms caches and allocators up
             lead = await self.tokenize(f"{run + 1}.")
             prompt = (lead + text_ids)[:prompt_tokens]
-            pre = await self._completion({"prompt": prompt, "n_predict": 1, "cache_prompt": False})
-            gen = await self._completion(
+            pre = await self.completion({"prompt": prompt, "n_predict": 1, "cache_prompt": False})
+            gen = await self.completion(
                 {
                     "prompt": f"{run + 1}. {SENTENCE}",
                     "n_predict": decode_tokens,
@@ -105,7 +105,7 @@ class Probe:
                 "seed": seed,
                 "cache_prompt": False,
             }
-            return int((await self._completion(body))["tokens_predicted"])
+            return int((await self.completion(body))["tokens_predicted"])
 
         await asyncio.gather(*(one(i, 0) for i in range(streams)))
         started = time.perf_counter()
@@ -121,7 +121,7 @@ class Probe:
             raise EngineError("the perplexity text is too short for this tokenizer")
         nll = 0.0
         for i in range(1, len(ids)):
-            result = await self._completion(
+            result = await self.completion(
                 {
                     "prompt": ids[:i],
                     "n_predict": 1,

@@ -159,6 +159,8 @@ def run_side(label: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     for key, value in (("PARALLEL", args.parallel), ("CTX_PER_SLOT", args.ctx_per_slot)):
         if value:
             env[f"ALIZE_ENGINE__{key}"] = str(value)
+    if label == "after":
+        env.update(item.split("=", 1) for item in args.set)
     cmd = [sys.executable, "-m", "alize.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     server = ManagedServer(f"alize-{label}", cmd, env, CACHE_DIR / f"coldstart-{label}.log")
     base = f"http://127.0.0.1:{port}"
@@ -209,6 +211,13 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=0.5, help="idle timeout of the deployments (s)")
     parser.add_argument("--parallel", type=int, default=None, help="ALIZE_ENGINE__PARALLEL")
     parser.add_argument("--ctx-per-slot", type=int, default=None, help="ALIZE_ENGINE__CTX_PER_SLOT")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra server setting for the 'after' side, e.g. ALIZE_ENGINE__QUICK_START_SLOTS=0",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "coldstart.json")
     args = parser.parse_args()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -223,6 +232,7 @@ def main() -> None:
             "ctx_per_slot": args.ctx_per_slot or "server default",
         },
         "targets_s": {CHAT: 1.5, EMBED: 2.0},
+        "after_settings": args.set,
         "sides": {},
     }
     sides = [] if args.before == "none" else [("before", source_tree(args.before))]

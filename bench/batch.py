@@ -2,14 +2,15 @@
 
 Usage::
 
-    python bench/batch.py [--lines 200] [--probes 20] [--slots 4] [--max-tokens 32]
+    python bench/batch.py [--lines 200] [--probes 20] [--slots 4] [--max-tokens 32] [--batch-yield-s 1.0]
 
 Starts one ``alize serve`` with the packaged SmolLM2 GGUF (``--slots`` slots, the embedded
 worker on) and measures, on that one deployment:
 
 1. **idle**: interactive TTFT of ``--probes`` streamed chat requests sent one after another;
 2. **during a batch**: the same probes while a batch of ``--lines`` chat lines runs (its lines
-   only take slots interactive traffic leaves free); and the batch's own throughput, lines and
+   only take slots interactive traffic leaves free, and none starts within ``--batch-yield-s`` of
+   an interactive arrival); and the batch's own throughput, lines and
    completion tokens per second from creation to ``completed``;
 3. **interactive at full concurrency**: the same ``--lines`` requests sent as ordinary
    requests by ``--slots`` closed-loop clients, for the throughput comparison.
@@ -40,7 +41,7 @@ from _common import PACKAGED_MODEL_ID, RESULTS_DIR, ManagedServer, free_port, ma
 QUESTION = "Describe the river Loire and the towns along it."
 
 
-def _env(port: int, data_dir: Path, slots: int) -> dict[str, str]:
+def _env(port: int, data_dir: Path, slots: int, batch_yield_s: float) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALIZE_")}
     env.update(
         ALIZE_PORT=str(port),
@@ -50,6 +51,7 @@ def _env(port: int, data_dir: Path, slots: int) -> dict[str, str]:
         ALIZE_CHAT__ENABLED="false",
         ALIZE_JOBS__BATCH_CONCURRENCY=str(slots * 2),
         ALIZE_JOBS__POLL_S="0.2",
+        ALIZE_JOBS__BATCH_YIELD_S=str(batch_yield_s),
     )
     return env
 
@@ -95,6 +97,7 @@ def _summary(name: str, ttfts: list[float]) -> dict[str, Any]:
         "probes": len(ttfts),
         "ttft_p50_s": percentile(ttfts, 50),
         "ttft_p99_s": percentile(ttfts, 99),
+        "ttfts_s": [round(t, 4) for t in ttfts],
     }
 
 
@@ -163,7 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server = ManagedServer(
         "alize",
         [sys.executable, "-m", "alize.cli.main", "serve"],
-        _env(port, data_dir, args.slots),
+        _env(port, data_dir, args.slots, args.batch_yield_s),
         data_dir / "server.log",
     )
     server.start()
@@ -200,6 +203,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "slots": args.slots,
         "batch_lane_slots": args.slots - max(1, args.slots // 4) if args.slots >= 2 else args.slots,
         "max_tokens": args.max_tokens,
+        "batch_yield_s": args.batch_yield_s,
         "ttft": [idle, during],
         "ttft_ratio_during_over_idle": ratio,
         "throughput": [batch_case, interactive],
@@ -226,11 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--batch-yield-s",
+        type=float,
+        default=1.0,
+        help="ALIZE_JOBS__BATCH_YIELD_S for the server (0 = the lane's old rule: free slots only)",
+    )
+    parser.add_argument("--out", default="batch.json", help="file name under bench/results/")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS_DIR / args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     return 0
 

@@ -290,6 +290,16 @@ class JobSettings(_Group):
         le=256,
         description="Lines of one batch in flight at once (each still waits for a free batch-lane slot).",
     )
+    batch_yield_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description=(
+            "After an interactive request arrives, no batch line starts on that deployment for "
+            "this long (lines already running go on), so interactive prompts do not share the "
+            "cores with a batch line's prompt. 0 = batch lines start whenever a batch-lane slot is free."
+        ),
+    )
     max_file_bytes: int = Field(
         200 * 1024 * 1024, ge=1024, description="Largest file `/v1/files` accepts (413 above)."
     )

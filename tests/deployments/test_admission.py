@@ -98,6 +98,8 @@ async def test_batch_lane_leaves_a_quarter_of_the_slots_to_interactive_traffic()
     # interactive requests still find free slots at once
     interactive = [await asyncio.wait_for(queue.acquire("i"), 0.1) for _ in range(2)]
     assert queue.busy == 8
+    for lease in interactive:
+        lease.first_token()
     interactive[0].release()
     batch[0].release()  # the waiting batch line takes a batch slot, never the freed reserve
     lease = await asyncio.wait_for(seventh, 1)
@@ -112,11 +114,13 @@ async def test_a_freed_slot_goes_to_an_interactive_waiter_before_a_batch_waiter(
     assert queue.batch_slots == 1
     first = await queue.acquire("b", "batch")
     other = await queue.acquire("i")
+    other.first_token()
     batch_waiter = asyncio.create_task(queue.acquire("b", "batch"))
     interactive_waiter = asyncio.create_task(queue.acquire("i"))
     await asyncio.sleep(0)
     first.release()
     granted = await asyncio.wait_for(interactive_waiter, 1)
+    granted.first_token()
     await asyncio.sleep(0)
     assert granted.lane == "interactive" and not batch_waiter.done()
     granted.release()
@@ -134,3 +138,45 @@ async def test_a_cancelled_batch_waiter_takes_nothing() -> None:
         await waiter
     held.release()
     assert (queue.busy, queue.batch_busy, queue.waiting) == (0, 0, 0)
+
+
+async def test_no_batch_line_starts_while_an_interactive_request_waits_for_its_first_token() -> None:
+    queue = FairQueue(4, max_waiting=4, timeout_s=5)
+    interactive = await queue.acquire("i")
+    batch = asyncio.create_task(queue.acquire("b", "batch"))
+    await asyncio.sleep(0)
+    assert not batch.done() and queue.prefilling == 1  # three slots free, but its prompt runs
+    interactive.first_token()
+    interactive.first_token()  # idempotent
+    lease = await asyncio.wait_for(batch, 1)
+    assert lease.lane == "batch" and queue.prefilling == 0
+    lease.release()
+    interactive.release()
+    assert (queue.busy, queue.batch_busy, queue.prefilling) == (0, 0, 0)
+
+
+async def test_an_interactive_request_released_before_its_first_token_lets_the_batch_go() -> None:
+    queue = FairQueue(4, max_waiting=4, timeout_s=5)
+    interactive = await queue.acquire("i")
+    batch = asyncio.create_task(queue.acquire("b", "batch"))
+    await asyncio.sleep(0)
+    assert not batch.done()
+    interactive.release()  # e.g. the client went away during the prompt
+    assert (await asyncio.wait_for(batch, 1)).lane == "batch"
+    assert queue.prefilling == 0
+
+
+async def test_batch_starts_yield_for_a_while_after_each_interactive_arrival() -> None:
+    queue = FairQueue(4, max_waiting=4, timeout_s=5, batch_yield_s=0.2)
+    interactive = await queue.acquire("i")
+    interactive.first_token()
+    interactive.release()
+    batch = asyncio.create_task(queue.acquire("b", "batch"))
+    await asyncio.sleep(0.05)
+    assert not batch.done()  # inside the yield window, with every slot free
+    # nothing is released after this point: the queue's own timer lets the batch line in
+    assert (await asyncio.wait_for(batch, 2)).lane == "batch"
+    running = await asyncio.wait_for(queue.acquire("b", "batch"), 0.1)  # no arrival since: at once
+    assert queue.batch_busy == 2
+    for lease in (running, batch.result()):
+        lease.release()

@@ -16,6 +16,8 @@ MODEL = "smollm2-135m-instruct"
 KEYED_ADMIN = "e2e-admin-key-0123456789abcdefghij"
 #: the environment variable through which the tiny server knows its key to the keyed server
 REMOTE_KEY_ENV = "ALIZE_E2E_UPSTREAM_KEY"
+#: the tiny server's deployment of the tiny GGUF with FIM tokens
+TINY_CODER = "tiny-coder"
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +95,18 @@ def upstream_key(keyed_server: LiveServer, front_project: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory, upstream_key: str) -> Iterator[LiveServer]:
     """The tiny random GGUF (loads at once), open mode, no chat app: for tests about the
-    platform around a model (the torch engine's folders, remote cards), not about its replies.
-    It knows a key to the keyed server in ``REMOTE_KEY_ENV``, for the remote-provider test."""
+    platform around a model (the torch engine's folders, remote cards, FIM, log-probabilities,
+    the CLI), not about its replies. ``tiny-coder`` is the same model with FIM tokens. It knows
+    a key to the keyed server in ``REMOTE_KEY_ENV``, for the remote-provider test."""
     tmp = tmp_path_factory.mktemp("tiny")
     tiny = write_tiny_llama_gguf(tmp / "tiny.gguf")
+    coder = write_tiny_llama_gguf(tmp / "tiny-coder.gguf", with_fim=True)
+    deployments = [
+        {"name": "tiny-local", "model_path": str(tiny)},
+        {"name": TINY_CODER, "model_path": str(coder)},
+    ]
     env = {
-        "ALIZE_DEPLOYMENTS": json.dumps([{"name": "tiny-local", "model_path": str(tiny)}]),
+        "ALIZE_DEPLOYMENTS": json.dumps(deployments),
         "ALIZE_DEFAULT_MODEL": "tiny-local",
         "ALIZE_ENGINE__PARALLEL": "2",
         "ALIZE_ENGINE__CTX_PER_SLOT": "256",

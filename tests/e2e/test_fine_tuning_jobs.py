@@ -141,6 +141,25 @@ def test_a_job_trains_publishes_and_serves_its_model(server: LiveServer, client:
     assert card["fine_tune"]["train_loss"] is not None and card["source"]["base"] == "tiny"
 
 
+def test_a_merged_export_is_served_as_a_model_of_its_own(server: LiveServer, client: OpenAI) -> None:
+    file_id = _upload(server, jsonl(TOY))
+    hyper = {"training_steps": 30, "batch_size": 4, "learning_rate_multiplier": 25, "export": "merged"}
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=file_id,
+        suffix="merged",
+        seed=3,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    )
+    done, _ = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+    card = admin(server, "GET", f"/models/{done.fine_tuned_model}").json()
+    assert card["source"]["kind"] == "gguf" and card["source"]["path"].endswith("merged.gguf")
+    assert card["size_bytes"] > 0 and "merged" in card["description"]
+    tuned = _ask(client, done.fine_tuned_model, "tax please")
+    assert tuned != _ask(client, "tiny", "tax please") and '"d"' in tuned  # it learned the format
+
+
 def test_cancel_stops_a_running_job_between_steps(server: LiveServer, client: OpenAI) -> None:
     file_id = _upload(server, jsonl(TOY))
     job = client.fine_tuning.jobs.create(

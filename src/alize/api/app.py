@@ -93,7 +93,11 @@ async def _build(
     stack.push_async_callback(db.close)
     manager = DeploymentManager(
         registry or EngineRegistry(),
-        QueueLimits(max_waiting=settings.limits.queue_max, timeout_s=settings.limits.queue_timeout_s),
+        QueueLimits(
+            max_waiting=settings.limits.queue_max,
+            timeout_s=settings.limits.queue_timeout_s,
+            batch_yield_s=settings.jobs.batch_yield_s,
+        ),
     )
     stack.push_async_callback(manager.close)
     # the catalog lives in the database; built-in cards are (re)seeded at every start, then the

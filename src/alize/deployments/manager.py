@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 class QueueLimits:
     max_waiting: int
     timeout_s: float
+    #: how long after an interactive request arrives no batch line may start (admission.py)
+    batch_yield_s: float = 0.0
 
 
 #: called before a deployment loads, to make room for it (may unload others or refuse)
@@ -73,7 +75,10 @@ class Deployment:
         self._quick = quick
         self._upgrade: Upgrade | None = None
         self.queue = queue or FairQueue(
-            spec.engine.parallel * spec.replicas, max_waiting=limits.max_waiting, timeout_s=limits.timeout_s
+            spec.engine.parallel * spec.replicas,
+            max_waiting=limits.max_waiting,
+            timeout_s=limits.timeout_s,
+            batch_yield_s=limits.batch_yield_s,
         )
         self.last_used = time.monotonic()
         self.loaded = False

@@ -52,6 +52,7 @@ async def choice_stream(
     held = ""  # text withheld while it may still be a JSON tool call
     try:
         async for delta in stream:
+            lease.first_token()
             if index in stopped:
                 yield ChoiceEvent(index, Delta(tokens=delta.tokens))  # generated, so metered
                 break

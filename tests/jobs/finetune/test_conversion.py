@@ -18,7 +18,7 @@ from alize.domain import GenerationRequest, Message, SamplingParams
 from alize.engines.base import EngineConfig, LoraAdapter
 from alize.engines.llamacpp.engine import LlamaCppEngine
 from alize.errors import InvalidRequestError
-from alize.jobs.finetune import gguf_lora
+from alize.jobs.finetune import gguf_lora, gguf_merged
 from alize.jobs.finetune.base import BaseFacts, load_base
 from alize.jobs.finetune.dataset import parse_chat_jsonl, tokenize_all
 from alize.jobs.finetune.hyperparams import Hyperparameters
@@ -168,6 +168,30 @@ async def test_without_the_qk_permutation_the_answers_differ(
             for p in PROMPTS
         ]
         assert not all(results)
+    finally:
+        await eng.stop()
+
+
+async def test_the_merged_export_on_llamacpp_equals_the_merged_pytorch_model(
+    tiny_facts: BaseFacts, trained: dict[str, Any]
+) -> None:
+    """The fallback for bases whose adapters llama.cpp cannot load: the full model, no adapter."""
+    path = gguf_merged.write_merged_gguf(
+        trained["state"],
+        tiny_facts,
+        alpha=trained["hyper"].lora_alpha,
+        path=trained["folder"] / "merged.gguf",
+    )
+    eng = LlamaCppEngine(
+        EngineConfig(kind="llamacpp", model_path=path, parallel=1, ctx_per_slot=256, threads=2)
+    )
+    await eng.start()
+    try:
+        tokenizer = trained["base"].tokenizer
+        for prompt in PROMPTS:
+            served = await _engine_greedy(eng, prompt, None)
+            assert _same(served, _torch_greedy(trained["merged"], tokenizer, prompt)), prompt
+            assert not _same(served, _torch_greedy(trained["base"].model, tokenizer, prompt))
     finally:
         await eng.stop()
 

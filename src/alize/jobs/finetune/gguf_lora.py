@@ -23,7 +23,8 @@ from typing import Any
 
 from alize.jobs.finetune.base import BaseFacts
 
-_PERMUTED = {"q_proj": "n_head", "k_proj": "n_head_kv"}
+#: the llama weights whose rows llama.cpp's GGUF permutes, and the head count of each
+PERMUTED_ROWS = {"q_proj": "n_head", "k_proj": "n_head_kv"}
 
 
 def permute_rows(weight: Any, n_head: int) -> Any:
@@ -32,6 +33,14 @@ def permute_rows(weight: Any, n_head: int) -> Any:
     return (
         weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
     )
+
+
+def tensor_names(facts: BaseFacts) -> Any:
+    """gguf's Hugging Face -> GGUF tensor-name map for the base's architecture."""
+    import gguf
+
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == facts.architecture)
+    return gguf.get_tensor_name_map(arch, facts.n_layers)
 
 
 def _module_name(key: str) -> tuple[str, str]:
@@ -66,9 +75,7 @@ def write_lora_gguf(
     import gguf
     import numpy as np
 
-    arch = gguf.MODEL_ARCH_NAMES.keys()
-    arch_enum = next(a for a in arch if gguf.MODEL_ARCH_NAMES[a] == facts.architecture)
-    names = gguf.get_tensor_name_map(arch_enum, facts.n_layers)
+    names = tensor_names(facts)
     writer = gguf.GGUFWriter(str(path), facts.architecture)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -82,8 +89,8 @@ def write_lora_gguf(
         a_np = a.detach().to("cpu").float().numpy()
         b_np = b.detach().to("cpu").float().numpy()
         short = module.rsplit(".", 1)[-1]
-        if facts.architecture == "llama" and short in _PERMUTED:
-            b_np = permute_rows(b_np, getattr(facts, _PERMUTED[short]))
+        if facts.architecture == "llama" and short in PERMUTED_ROWS:
+            b_np = permute_rows(b_np, getattr(facts, PERMUTED_ROWS[short]))
         writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(a_np, dtype=np.float32))
         writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(b_np, dtype=np.float32))
     writer.write_header_to_file()

@@ -356,8 +356,11 @@ class FineTuneHandler:
             valid_loss=final.get("valid_loss"),
             valid_mean_token_accuracy=final.get("valid_mean_token_accuracy"),
         )
-        adapter = Path(str(result.get("adapter") or adapter_path(self.workdir(job.id))))
-        card = fine_tuned_card(base.card, suffix=job.suffix, adapter=adapter, facts=facts)
+        merged = "merged" in result
+        weights = Path(
+            str(result.get("merged") or result.get("adapter") or adapter_path(self.workdir(job.id)))
+        )
+        card = fine_tuned_card(base.card, suffix=job.suffix, weights=weights, merged=merged, facts=facts)
         if await self.service.catalog.find(card.id) is None:  # a retry after publishing finds it
             await self.service.catalog.add(card)
         if card.id not in {d.name for d in self.deployments.list()}:

@@ -9,6 +9,8 @@ with ``micro_batch_size x seq_len``, so none of them is unbounded.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alize.catalog.cards import readable_problems
@@ -46,6 +48,13 @@ class Hyperparameters(BaseModel):
         0, ge=0, le=100_000, description="steps between checkpoints (0 = about every 10% of the run)"
     )
     seed: int = Field(42, ge=0, le=2**31 - 1)
+    export: Literal["adapter", "merged"] = Field(
+        "adapter",
+        description=(
+            "how the result is served: a LoRA adapter on the base's llama.cpp workers, or the "
+            "adapter merged into a full copy of the base (a model of its own, no adapter cost)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _micro(self) -> Hyperparameters:

@@ -29,6 +29,7 @@ from alize.errors import AlizeError
 from alize.jobs.finetune.base import load_base, read_base_facts
 from alize.jobs.finetune.dataset import parse_chat_jsonl, split_validation, tokenize_all
 from alize.jobs.finetune.gguf_lora import write_lora_gguf
+from alize.jobs.finetune.gguf_merged import write_merged_gguf
 from alize.jobs.finetune.hyperparams import Hyperparameters
 from alize.jobs.finetune.trainer import Checkpoint, Metrics, Trainer
 
@@ -74,6 +75,10 @@ class RunSpec:
 
 def adapter_path(workdir: Path) -> Path:
     return workdir / "adapter.gguf"
+
+
+def merged_path(workdir: Path) -> Path:
+    return workdir / "merged.gguf"
 
 
 def run(spec: RunSpec, emit: Callable[[Event], None], should_stop: Callable[[], bool]) -> Event:
@@ -144,14 +149,17 @@ def run(spec: RunSpec, emit: Callable[[Event], None], should_stop: Callable[[], 
         "seconds": time.monotonic() - started,
     }
     if not result.cancelled:
-        path = write_lora_gguf(
-            trainer.adapter_state(),
-            facts,
-            alpha=hyper.lora_alpha,
-            path=adapter_path(spec.workdir),
-            name=spec.name,
-        )
-        out["adapter"] = str(path)
+        state = trainer.adapter_state()
+        if hyper.export == "merged":
+            merged = merged_path(spec.workdir)
+            out["merged"] = str(
+                write_merged_gguf(state, facts, alpha=hyper.lora_alpha, path=merged, name=spec.name)
+            )
+        else:
+            adapter = adapter_path(spec.workdir)
+            out["adapter"] = str(
+                write_lora_gguf(state, facts, alpha=hyper.lora_alpha, path=adapter, name=spec.name)
+            )
     return out
 
 

@@ -102,8 +102,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     path = packaged_gguf()
     server = EngineSettings()
-    defaults = EngineConfig(kind="llamacpp", threads=server.threads, batch_size=server.batch_size)
-    plan = TunePlan(runs=args.runs, variants=args.variants, slots=True, defaults=defaults)
+    threads = args.threads or server.threads
+    defaults = EngineConfig(kind="llamacpp", threads=threads, batch_size=server.batch_size)
+    plan = TunePlan(
+        runs=args.runs,
+        variants=args.variants,
+        slots=args.slots,
+        defaults=defaults,
+        threads=(args.threads,) if args.threads else None,
+    )
     started = time.perf_counter()
 
     def progress(what: str, done: int, total: int) -> None:
@@ -118,7 +125,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         progress=progress,
     )
     tuning: Tuning = await tuner.run()
-    packaged = TunedSettings(threads=server.threads, batch_size=server.batch_size)
+    packaged = TunedSettings(threads=threads, batch_size=server.batch_size)
     tuned_path = Path(tuning.variant_path) if tuning.variant_path else path
     before = await measure("packaged, default settings", packaged, path, args)
     after = await measure("tuned", tuning.settings, tuned_path, args)
@@ -144,6 +151,8 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-variants", dest="variants", action="store_false")
+    parser.add_argument("--no-slots", dest="slots", action="store_false")
+    parser.add_argument("--threads", type=int, default=None, help="only this thread count (default: try)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "tuning.json")
     args = parser.parse_args()
     report = asyncio.run(main_async(args))

@@ -102,7 +102,12 @@ class Tuner:
         self.perplexity_tokens = 1
         self._bandwidth_gb_s = 0.0
         self._threads = list(plan.threads or thread_candidates(self._cores))
-        own = read_gguf_info(model_path).quantization
+        info = read_gguf_info(model_path)
+        own = info.quantization
+        # what the measurements fit in: llama.cpp caps a slot at the model's trained context
+        self._ctx = min(1024, info.context_length or 1024)
+        self._prompt_tokens = max(8, min(plan.prompt_tokens, self._ctx - plan.decode_tokens - 8))
+        self._perplexity_tokens = max(2, min(plan.perplexity_tokens, self._ctx - 2))
         formats = (
             plan.formats if plan.formats is not None else candidate_formats(cpu_flags(), engine_features, own)
         )
@@ -119,13 +124,13 @@ class Tuner:
         self._done += 1
 
     def _config(
-        self, settings: TunedSettings, path: Path, *, parallel: int = 1, ctx: int = 1024
+        self, settings: TunedSettings, path: Path, *, parallel: int = 1, ctx: int | None = None
     ) -> EngineConfig:
         return replace(
             self._plan.defaults,
             model_path=path,
             parallel=parallel,
-            ctx_per_slot=ctx,
+            ctx_per_slot=ctx or self._ctx,
             threads=settings.threads,
             batch_size=settings.batch_size,
             ubatch_size=settings.ubatch_size,
@@ -141,14 +146,14 @@ class Tuner:
         plan = self._plan
         async with running(worker_config(self._config(settings, path))) as probe:
             speed = await probe.speed(
-                prompt_tokens=plan.prompt_tokens, decode_tokens=plan.decode_tokens, runs=plan.runs
+                prompt_tokens=self._prompt_tokens, decode_tokens=plan.decode_tokens, runs=plan.runs
             )
             ppl = await self._perplexity(probe) if perplexity else None
         return speed, ppl
 
     async def _perplexity(self, probe: Probe) -> float:
         value, self.perplexity_tokens = await probe.perplexity(
-            perplexity_text(), max_tokens=self._plan.perplexity_tokens
+            perplexity_text(), max_tokens=self._perplexity_tokens
         )
         return round(value, 4)
 
@@ -326,12 +331,17 @@ class Tuner:
                     note=note,
                 )
             )
+        for i, v in enumerate(variants):  # name the one chosen in the end
+            if v.path is not None and v.path == str(path):
+                variants[i] = v.model_copy(update={"note": "chosen: the fastest whose quality holds"})
+            elif v.note.startswith("chosen"):
+                variants[i] = v.model_copy(update={"note": "quality holds, a later variant was faster"})
         return path, variants, speed
 
     async def _slots(self, best: TunedSettings, path: Path) -> int:
         self._step("slots")
         top = max(SLOT_STREAMS)
-        config = self._config(best, path, parallel=top, ctx=1024)
+        config = self._config(best, path, parallel=top)
         throughput: dict[int, float] = {}
         async with running(worker_config(config)) as probe:
             for streams in SLOT_STREAMS:

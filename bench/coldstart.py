@@ -9,7 +9,9 @@ request from sending it to the first content token (chat, streamed) or to the wh
 (embeddings, one short input), and a second, warm request right after. The server's own
 figure for the load (``x-alize-cold-start-ms``) is kept beside the client's, and for this
 checkout the worker's breakdown of each llama.cpp start (imports, GGUF traits, llama.cpp
-``Server()``) is read from the server log. The first cycle is a fresh server's first load.
+``Server()``) is read from the server log. Cycle 1 starts ``--settle`` seconds (15) after the
+server first answers, so start-up work (this checkout's PyTorch prewarm) is over, as on a
+server that has been up a while; it is still each deployment's first load in that process.
 
 Usage::
 
@@ -168,6 +170,7 @@ def run_side(label: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     server.start()
     try:
         server.wait_ready(f"{base}/health", timeout_s=180)
+        time.sleep(args.settle)  # start-up work (the PyTorch prewarm) is over, as on a server up a while
         with httpx.Client(base_url=base, timeout=httpx.Timeout(300.0)) as client:
             for name, call in ((CHAT, _chat), (EMBED, _embed)):
                 cold, warm, server_ms = [], [], []
@@ -209,6 +212,9 @@ def main() -> None:
     parser.add_argument("--before", default=BASELINE, help="baseline git ref, or 'none'")
     parser.add_argument("--after", default=None, help="git ref to measure (default: this checkout's src)")
     parser.add_argument("--idle", type=float, default=0.5, help="idle timeout of the deployments (s)")
+    parser.add_argument(
+        "--settle", type=float, default=15.0, help="seconds between the server answering and cycle 1"
+    )
     parser.add_argument("--parallel", type=int, default=None, help="ALIZE_ENGINE__PARALLEL")
     parser.add_argument("--ctx-per-slot", type=int, default=None, help="ALIZE_ENGINE__CTX_PER_SLOT")
     parser.add_argument(
@@ -227,6 +233,7 @@ def main() -> None:
         "machine": machine_info(),
         "cycles": args.cycles,
         "idle_timeout_s": args.idle,
+        "settle_s": args.settle,
         "engine": {
             "parallel": args.parallel or "server default",
             "ctx_per_slot": args.ctx_per_slot or "server default",

@@ -52,6 +52,30 @@ class EngineSettings(_Group):
             "under load (measured). Off, each slot owns ctx_per_slot tokens of KV."
         ),
     )
+    quick_start_slots: int = Field(
+        2,
+        ge=0,
+        le=256,
+        description=(
+            "A llama.cpp deployment scaled to zero first starts with this many slots, answers the "
+            "request that woke it, and swaps to its full `parallel` slots in the background (most "
+            "of a cold start is zeroing the KV cache of every slot). 0 = load the full engine first."
+        ),
+    )
+    prewarm: bool = Field(
+        True,
+        description=(
+            "After start-up, prepare the engines of deployments that are not loaded (PyTorch and the "
+            "model's code imported), so their first load costs the model only."
+        ),
+    )
+    use_tuning: bool = Field(
+        True,
+        description=(
+            "Deployments of a model tuned with `alize models tune` start with its measured settings "
+            "and weights (threads, batch sizes, flash attention, KV cache type, variant file)."
+        ),
+    )
     load_timeout_s: float = Field(300.0, gt=0, description="How long a worker may take to load a model.")
     request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one generation request.")
     restart_backoff_s: float = Field(1.0, ge=0, description="Pause before restarting a crashed worker.")

@@ -8,6 +8,7 @@ shape is known, and check the estimate against the resident memory of a real wor
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,14 @@ def test_kv_values_per_token_is_layers_times_kv_heads_times_head_sizes(
         kv_values_per_token=expected,
     )
     assert with_kv - without_kv == 3 * 100 * expected * KV_BYTES_PER_VALUE
+    q8 = estimate_memory(
+        dataclasses.replace(engine, kv_cache_type="q8_0"),
+        size_bytes=1000,
+        parameter_count=card.parameter_count,
+        replicas=1,
+        kv_values_per_token=expected,
+    )  # a tuned q8_0 cache: blocks of 32 values in 34 bytes
+    assert q8 - without_kv == 3 * 100 * int(expected * 34 / 32)
 
 
 def test_smollm2_default_deployment_is_planned_at_its_real_kv_size() -> None:

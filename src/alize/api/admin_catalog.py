@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alize.api.auth import AdminDep
 from alize.api.deps import Services, ServicesDep
 from alize.catalog.cards import Evaluation, ModelCard
+from alize.catalog.tuning import Tuning
 from alize.deployment_config import DeploymentConfig
 from alize.deployments.benchmark import BenchmarkPlan
 from alize.deployments.lifecycle import held_bytes
@@ -119,6 +120,20 @@ async def record_evaluation(
     return JSONResponse(_model_json(card, services))
 
 
+@router.post(
+    "/models/{model_id:path}/tuning",
+    summary="Store what `alize models tune` measured on the card; deployments use it from their next load",
+)
+async def record_tuning(
+    model_id: str, body: Tuning, services: ServicesDep, principal: AdminDep
+) -> JSONResponse:
+    await _require_platform_admin(services, principal)
+    card = await services.deployment_admin.record_tuning(model_id, body)
+    summary = {"settings": body.settings.model_dump(mode="json"), "variant": body.variant_format}
+    await audit_admin_action(services.tenancy.audit, principal, "model.tune", model_id, summary)
+    return JSONResponse(_model_json(card, services))
+
+
 @router.patch("/models/{model_id:path}", summary="Change a model's editable fields (prices, description...)")
 async def update_model(
     model_id: str, changes: dict[str, Any], services: ServicesDep, principal: AdminDep
@@ -168,6 +183,7 @@ def deployment_view(deployment: Deployment, config: DeploymentConfig) -> dict[st
         "state": {
             "loaded": deployment.loaded,
             "loads": deployment.loads,
+            "cold_start": deployment.cold_starts.summary(),
             "busy_slots": deployment.queue.busy,
             "waiting": deployment.queue.waiting,
             "served_per_replica": list(engine.served),

@@ -45,7 +45,7 @@ from alize.catalog.service import CatalogService
 from alize.chat.retention import chat_retention_rules
 from alize.chat.service import build_chat_services
 from alize.config import Settings
-from alize.deployments.lifecycle import IdleReaper, MemoryBudget
+from alize.deployments.lifecycle import IdleReaper, MemoryBudget, prewarm
 from alize.deployments.manager import DeploymentManager, QueueLimits
 from alize.deployments.packs import PackService
 from alize.deployments.service import DeploymentService
@@ -191,6 +191,12 @@ def _retention(settings: Settings, db: Database, tenancy: Tenancy) -> RetentionS
     return RetentionSweeper(rules, interval_s=kept.interval_s, clock=utc_now, report=report)
 
 
+async def _prewarm_after(loader: asyncio.Task[object] | None, manager: DeploymentManager) -> None:
+    if loader is not None:
+        await asyncio.wait([loader])
+    await prewarm(manager)
+
+
 def _log_load_failure(task: asyncio.Task[object]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the default deployment failed to load: %s", task.exception())
@@ -224,6 +230,7 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             worker.start()
             # before the drain: the worker hands its jobs back, then lines in flight settle
             services.on_close(worker.stop)
+            loader: asyncio.Task[object] | None = None
             if settings.load_on_start and settings.default_model in {
                 d.name for d in services.deployments.list()
             }:
@@ -231,6 +238,9 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
                 loader = asyncio.create_task(services.deployments.get(settings.default_model).ensure_loaded())
                 loader.add_done_callback(_log_load_failure)
                 services.exit_stack.callback(loader.cancel)
+            if settings.engine.prewarm:  # after the default's load, which it would slow down
+                warmer = asyncio.create_task(_prewarm_after(loader, services.deployments))
+                services.exit_stack.callback(warmer.cancel)
             yield
         finally:
             await services.aclose()

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 
 from alize.api.deps import ServicesDep
 from alize.catalog.cards import ModelCard
+from alize.catalog.tuning import tuning_text
 
 router = APIRouter(tags=["catalog page"])
 
@@ -100,7 +101,22 @@ def _quality(card: ModelCard) -> str:
     )
 
 
-def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
+def cold_start_text(loads: dict[str, dict[str, Any] | None]) -> str:
+    """The measured loads of the deployments serving a card, by deployment name."""
+    parts = [
+        f"{name}: p50 {c['p50_s']:.2f} s, max {c['max_s']:.2f} s over {c['loads']} load(s)"
+        for name, c in sorted(loads.items())
+        if c is not None
+    ]
+    return "; ".join(parts) or "not loaded on this server yet"
+
+
+def render_card(
+    card: ModelCard,
+    deployed_as: list[str],
+    base: str,
+    cold_starts: dict[str, dict[str, Any] | None] | None = None,
+) -> str:
     target = deployed_as[0] if deployed_as else card.id
     facts = [
         ("Publisher", card.publisher),
@@ -117,6 +133,9 @@ def render_card(card: ModelCard, deployed_as: list[str], base: str) -> str:
     if card.embedding_dimensions:
         facts.insert(4, ("Dimensions", str(card.embedding_dimensions)))
     facts.insert(-1, ("Measured speed", _measured(card)))
+    facts.insert(-1, ("Cold start", cold_start_text(cold_starts or {})))
+    if card.tuning is not None:
+        facts.insert(-1, ("Tuned for this machine", tuning_text(card.tuning)))
     facts.insert(-1, ("Measured quality", _quality(card)))
     # transparency (EU AI Act): what it is for, where it fails, where the weights come from
     facts += [
@@ -166,8 +185,10 @@ def render_pack(pack: dict[str, Any]) -> str:
 async def catalog_page(request: Request, services: ServicesDep) -> HTMLResponse:
     cards = await services.catalog.list()
     deployed: dict[str, list[str]] = {}
+    cold: dict[str, dict[str, dict[str, Any] | None]] = {}
     for deployment in services.deployments.list():
         deployed.setdefault(deployment.spec.model_id, []).append(deployment.name)
+        cold.setdefault(deployment.spec.model_id, {})[deployment.name] = deployment.cold_starts.summary()
     base = str(request.base_url).rstrip("/")
     nonce = secrets.token_urlsafe(16)
     values = {
@@ -177,7 +198,7 @@ async def catalog_page(request: Request, services: ServicesDep) -> HTMLResponse:
         "TASK_OPTIONS": _options({t for c in cards for t in c.tasks}),
         "LICENSE_OPTIONS": _options({c.license for c in cards}),
         "LANGUAGE_OPTIONS": _options({lang for c in cards for lang in c.languages}),
-        "CARDS": "\n".join(render_card(c, deployed.get(c.id, []), base) for c in cards),
+        "CARDS": "\n".join(render_card(c, deployed.get(c.id, []), base, cold.get(c.id)) for c in cards),
         "PACKS": "\n".join(render_pack(p) for p in await services.packs.list()),
     }
     # one pass, so a value that happens to contain "{{CARDS}}" is never substituted again

@@ -17,7 +17,12 @@ router = APIRouter(tags=["models"])
 
 def _model(deployment: Deployment) -> ModelObject:
     spec = deployment.spec
-    model = ModelObject(id=spec.name, created=spec.created, owned_by=spec.owned_by)
+    model = ModelObject(
+        id=spec.name,
+        created=spec.created,
+        owned_by=spec.owned_by,
+        cold_start=deployment.cold_starts.summary(),
+    )
     if spec.card is not None:
         model.card = spec.card
     return model

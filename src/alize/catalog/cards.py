@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alize.bounds import INT64_MAX
+from alize.catalog.tuning import Tuning
 from alize.errors import ValidationFailedError
 
 Task = Literal["chat", "completion", "fim", "embeddings"]
@@ -270,6 +271,9 @@ class ModelCard(_Data):
     tokens_per_second: float | None = Field(default=None, ge=0, description="measured on this machine")
     quality_scores: dict[str, float] = Field(default_factory=dict)
     measured: MeasuredFigures | None = Field(default=None, description="set by the benchmark only")
+    tuning: Tuning | None = Field(
+        default=None, description="settings and weights measured fastest here, by `alize models tune` only"
+    )
     evaluations: tuple[Evaluation, ...] = Field(
         default=(), max_length=64, description="quality on task sets, set by `alize eval` only"
     )

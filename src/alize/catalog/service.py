@@ -19,6 +19,7 @@ from alize.catalog.cards import Evaluation, MeasuredFigures, ModelCard, parse_ca
 from alize.catalog.from_files import card_from_gguf_info, card_from_hf_folder
 from alize.catalog.inspect import inspect_gguf_async
 from alize.catalog.packs.install import remove as remove_pack_files
+from alize.catalog.tuning import Tuning
 from alize.errors import ConflictError, InvalidRequestError, NotFoundError, ValidationFailedError
 from alize.store.database import Database
 from alize.store.repositories import CatalogModelRepository
@@ -45,7 +46,7 @@ EDITABLE_FIELDS = frozenset(
 
 
 #: card fields written by the server itself (the benchmark) and kept when built-ins are re-seeded
-MEASURED_FIELDS = frozenset({"measured", "tokens_per_second", "evaluations"})
+MEASURED_FIELDS = frozenset({"measured", "tokens_per_second", "evaluations", "tuning"})
 
 
 class ModelNotInCatalogError(NotFoundError):
@@ -218,6 +219,31 @@ class CatalogService:
             )
             await repo.upsert(model_id, card.model_dump(mode="json"), _now())
         log.info("catalog: measured %s: %s", model_id, figures.model_dump(mode="json"))
+        return card
+
+    async def record_tuning(self, model_id: str, tuning: Tuning) -> ModelCard:
+        """Store what ``alize models tune`` measured. A chosen variant file must be a GGUF file of
+        the same model (architecture and parameter count, read by the sandboxed inspector): a
+        deployment will load it in place of the card's own file."""
+        current = await self.get(model_id)
+        if tuning.variant_path is not None:
+            info = await inspect_gguf_async(tuning.variant_path, timeout_s=self._inspect_timeout_s)
+            if info.architecture != current.architecture or (
+                current.parameter_count is not None and info.parameter_count != current.parameter_count
+            ):
+                raise InvalidRequestError(
+                    f"the variant {tuning.variant_path} is not a file of '{model_id}' "
+                    f"({info.architecture}, {info.parameter_count:,} parameters)",
+                    param="variant_path",
+                )
+        async with self._db.transaction() as session:
+            repo = CatalogModelRepository(session)
+            row = await repo.get(model_id)
+            if row is None:
+                raise ModelNotInCatalogError(model_id)
+            card = ModelCard.model_validate({**row.card, "tuning": tuning.model_dump(mode="json")})
+            await repo.upsert(model_id, card.model_dump(mode="json"), _now())
+        log.info("catalog: tuned %s: %s", model_id, tuning.settings.model_dump(mode="json"))
         return card
 
     async def record_evaluation(self, model_id: str, evaluation: Evaluation) -> ModelCard:

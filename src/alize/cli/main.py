@@ -13,12 +13,14 @@ from alize.cli import models as models_cmd
 from alize.cli import safety as safety_cmd
 from alize.cli import serve as serve_cmd
 from alize.cli import tenancy as tenancy_cmd
+from alize.cli import tune as tune_cmd
 from alize.cli import users as users_cmd
 from alize.cli import worker as worker_cmd
 
 app = typer.Typer(help="Alizé: models as a service on your own hardware.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
 app.command("chat")(chat_cmd.chat)
+models_cmd.models_app.command("tune")(tune_cmd.tune)
 app.add_typer(models_cmd.models_app, name="models")
 app.command("deploy")(models_cmd.deploy)
 app.command("undeploy")(models_cmd.undeploy)

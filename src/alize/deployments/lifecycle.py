@@ -7,9 +7,11 @@ Memory is *estimated* before loading (the point is to decide before paying): the
 plus the KV cache of every slot plus llama.cpp's prompt cache and a fixed per-process overhead,
 times the replicas. The KV cache is sized from the model's own metadata: the K and V values per
 token over all layers (``layers × KV heads × (key + value head size)``, read from the GGUF onto
-the card, :attr:`alize.catalog.gguf.GGUFInfo.kv_values_per_token`) times 2 bytes, f16 being
-llama.cpp's default cache type, which Alizé leaves as it is (SmolLM2-135M: 30 × 3 × 128 × 2 =
-23,040 bytes a token, what llama.cpp allocates; tests/deployments/test_memory_estimate.py).
+the card, :attr:`alize.catalog.gguf.GGUFInfo.kv_values_per_token`) times the bytes of one value
+in the deployment's cache type: 2 for f16, llama.cpp's default (SmolLM2-135M: 30 × 3 × 128 × 2 =
+23,040 bytes a token, what llama.cpp allocates; tests/deployments/test_memory_estimate.py), 34/32
+for q8_0 and 18/32 for q4_0 (blocks of 32 values with a scale), which `alize models tune` may
+choose.
 Only a model whose metadata says nothing of its attention falls back on ``parameters ** (2/3)``
 bytes, a rough guess that overshoots models with grouped-query attention (262 KB for SmolLM2).
 It is a planning figure, not an accounting one: once a deployment whose engines run
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from alize.deployments.manager import Deployment, DeploymentManager
 from alize.engines.base import EngineConfig
-from alize.errors import EngineUnavailableError
+from alize.errors import AlizeError, EngineUnavailableError
 from alize.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,10 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 #: resident memory of a worker process before any model: runtime, buffers, compute graph
 PROCESS_OVERHEAD_BYTES = 64 * MIB
-#: bytes per cached K or V value: f16, llama.cpp's default cache type (never changed by Alizé)
+#: bytes per cached K or V value: f16, llama.cpp's default cache type
 KV_BYTES_PER_VALUE = 2
+#: bytes per cached value of each cache type a deployment may use (q8_0/q4_0: 32-value blocks)
+KV_BYTES_BY_TYPE = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 #: a PyTorch model in process: the framework's own allocations beside the weights
 TORCH_OVERHEAD_BYTES = 160 * MIB
 
@@ -51,10 +55,12 @@ class MemoryBudgetExceededError(EngineUnavailableError):
     default_code = "memory_budget_exceeded"
 
 
-def kv_bytes_per_token(kv_values_per_token: int | None, parameter_count: int | None, weights: int) -> int:
+def kv_bytes_per_token(
+    kv_values_per_token: int | None, parameter_count: int | None, weights: int, cache_type: str = "f16"
+) -> int:
     """Bytes of KV cache one token takes: from the model's metadata when known, else the guess."""
     if kv_values_per_token:
-        return kv_values_per_token * KV_BYTES_PER_VALUE
+        return int(kv_values_per_token * KV_BYTES_BY_TYPE.get(cache_type, KV_BYTES_PER_VALUE))
     return int((parameter_count or weights) ** (2 / 3))
 
 
@@ -72,7 +78,7 @@ def estimate_memory(
     weights = size_bytes or 0
     if engine.kind == "torch":
         return replicas * (weights + TORCH_OVERHEAD_BYTES)
-    kv_per_token = kv_bytes_per_token(kv_values_per_token, parameter_count, weights)
+    kv_per_token = kv_bytes_per_token(kv_values_per_token, parameter_count, weights, engine.kv_cache_type)
     kv = engine.parallel * engine.ctx_per_slot * kv_per_token
     return replicas * (weights + kv + engine.cache_ram_mib * MIB + PROCESS_OVERHEAD_BYTES)
 
@@ -152,6 +158,19 @@ class MemoryBudget:
                 )
                 await victim.unload()
                 self.evictions += 1
+
+
+async def prewarm(manager: DeploymentManager) -> None:
+    """Prepare every deployment that is not loaded (:meth:`alize.engines.base.Engine.prewarm`),
+    one after the other, so that its first cold start pays for the model only (a failure is
+    logged: the load itself will report it)."""
+    for deployment in manager.list():
+        if deployment.loaded:
+            continue
+        try:
+            await deployment.engine.prewarm()
+        except (ImportError, OSError, ValueError, AlizeError) as exc:
+            log.warning("could not prepare %s: %s", deployment.name, exc)
 
 
 class IdleReaper:

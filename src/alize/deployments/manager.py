@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 
 from alize.deployments.adapters import AdapterEngine, swap_engine
 from alize.deployments.admission import FairQueue, Lane, SlotLease
+from alize.deployments.coldstart import ColdStarts
 from alize.deployments.fallbacks import fallback_chain
+from alize.deployments.quickstart import QuickEngines, Upgrade, start_quick
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
@@ -67,11 +69,15 @@ class Deployment:
         *,
         queue: FairQueue | None = None,
         lookup: Callable[[str], Deployment | None] | None = None,
+        quick: QuickEngines | None = None,
     ) -> None:
         self.spec = spec
         self._lookup = lookup
         self.engine = engine
         slots = spec.engine.parallel * spec.replica_ceiling
+        #: small engines to answer a cold start while ``engine`` loads (see quickstart.py)
+        self._quick = quick
+        self._upgrade: Upgrade | None = None
         self.queue = queue or FairQueue(
             slots,
             max_waiting=limits.max_waiting,
@@ -81,6 +87,8 @@ class Deployment:
         self.last_used = time.monotonic()
         self.loaded = False
         self.loads = 0
+        #: how long the loads took (shown by GET /v1/models and the catalog)
+        self.cold_starts = ColdStarts()
         self._holds = 0
         self._before_load = before_load
         self._load_lock = asyncio.Lock()
@@ -119,11 +127,16 @@ class Deployment:
             started = time.perf_counter()
             if self._before_load is not None:
                 await self._before_load(self)
-            info = await self.engine.start()
+            quick = self._quick(self.spec) if self._quick is not None else None
+            if quick is not None:
+                info, self._upgrade = await start_quick(self, quick)
+            else:
+                info = await self.engine.start()
             self.loaded = True
             self.loads += 1
             self.last_used = time.monotonic()
             cold = time.perf_counter() - started
+            self.cold_starts.record(cold)
             log.info("deployment %s loaded in %.2f s", self.name, cold)
             return info, cold
 
@@ -132,8 +145,15 @@ class Deployment:
 
     async def unload(self) -> None:
         async with self._load_lock:
+            upgrade, self._upgrade = self._upgrade, None
+            if upgrade is not None:  # cancelling is safe under the lock: its wait for it ends
+                await upgrade.cancel()
             was_loaded, self.loaded = self.loaded, False
             await self.engine.stop()
+            if upgrade is not None:
+                await upgrade.quick.stop()
+                if self.engine is upgrade.quick:  # the next load starts from the full engine again
+                    self.engine = upgrade.full
             if was_loaded:
                 log.info("deployment %s unloaded", self.name)
 
@@ -179,7 +199,12 @@ class DeploymentManager:
             )
         else:
             deployment = Deployment(
-                spec, self._replica_set(spec), self._limits, self._before_load, lookup=self.find
+                spec,
+                self._replica_set(spec),
+                self._limits,
+                self._before_load,
+                lookup=self.find,
+                quick=self._quick_engines,
             )
         self._deployments[spec.name] = deployment
         return deployment
@@ -207,6 +232,15 @@ class DeploymentManager:
         engines = [self._registry.create(spec.engine) for _ in range(count)]
         parallel = spec.engine.parallel
         return ReplicaSet(engines, affinity_slack=max(1, parallel // 2), slots=parallel)
+
+    def _quick_engines(self, spec: DeploymentSpec) -> ReplicaSet | None:
+        """Small engines for a cold start, when the spec asks for them (quickstart.py); read
+        from the spec at load time, so engines swapped for new adapters are followed."""
+        slots = spec.quick_start_slots
+        if not slots or slots >= spec.engine.parallel:
+            return None
+        quick = replace(spec.engine, parallel=slots)
+        return ReplicaSet([self._registry.create(quick) for _ in range(spec.replicas)])
 
     def hosted_by(self, host_name: str) -> list[Deployment]:
         """The fine-tuned models served as adapters on ``host_name``."""

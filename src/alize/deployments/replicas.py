@@ -87,6 +87,9 @@ class ReplicaSet(Engine):
             self._health = asyncio.create_task(self._health_loop())
         return self._info
 
+    async def prewarm(self) -> None:
+        await self.replicas[0].prewarm()  # the code is shared by the replicas of one process
+
     async def stop(self) -> None:
         self._info = None
         health, self._health = self._health, None

@@ -24,6 +24,7 @@ from alize.catalog.cards import AdapterSource, ModelCard, RemoteSource
 from alize.catalog.inspect import inspect_gguf_async
 from alize.catalog.service import CatalogService
 from alize.catalog.sources import resolve_path, smollm2_gguf_path
+from alize.catalog.tuning import Tuning
 from alize.config import Settings
 from alize.deployment_config import DeploymentConfig, DeploymentSettings
 from alize.deployments.benchmark import BenchmarkPlan, measure
@@ -47,6 +48,19 @@ from alize.store.database import Database
 from alize.store.repositories import DeploymentRepository
 
 log = logging.getLogger(__name__)
+
+
+def tuned_variant(card: ModelCard, kind: str) -> Path | None:
+    """The weight variant ``alize models tune`` chose for the card, if its file is still there
+    (a variant deleted by hand falls back to the card's own file, with a warning)."""
+    tuning = card.tuning
+    if kind != "llamacpp" or tuning is None or tuning.variant_path is None:
+        return None
+    path = Path(tuning.variant_path)
+    if not path.is_file():
+        log.warning("the tuned variant of %s is gone (%s); using its own file", card.id, path)
+        return None
+    return path
 
 
 async def _kv_values_per_token(card: ModelCard | None, kind: str, path: Path | None) -> int | None:
@@ -94,6 +108,9 @@ class DeploymentService:
         kind = engine_kind(config, card, self._manager.registry.kinds, kind, ray=self._settings.ray)
         if card is not None and path is None and not isinstance(card.source, RemoteSource):
             path = await asyncio.to_thread(resolve_path, card.source, cache_dir=self._catalog.cache_dir)
+            variant = tuned_variant(card, kind) if self._settings.engine.use_tuning else None
+            if variant is not None:
+                path = variant
         engine = engine_config(
             config, card, kind=kind, path=path, defaults=self._settings.engine, ray=self._settings.ray
         )
@@ -101,7 +118,8 @@ class DeploymentService:
         if existing is not None:  # new settings keep the adapters the deployment hosts
             engine = dataclasses.replace(engine, adapters=existing.spec.engine.adapters)
         size = card.size_bytes if card is not None else None
-        if size is None and path is not None and path.is_file():
+        variant_used = card is not None and card.tuning is not None and card.tuning.variant_path == str(path)
+        if (size is None or variant_used) and path is not None and path.is_file():
             size = path.stat().st_size
         # replicas on a Ray cluster hold their memory on its nodes, not under this server's budget
         memory = 0
@@ -113,7 +131,14 @@ class DeploymentService:
                 replicas=config.replicas,
                 kv_values_per_token=await _kv_values_per_token(card, kind, path),
             )
-        return build_spec(config, card, engine, memory_bytes=memory, declared=declared)
+        return build_spec(
+            config,
+            card,
+            engine,
+            memory_bytes=memory,
+            declared=declared,
+            quick_start_slots=self._settings.engine.quick_start_slots,
+        )
 
     def host_of(self, base: str) -> Deployment:
         for deployment in self._manager.list():
@@ -292,6 +317,18 @@ class DeploymentService:
             shown = {**(deployment.spec.card or {}), **measured}
             self._manager.retune(dataclasses.replace(deployment.spec, card=shown))
         return stored
+
+    async def record_tuning(self, model_id: str, tuning: Tuning) -> ModelCard:
+        """Store a tuning on the card; idle stored deployments of the model are rebuilt with it at
+        once (they load with it on their next request), the others at the next start."""
+        card = await self._catalog.record_tuning(model_id, tuning)
+        for deployment in [d for d in self._manager.list() if d.spec.model_id == model_id]:
+            config = self._configs.get(deployment.name)
+            spec = deployment.spec
+            if config is None or deployment.busy or spec.declared or spec.adapter_host is not None:
+                continue  # declared ones are rebuilt with it at the next start
+            await self._manager.replace(await self._spec(config, card, declared=False))
+        return card
 
     async def delete_model(self, model_id: str) -> None:
         """Remove a catalog model, refused while a deployment serves it."""

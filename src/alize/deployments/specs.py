@@ -103,6 +103,10 @@ class DeploymentSpec:
         scaling = self.engine.scaling
         return scaling.most if scaling is not None else self.replicas
 
+    #: slots of the small engine that answers a cold start while the full one loads (0 = none;
+    #: llama.cpp only, see deployments/quickstart.py)
+    quick_start_slots: int = 0
+
 
 def parse_deployment(data: dict[str, Any]) -> DeploymentConfig:
     """Validate client-supplied deployment data into one readable error."""
@@ -158,13 +162,20 @@ def engine_config(
     if kind == "ray" and ray is not None:
         options = ray_options(config.name, ray)
         scaling = replica_scaling(config)
+    # what `alize models tune` measured fastest here, for llama.cpp (the variant file is the
+    # caller's: it resolves paths)
+    tuned = card.tuning.settings if card is not None and card.tuning and defaults.use_tuning else None
+    tuned = tuned if kind == "llamacpp" else None
     return EngineConfig(
         kind=kind,
         model_path=path,
         parallel=config.parallel or defaults.parallel,
         ctx_per_slot=max(MIN_CTX_PER_SLOT, ctx),
-        threads=defaults.threads,
-        batch_size=defaults.batch_size,
+        threads=tuned.threads if tuned else defaults.threads,
+        batch_size=tuned.batch_size if tuned else defaults.batch_size,
+        ubatch_size=tuned.ubatch_size if tuned else None,
+        kv_cache_type=tuned.kv_cache_type if tuned else "f16",
+        flash_attn=tuned.flash_attn if tuned else "auto",
         cache_ram_mib=defaults.cache_ram_mib,
         kv_unified=defaults.kv_unified,
         load_timeout_s=defaults.load_timeout_s,
@@ -203,9 +214,10 @@ def build_spec(
     *,
     memory_bytes: int,
     declared: bool,
+    quick_start_slots: int = 0,
 ) -> DeploymentSpec:
     """The spec, with the card as clients see it (the deployment's prices and settings merged
-    in; no local path or upstream URL)."""
+    in; no local path or upstream URL). ``quick_start_slots`` applies to llama.cpp only."""
     price_in = config.price_input_per_million
     price_out = config.price_output_per_million
     if price_in is None:
@@ -248,6 +260,7 @@ def build_spec(
         declared=declared,
         safety=config.safety,
         fallbacks=tuple(config.fallbacks),
+        quick_start_slots=quick_start_slots if engine.kind == "llamacpp" else 0,
     )
 
 

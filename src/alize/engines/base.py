@@ -59,8 +59,14 @@ class EngineConfig:
     ctx_per_slot: int = 4096
     threads: int = 2
     batch_size: int = 512
+    #: physical batch (llama.cpp ``n_ubatch``); None = llama.cpp's default (512, at most batch_size)
+    ubatch_size: int | None = None
     cache_ram_mib: int = 256
     kv_unified: bool = False
+    #: KV cache element type (llama.cpp names: f16, bf16, q8_0, q4_0); f16 is llama.cpp's default
+    kv_cache_type: str = "f16"
+    #: flash attention: "auto" (llama.cpp decides), "on" or "off"
+    flash_attn: str = "auto"
     load_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
     restart_backoff_s: float = 1.0
@@ -129,6 +135,11 @@ class Engine(ABC):
         raise UnsupportedFeatureError(
             "this engine's replicas are set by the deployment's `replicas`", param="max_replicas"
         )
+
+    async def prewarm(self) -> None:
+        """Make a later :meth:`start` cheaper without loading the model or holding its memory
+        (import the framework and the model's code); by default there is nothing to do."""
+        return None
 
     async def metrics_text(self) -> str | None:
         """The engine's own Prometheus exposition (llama.cpp's ``/metrics``), if it has one and

@@ -18,7 +18,7 @@ import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig, loaded
-from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess
+from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess, worker_config
 from alize.engines.llamacpp.wire import chat_body, completion_body
 from alize.engines.openai_wire import ChunkDecoder
 from alize.errors import (
@@ -62,19 +62,7 @@ class LlamaCppEngine(Engine):
                 return self.info
             self._stopping = False
             cfg = self._config
-            worker = WorkerProcess(
-                {
-                    "model_path": str(cfg.model_path),
-                    "parallel": cfg.parallel,
-                    "ctx_per_slot": cfg.ctx_per_slot,
-                    "threads": cfg.threads,
-                    "batch_size": cfg.batch_size,
-                    "cache_ram_mib": cfg.cache_ram_mib,
-                    "kv_unified": cfg.kv_unified,
-                    "lora_adapters": [str(a.path) for a in cfg.adapters],
-                },
-                load_timeout_s=cfg.load_timeout_s,
-            )
+            worker = WorkerProcess(worker_config(cfg), load_timeout_s=cfg.load_timeout_s)
             handle = await worker.start()
             self._worker, self._handle = worker, handle
             self._client = httpx.AsyncClient(

@@ -14,10 +14,12 @@ import logging
 import os
 import secrets
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from alize.catalog.gguf import ModelTraits
+from alize.engines.base import EngineConfig
 from alize.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,26 @@ class WorkerHandle:
     secret: str
     pid: int
     traits: ModelTraits
+    #: seconds each start-up step took: ``imports_s``, ``traits_s``, ``engine_import_s`` and
+    #: ``server_s`` as the worker measured them, ``total_s`` from spawning it to its ready line
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def worker_config(cfg: EngineConfig) -> dict[str, Any]:
+    """The JSON the worker reads (``ALIZE_WORKER_CONFIG``): the engine settings it applies."""
+    return {
+        "model_path": str(cfg.model_path),
+        "parallel": cfg.parallel,
+        "ctx_per_slot": cfg.ctx_per_slot,
+        "threads": cfg.threads,
+        "batch_size": cfg.batch_size,
+        "ubatch_size": cfg.ubatch_size,
+        "cache_ram_mib": cfg.cache_ram_mib,
+        "kv_unified": cfg.kv_unified,
+        "kv_cache_type": cfg.kv_cache_type,
+        "flash_attn": cfg.flash_attn,
+        "lora_adapters": [str(a.path) for a in cfg.adapters],
+    }
 
 
 class WorkerProcess:
@@ -52,6 +74,7 @@ class WorkerProcess:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> WorkerHandle:
+        spawned = time.perf_counter()
         secret = secrets.token_urlsafe(32)
         env = dict(os.environ)
         env["ALIZE_WORKER_CONFIG"] = json.dumps(self._config)
@@ -74,6 +97,11 @@ class WorkerProcess:
             raise EngineUnavailableError(
                 f"model did not load within {self._load_timeout_s:.0f} s", retry_after=5
             ) from None
+        except asyncio.CancelledError:  # the load was abandoned (an unload, a cancelled upgrade)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await asyncio.shield(self.stop(grace_s=1.0))
+            raise
         try:
             message = json.loads(line) if line else {"ready": False, "error": "worker exited while loading"}
         except json.JSONDecodeError:
@@ -91,10 +119,23 @@ class WorkerProcess:
             raise EngineUnavailableError(
                 "the worker reported no usable model traits", retry_after=5
             ) from None
-        self.handle = WorkerHandle(
-            address=str(message["address"]), secret=secret, pid=self._proc.pid, traits=traits
+        reported_timings = message.get("timings")
+        timings = (
+            {str(k): float(v) for k, v in reported_timings.items() if isinstance(v, int | float)}
+            if isinstance(reported_timings, dict)
+            else {}
         )
-        log.info("worker %d listening for %s", self._proc.pid, self._config.get("model_path"))
+        timings["total_s"] = round(time.perf_counter() - spawned, 4)
+        self.handle = WorkerHandle(
+            address=str(message["address"]), secret=secret, pid=self._proc.pid, traits=traits, timings=timings
+        )
+        log.info(
+            "worker %d listening for %s after %.2f s (%s)",
+            self._proc.pid,
+            self._config.get("model_path"),
+            timings["total_s"],
+            ", ".join(f"{k} {v:.3f}" for k, v in timings.items() if k != "total_s"),
+        )
         return self.handle
 
     async def _drain_stderr(self) -> None:

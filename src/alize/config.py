@@ -116,7 +116,13 @@ class SafetySettings(_Group):
     """The content classifier behind `/v1/moderations` and the deployments' content filters."""
 
     classifier: str = Field(
-        "alize", description="Content classifier: a name in the `alize.moderators` entry-point group."
+        "alize-ngram",
+        description=(
+            "Content classifier: a name in the `alize.moderators` entry-point group. `alize-ngram` "
+            "(default) or `alize` (fine-tuned MiniLM + multilingual stage: more accurate on the "
+            "held-out set, but it flags short acknowledgements such as 'OK.' as harassment; see "
+            "docs/safety.md)."
+        ),
     )
     weights_path: Path | None = Field(
         None,

@@ -459,6 +459,11 @@ def main() -> int:
     for name in [k for k in os.environ if k.startswith("ALIZE_")]:
         del os.environ[name]
     os.environ.update(env)
+    from alize.config import EngineSettings
+
+    if "quick_start_slots" in EngineSettings.model_fields:  # code since issue 25's cold-start work
+        # profile the full engine: a cold start's small one would be swapped out mid-measurement
+        os.environ["ALIZE_ENGINE__QUICK_START_SLOTS"] = "0"
     packaged_gguf()  # fail early without the model
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     machine = machine_info()

@@ -78,7 +78,7 @@ def guarded(server: LiveServer) -> Any:
 def test_cli_shows_the_policy(server: LiveServer, guarded: Any) -> None:
     shown = cli(server, "safety", "show", GUARDED)
     assert shown.returncode == 0, shown.stderr
-    assert "input: pii=redact" in shown.stdout
+    assert "input: preset=balanced, pii=redact" in shown.stdout
     assert "health" in shown.stdout and "block     at 0.00" in shown.stdout
     bad = cli(server, "safety", "set", GUARDED, "input", "--block", "weapons")
     assert bad.returncode == 1 and "unknown category 'weapons'" in bad.stderr

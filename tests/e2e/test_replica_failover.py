@@ -94,6 +94,7 @@ class Stream(threading.Thread):
             "model": MODEL,
             "messages": [{"role": "user", "content": f"Count from one to three hundred ({self.take})."}],
             "max_tokens": 400,
+            "ignore_eos": True,  # runs to max_tokens: a reply that ended early freed its slot (a flake)
             "stream": True,
         }
         with httpx.stream("POST", f"{self.server.v1}/chat/completions", json=body, timeout=120) as r:

@@ -17,7 +17,7 @@ the same greedy tokens, and that they do not without the permutation).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,20 +68,12 @@ def lora_pairs(state: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     return pairs
 
 
-def write_lora_gguf(
-    state: Mapping[str, Any], facts: BaseFacts, *, alpha: float, path: Path, name: str = ""
-) -> Path:
-    """Write the adapter (float32) to ``path``; returns it."""
-    import gguf
+def gguf_pairs(state: Mapping[str, Any], facts: BaseFacts) -> Iterator[tuple[str, Any, Any]]:
+    """(GGUF weight name, A, B) per adapted weight, float32, sorted by module, B's rows in
+    llama.cpp's q/k order: what both the adapter file and the merged export are built from."""
     import numpy as np
 
     names = tensor_names(facts)
-    writer = gguf.GGUFWriter(str(path), facts.architecture)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
-    if name:
-        writer.add_name(name)
     for module, (a, b) in sorted(lora_pairs(state).items()):
         target = names.get_name(module + ".weight", try_suffixes=(".weight",))
         if target is None:
@@ -91,8 +83,28 @@ def write_lora_gguf(
         short = module.rsplit(".", 1)[-1]
         if facts.architecture == "llama" and short in PERMUTED_ROWS:
             b_np = permute_rows(b_np, getattr(facts, PERMUTED_ROWS[short]))
-        writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(a_np, dtype=np.float32))
-        writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(b_np, dtype=np.float32))
+        yield (
+            target,
+            np.ascontiguousarray(a_np, dtype=np.float32),
+            np.ascontiguousarray(b_np, dtype=np.float32),
+        )
+
+
+def write_lora_gguf(
+    state: Mapping[str, Any], facts: BaseFacts, *, alpha: float, path: Path, name: str = ""
+) -> Path:
+    """Write the adapter (float32) to ``path``; returns it."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), facts.architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    if name:
+        writer.add_name(name)
+    for target, a, b in gguf_pairs(state, facts):
+        writer.add_tensor(f"{target}.lora_a", a)
+        writer.add_tensor(f"{target}.lora_b", b)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -21,27 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from alize.jobs.finetune.base import BaseFacts
-from alize.jobs.finetune.gguf_lora import PERMUTED_ROWS, lora_pairs, permute_rows, tensor_names
+from alize.jobs.finetune.gguf_lora import gguf_pairs
 
 
 def _deltas(state: Mapping[str, Any], facts: BaseFacts, alpha: float) -> dict[str, Any]:
     """GGUF weight name -> the float32 update the adapter adds to it."""
-    import numpy as np
-
-    names = tensor_names(facts)
-    deltas: dict[str, Any] = {}
-    for module, (a, b) in lora_pairs(state).items():
-        target = names.get_name(module + ".weight", try_suffixes=(".weight",))
-        if target is None:
-            raise ValueError(f"{module} has no GGUF tensor name for the {facts.architecture} architecture")
-        a_np = a.detach().to("cpu").float().numpy()
-        b_np = b.detach().to("cpu").float().numpy()
-        delta = (float(alpha) / a_np.shape[0]) * (b_np @ a_np)
-        short = module.rsplit(".", 1)[-1]
-        if facts.architecture == "llama" and short in PERMUTED_ROWS:
-            delta = permute_rows(delta, getattr(facts, PERMUTED_ROWS[short]))
-        deltas[target] = np.asarray(delta, dtype=np.float32)
-    return deltas
+    return {target: (float(alpha) / a.shape[0]) * (b @ a) for target, a, b in gguf_pairs(state, facts)}
 
 
 def write_merged_gguf(

@@ -202,14 +202,23 @@ def test_two_ray_replicas_serve_survive_a_kill_and_are_restored(gateway: LiveSer
         s.start()
     for s in load:
         assert s.started.wait(120)
-    victim = min(pids)
+    # Serve picks the replica of each request (power of two choices), so the 4 need not split
+    # 2 and 2: the victim is the replica that took the most of them (min(pids) was once idle,
+    # and every stream ended with [DONE]); the other keeps what it took
+    loaded = _served(gateway)
+    carried = {int(n.rsplit(":", 1)[1]): loaded.get(n, 0) - served.get(n, 0) for n in loaded}
+    victim = max(carried, key=lambda pid: carried[pid])
+    survivor_pid = next(pid for pid in pids if pid != victim)
+    assert carried[victim] >= 1, carried
     os.kill(victim, signal.SIGKILL)
     for s in load:
         s.join(120)
     request_ids += [s.request_id for s in load if s.request_id]
     endings = [s.ending for s in load]
     assert "silent" not in endings and None not in endings, endings
-    assert endings.count("error") >= 1 and endings.count("done") >= 1, endings
+    assert endings.count("error") >= 1, (endings, carried)
+    if carried.get(survivor_pid, 0) >= 1:
+        assert endings.count("done") >= 1, (endings, carried)
     for s in load:
         if s.error is not None:
             assert s.error["code"] == "engine_unavailable" and "died" in s.error["message"], s.error
@@ -219,7 +228,7 @@ def test_two_ray_replicas_serve_survive_a_kill_and_are_restored(gateway: LiveSer
     assert [a["status"] for a in after] == [200] * 3, after
     request_ids += [a["id"] for a in after if a["id"]]
     assert all(c["body"]["choices"][0]["message"]["content"] for c in after)
-    survivor = f":{max(pids)}"
+    survivor = f":{survivor_pid}"
     now = _served(gateway)
     gained = {n: now.get(n, 0) - served.get(n, 0) for n in now}
     assert sum(v for n, v in gained.items() if n.endswith(survivor)) >= 1, gained
@@ -236,4 +245,4 @@ def test_two_ray_replicas_serve_survive_a_kill_and_are_restored(gateway: LiveSer
             break
         assert time.monotonic() < deadline, f"no replacement replica: {fresh}"
         time.sleep(1)
-    assert max(pids) in fresh
+    assert survivor_pid in fresh

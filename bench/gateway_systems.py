@@ -124,6 +124,9 @@ def start_alize(
             "ALIZE_LOG_LEVEL": "warning",
             "ALIZE_ENGINE__PARALLEL": "256",
             "ALIZE_LIMITS__QUEUE_MAX": "4096",
+            # steady state: the start-up prewarm imports PyTorch for the embeddings model in a
+            # thread for about 10 s, and its GIL time showed up in the first measured requests
+            "ALIZE_ENGINE__PREWARM": "false",
             **extra_env,
         }
     )

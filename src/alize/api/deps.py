@@ -92,7 +92,9 @@ class Services:
         await self.exit_stack.aclose()
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """The app's services. ``async``: FastAPI runs a plain ``def`` dependency in its thread
+    pool, a thread hop on every request for one attribute read."""
     services: Services = request.app.state.services
     return services
 

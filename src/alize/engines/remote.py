@@ -42,10 +42,11 @@ the server's ``engine.request_timeout_s``), ``breaker_failures`` (5), ``breaker_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,6 +88,25 @@ def _counted(error: AlizeError, retries: int) -> AlizeError:
     if retries:
         error.headers[RETRIES_HEADER] = str(retries)
     return error
+
+
+#: what may follow an upstream's ``[DONE]`` before its body ends (the chunked encoding's last
+#: chunk, blank lines), and how long to wait for it
+_TRAILER_BYTES, _TRAILER_WAIT_S = 4096, 0.5
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read a stream's body to its end after ``[DONE]``, so its keep-alive connection goes back
+    to the pool: a response closed unread is a connection closed, and every request then paid
+    for a new one (a TCP, or TLS, handshake: seen as one per request in a profile). An upstream
+    that keeps sending, or takes longer than a moment, is cut as before."""
+    read = 0
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(_TRAILER_WAIT_S):
+            async for line in lines:
+                read += len(line) + 1
+                if read > _TRAILER_BYTES:
+                    return
 
 
 class RemoteEngine(Engine):
@@ -323,12 +343,14 @@ class RemoteEngine(Engine):
         decoder = ChunkDecoder()
         streamed, finished, events, done = 0, False, 0, False
         try:
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     events, done = events + 1, True
+                    await _drain(lines)
                     break
                 try:
                     chunk = json.loads(payload)

@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alize.errors import InsufficientQuotaError, NotFoundError
 from alize.store.database import Database
 from alize.store.ids import new_id, utc_now
-from alize.store.models import BudgetReservation, Project
-from alize.store.repositories import BudgetRepository, ProjectRepository
+from alize.store.models import Project
+from alize.store.repositories import BudgetRepository, BudgetWrites, ProjectRepository
 
 
 def cost_micros(
@@ -93,79 +94,81 @@ class BudgetService:
     async def reserve(self, project_id: str, amount_micros: int) -> Reservation:
         """Hold ``amount_micros`` of this month's budget, or raise ``InsufficientQuotaError``.
 
-        Projects without a budget always succeed (the hold still tracks spend per month).
+        Projects without a budget always succeed (the hold still tracks spend per month). One
+        transaction, in one hop (``Database.run_sync``): it is on every request's path.
         """
         if amount_micros < 0:
             raise ValueError("a reservation cannot be negative")
         now = self._clock()
         period = period_of(now)
-        async with self._db.transaction() as session:
-            project = await _project(session, project_id)
-            repo = BudgetRepository(session)
-            await repo.ensure_period(project_id, period, now)
-            if not await repo.try_reserve(
-                project_id, period, amount_micros, project.monthly_budget_micros, now
-            ):
-                retry = (next_period_start(now) - now).total_seconds()
-                raise InsufficientQuotaError(
-                    "You exceeded your current quota: this project's monthly budget is spent. "
-                    "Ask an administrator to raise it.",
-                    retry_after=retry,
-                )
-            reservation = BudgetReservation(
-                id=new_id("res"),
-                project_id=project_id,
-                period=period,
-                amount_micros=amount_micros,
-                state="held",
-                owner=self.owner,
-                created_at=now,
+        reservation = Reservation(new_id("res"), project_id, period, amount_micros)
+
+        def hold(connection: Connection) -> bool:
+            writes = BudgetWrites(connection)
+            exists, budget = writes.budget_of(project_id)
+            if not exists:
+                raise NotFoundError(f"Project '{project_id}' not found.")
+            writes.ensure_period(project_id, period, now)
+            if not writes.try_reserve(project_id, period, amount_micros, budget, now):
+                return False
+            writes.add_reservation(
+                {
+                    "id": reservation.id,
+                    "project_id": project_id,
+                    "period": period,
+                    "amount_micros": amount_micros,
+                    "state": "held",
+                    "owner": self.owner,
+                    "created_at": now,
+                }
             )
-            await repo.add_reservation(reservation)
-        return Reservation(reservation.id, project_id, period, amount_micros)
+            return True
 
-    async def _close(self, reservation_id: str, state: str, actual_micros: int) -> bool:
-        async with self._db.transaction() as session:
-            return await self._close_in(session, reservation_id, state, actual_micros)
+        if not await self._db.run_sync(hold):
+            retry = (next_period_start(now) - now).total_seconds()
+            raise InsufficientQuotaError(
+                "You exceeded your current quota: this project's monthly budget is spent. "
+                "Ask an administrator to raise it.",
+                retry_after=retry,
+            )
+        return reservation
 
-    async def _close_in(
-        self, session: AsyncSession, reservation_id: str, state: str, actual_micros: int
-    ) -> bool:
+    def close_with(self, connection: Connection, reservation_id: str, actual_micros: int | None) -> bool:
+        """Replace a hold by ``actual_micros`` (settled), or drop it (``None``: released), inside
+        the caller's transaction (``Database.run_sync``): the pipeline charges a request in the
+        transaction that writes its ledger row, so the row and the charge commit together.
+        ``False`` if the hold was already closed."""
+        if actual_micros is not None and actual_micros < 0:
+            raise ValueError("a cost cannot be negative")
         now = self._clock()
-        repo = BudgetRepository(session)
-        closed = await repo.close_reservation(reservation_id, state, actual_micros, now)
+        state, amount = ("released", 0) if actual_micros is None else ("settled", actual_micros)
+        writes = BudgetWrites(connection)
+        closed = writes.close_reservation(reservation_id, state, amount, now)
         if closed is None:
             return False
-        await repo.apply(
+        writes.apply(
             closed.project_id,
             closed.period,
             reserved_delta=-closed.amount_micros,
-            spent_delta=actual_micros,
+            spent_delta=amount,
             now=now,
         )
         return True
+
+    async def _close(self, reservation_id: str, actual_micros: int | None) -> bool:
+        return await self._db.run_sync(
+            lambda connection: self.close_with(connection, reservation_id, actual_micros)
+        )
 
     async def settle(self, reservation: Reservation, actual_micros: int) -> bool:
         """Replace the hold by the actual cost (may exceed the hold). ``False`` if already closed."""
         if actual_micros < 0:
             raise ValueError("a cost cannot be negative")
-        return await self._close(reservation.id, "settled", actual_micros)
+        return await self._close(reservation.id, actual_micros)
 
     async def release(self, reservation: Reservation) -> bool:
         """Drop the hold without charging. ``False`` if already closed."""
-        return await self._close(reservation.id, "released", 0)
-
-    async def close_in(
-        self, session: AsyncSession, reservation: Reservation, actual_micros: int | None
-    ) -> bool:
-        """:meth:`settle` (``actual_micros``) or :meth:`release` (``None``) inside the caller's
-        transaction: the pipeline charges a request in the transaction that writes its ledger
-        row, so the row and the charge commit together (one commit where there were two)."""
-        if actual_micros is None:
-            return await self._close_in(session, reservation.id, "released", 0)
-        if actual_micros < 0:
-            raise ValueError("a cost cannot be negative")
-        return await self._close_in(session, reservation.id, "settled", actual_micros)
+        return await self._close(reservation.id, None)
 
     async def release_stale(self, older_than: timedelta) -> int:
         """Release holds older than ``older_than`` (left by a crashed worker); returns how many."""
@@ -183,7 +186,7 @@ class BudgetService:
     async def _release_all(self, reservation_ids: Sequence[str]) -> int:
         released = 0
         for reservation_id in reservation_ids:
-            released += await self._close(reservation_id, "released", 0)
+            released += await self._close(reservation_id, None)
         return released
 
     async def status(self, project_id: str) -> BudgetStatus:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from alize.store.database import Database
 from alize.store.ids import utc_now
 from alize.store.models import UsageRow
-from alize.store.repositories import GroupBy, UsageAggregate, UsageRepository
+from alize.store.repositories import GroupBy, UsageAggregate, UsageRepository, UsageWrites
 
 __all__ = ["GroupBy", "MeteringService", "UsageAggregate", "UsageRecord", "UsageStatus", "to_csv"]
 
@@ -120,11 +120,12 @@ class MeteringService:
         self,
         usage: UsageRecord,
         *,
-        then: Callable[[AsyncSession, bool], Awaitable[object]] | None = None,
+        then: Callable[[Connection, bool], object] | None = None,
     ) -> bool:
         """Write the request's ledger row; ``False`` (and no change) if its id is already there.
-        ``then(session, new)`` runs in the same transaction (the pipeline charges the budget
-        there, so the row and its charge commit together or not at all)."""
+        ``then(connection, new)`` runs in the same transaction (the pipeline charges the budget
+        there, so the row and its charge commit together or not at all). One transaction in one
+        hop (``Database.run_sync``): it ends every request."""
         counts = (
             usage.prompt_tokens,
             usage.completion_tokens,
@@ -156,11 +157,14 @@ class MeteringService:
             "fallback": usage.fallback,
             "retries": usage.retries,
         }
-        async with self._db.transaction() as session:
-            new = await UsageRepository(session).insert_once(values)
+
+        def write(connection: Connection) -> bool:
+            new = UsageWrites(connection).insert_once(values)
             if then is not None:
-                await then(session, new)
+                then(connection, new)
             return new
+
+        return await self._db.run_sync(write)
 
     async def purge_before(self, before: datetime) -> int:
         """Retention of the request log: delete ledger rows older than ``before``."""

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from alize.domain import Usage
 from alize.errors import AlizeError
@@ -89,10 +89,10 @@ class Settler:
         reservation = ticket.reservation
         budget = self._tenancy.budget
 
-        async def charge(session: AsyncSession, new: bool) -> None:
+        def charge(connection: Connection, new: bool) -> None:
             # charged only with a new row (a repeated request id is released, never billed twice)
             if reservation is not None:
-                await budget.close_in(session, reservation, cost if new else None)
+                budget.close_with(connection, reservation.id, cost if new else None)
 
         try:
             if ticket.lease is not None:

@@ -62,8 +62,8 @@ async def check_origin(request: Request, services: Services) -> None:
     raise PermissionDeniedError("This request did not come from the chat page.", code="bad_origin")
 
 
-def get_chat(request: Request) -> Services:
-    return get_services(request)
+async def get_chat(request: Request) -> Services:
+    return await get_services(request)
 
 
 AppDep = Annotated[Services, Depends(get_chat)]

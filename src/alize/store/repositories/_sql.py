@@ -16,6 +16,11 @@ def dialect_name(session: AsyncSession) -> str:
 
 def upsert_insert(session: AsyncSession, entity: type[Base]) -> Any:
     """An ``INSERT`` that supports ``on_conflict_do_nothing/do_update`` on the session's dialect."""
-    if dialect_name(session) == "postgresql":
+    return upsert_insert_for(dialect_name(session), entity)
+
+
+def upsert_insert_for(dialect: str, entity: type[Base]) -> Any:
+    """:func:`upsert_insert` for a dialect named (a synchronous connection's)."""
+    if dialect == "postgresql":
         return postgresql.insert(entity)
     return sqlite.insert(entity)

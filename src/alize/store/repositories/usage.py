@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alize.store.models import UsageRow
-from alize.store.repositories._sql import dialect_name, upsert_insert
+from alize.store.repositories._sql import dialect_name, upsert_insert_for
 
 GroupBy = Literal["day", "deployment", "model", "key", "project"]
 
@@ -29,20 +31,44 @@ class UsageAggregate:
     cost_micros: int
 
 
+@functools.cache
+def _insert_once_for(dialect: str, columns: tuple[str, ...]) -> Any:
+    """The idempotent insert of a row with these columns, built once (see
+    :mod:`alize.store.repositories.budget` on why hot statements are); RETURNING, not rowcount:
+    drivers disagree on rowcount for a skipped insert."""
+    table = UsageRow.__table__
+    return (
+        upsert_insert_for(dialect, UsageRow)
+        .values({name: sa.bindparam(f"v_{name}", type_=table.c[name].type) for name in columns})
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(UsageRow.id)
+    )
+
+
+def _insert_once(dialect: str, values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    statement = _insert_once_for(dialect, tuple(sorted(values)))
+    return statement, {f"v_{name}": value for name, value in values.items()}
+
+
+class UsageWrites:
+    """The ledger's hot write on a synchronous connection (``Database.run_sync``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def insert_once(self, values: dict[str, Any]) -> bool:
+        """:meth:`UsageRepository.insert_once`: ``True`` if the row is new."""
+        statement, params = _insert_once(self._connection.dialect.name, values)
+        return self._connection.execute(statement, params).first() is not None
+
+
 class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
     async def insert_once(self, values: dict[str, Any]) -> bool:
         """Insert a ledger row unless its ``request_id`` is already there; ``True`` if inserted."""
-        stmt = (
-            upsert_insert(self._session, UsageRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(UsageRow.id)
-        )
-        # RETURNING, not rowcount: drivers disagree on rowcount for a skipped insert
-        result = await self._session.execute(stmt)
+        result = await self._session.execute(*_insert_once(dialect_name(self._session), values))
         return result.scalar_one_or_none() is not None
 
     async def pseudonymise_user(self, user_id: str, pseudonym: str) -> int:

@@ -507,3 +507,71 @@ async def test_a_200_with_garbage_or_no_event_stream_is_a_502() -> None:
         )
         with pytest.raises(UpstreamError, match=r"no event stream|malformed"):
             await collect(engine(upstream), chat_request())
+
+
+class ChunkedUpstream:
+    """A loopback keep-alive HTTP/1.1 server: chat answers a whole reply as a chunked event
+    stream (its last chunk, the terminator, in a separate write after ``[DONE]``); counts the
+    connections its clients opened."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                length = next(
+                    (
+                        int(h.split(":")[1])
+                        for h in head.split("\r\n")
+                        if h.lower().startswith("content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if head.startswith("GET /v1/models"):
+                    body = json.dumps({"data": [{"id": "up-model"}]}).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+                    writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                    continue
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+                writer.write(b"transfer-encoding: chunked\r\n\r\n")
+                usage = {"prompt_tokens": 2, "completion_tokens": 1}
+                for data in (chunk("hi"), chunk("", "stop"), chunk(usage=usage)):
+                    event = b"data: " + json.dumps(data).encode() + b"\n\n"
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                event = b"data: [DONE]\n\n"
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.01)  # the terminating chunk comes a moment after [DONE]
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_replies_read_to_their_end_keep_the_upstream_connection_alive() -> None:
+    upstream = ChunkedUpstream()
+    async with upstream as url:
+        eng = RemoteEngine(config(base_url=url))
+        for _ in range(5):
+            deltas = await collect(eng, chat_request())
+            assert "".join(d.text for d in deltas) == "hi"
+        # the probe and five replies on one connection: a reply closed unread after [DONE]
+        # dropped its connection, and every request opened a new one (6 connections)
+        assert upstream.connections == 1
+        await eng.stop()

@@ -365,6 +365,11 @@ async def test_embeddings_in_input_order_with_usage() -> None:
 # -- a real socket upstream: timeouts and early close ------------------------------------------
 
 
+def _content_length(head: str) -> int:
+    lines = head.split("\r\n")
+    return next((int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")), 0)
+
+
 class SlowUpstream:
     """A loopback HTTP server: ``/v1/models`` answers at once; chat streams one chunk every 50 ms
     for ever (or never answers, with ``silent``), and records when its client hangs up."""
@@ -386,11 +391,7 @@ class SlowUpstream:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            length = next(
-                (int(h.split(":")[1]) for h in head.split("\r\n") if h.lower().startswith("content-length")),
-                0,
-            )
-            await reader.readexactly(length)
+            await reader.readexactly(_content_length(head))
             if head.startswith("GET /v1/models"):
                 body = json.dumps({"data": [{"id": "up-model"}]}).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
@@ -532,15 +533,7 @@ class ChunkedUpstream:
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
-                length = next(
-                    (
-                        int(h.split(":")[1])
-                        for h in head.split("\r\n")
-                        if h.lower().startswith("content-length")
-                    ),
-                    0,
-                )
-                await reader.readexactly(length)
+                await reader.readexactly(_content_length(head))
                 if head.startswith("GET /v1/models"):
                     body = json.dumps({"data": [{"id": "up-model"}]}).encode()
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from alize.engines.remote import RETRIES_HEADER
+from alize.engines.remote_http import RETRIES_HEADER
 from alize.errors import (
     AlizeError,
     ContextLengthExceededError,

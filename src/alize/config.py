@@ -383,7 +383,14 @@ class RaySettings(_Group):
             "to). Empty = replicas are local worker processes."
         ),
     )
-    namespace: str = Field("alize", min_length=1, description="Ray namespace of Alizé's Serve applications.")
+    namespace: str = Field(
+        "alize",
+        min_length=1,
+        description=(
+            "Ray namespace of the gateway, and the prefix of its Serve applications' names "
+            "(`NAMESPACE.DEPLOYMENT`: Serve's names are global to a cluster)."
+        ),
+    )
     num_cpus_per_replica: float = Field(
         1.0, gt=0, description="CPUs Ray reserves for each replica (its llama.cpp worker's threads)."
     )

@@ -4,8 +4,9 @@ marked down skipped (all of them down: all are candidates again)."""
 
 from __future__ import annotations
 
-from alize.deployments.routing import PROMPT_BLOCK_CHARS, Router, prefix_keys, reply_key
+from alize.deployments.routing import Router
 from alize.domain import GenerationRequest, Message, SamplingParams
+from alize.engines.affinity import PROMPT_BLOCK_CHARS, prefix_keys, reply_key
 
 
 def _chat(*turns: tuple[str, str], adapter: str | None = None) -> GenerationRequest:

@@ -16,11 +16,17 @@ from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.support.scripted_engine import ScriptedEngine
 
 from alize.catalog.service import CatalogService
-from alize.config import DeploymentSettings, Settings
+from alize.config import DeploymentSettings, RaySettings, Settings
 from alize.deployments.manager import DeploymentManager, QueueLimits
 from alize.deployments.service import DeploymentService
 from alize.engines.registry import EngineRegistry
-from alize.errors import ConflictError, InvalidRequestError, ModelNotFoundError, ValidationFailedError
+from alize.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    UnsupportedFeatureError,
+    ValidationFailedError,
+)
 from alize.store import Database
 from alize.store.repositories import DeploymentRepository
 from alize.store.testing import temporary_database
@@ -110,4 +116,37 @@ async def test_restore_brings_back_what_was_stored_and_skips_what_cannot_be(rig:
     assert fixed.spec.declared and fixed.spec.engine.kind == "scripted"
     assert not kept.spec.declared and kept.spec.idle_timeout_s == 7
     assert kept.spec.prices.output_per_million == 4 and not kept.loaded  # nothing loads at restore
+    await manager.close()
+
+
+async def test_a_fine_tuned_model_of_a_base_on_ray_is_refused_at_deployment(rig: Rig, tmp_path: Path) -> None:
+    """Ray replicas load no LoRA adapters: deploying a fine-tuned model whose base runs on the
+    Ray cluster is a 400 that says so (it was a 409 saying the base was not deployed)."""
+    registry = EngineRegistry(load_entry_points=False)
+    registry.register("ray", ScriptedEngine)  # what `alize serve --ray` makes of llama.cpp
+    manager = DeploymentManager(registry, QueueLimits(max_waiting=2, timeout_s=1))
+    settings = rig.settings.model_copy(update={"ray": RaySettings(address="127.0.0.1:6379")})
+    service = DeploymentService(rig.db, manager, rig.catalog, settings)
+    base = await service.create({"name": "base", "model": "tiny"})
+    assert base.spec.engine.kind == "ray"
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"GGUF")
+    await rig.catalog.add_card(
+        {
+            "id": "ft:tiny:x:1",
+            "display_name": "ft:tiny:x:1",
+            "publisher": "tests",
+            "license": "apache-2.0",
+            "open_weights": True,
+            "tasks": ["chat"],
+            "context_length": 256,
+            "architecture": "llama",
+            "has_chat_template": True,
+            "source": {"kind": "adapter", "base": "tiny", "path": str(adapter)},
+        }
+    )
+    with pytest.raises(UnsupportedFeatureError, match="'tiny' runs on the Ray cluster \\(base\\)") as refused:
+        await service.create({"name": "ft", "model": "ft:tiny:x:1"})
+    assert refused.value.status_code == 400 and refused.value.param == "model"
+    assert manager.find("ft") is None
     await manager.close()

@@ -1,5 +1,6 @@
 """SmolLM2 on a real local Ray cluster (a head and a worker node on 127.0.0.1, one CPU each),
-2 Serve replicas of Alizé's llama.cpp worker behind `alize serve --ray`: both take traffic; a
+2 Serve replicas of Alizé's llama.cpp worker behind `alize serve --ray`: a conversation's next
+turns land on the replica that holds its prompt (prefix affinity); both take traffic; a
 replica killed under load ends the streams it carried with an error event (never a silent
 [DONE]); new requests succeed on the other; the ledger holds exactly one row per request; and
 Serve starts a new replica in place of the dead one.
@@ -9,90 +10,34 @@ signalling those groups (never `ray stop`, which would stop every Ray process of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.e2e.conftest import MODEL
-from tests.e2e.server import LiveServer, free_port, live_server
+from tests.e2e.ray_cluster import local_cluster, replica_pids
+from tests.e2e.server import LiveServer, live_server
 from tests.support.installed import import_or_missing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 import_or_missing("ray.serve")
 
-RAY = [sys.executable, "-m", "ray.scripts.scripts"]
-NODE = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", "80000000"]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a `ray start --block` and everything it started: its session holds the node's
-    processes, and Ray's workers, which take process groups of their own."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    members = subprocess.run(["ps", "-o", "pid=", "-s", str(process.pid)], capture_output=True, text=True)
-    for pid in (int(p) for p in members.stdout.split()):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_started(process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while "Ray runtime started" not in log.read_text(errors="replace"):
-        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, f"Ray did not start: {log.read_text(errors='replace')[-3000:]}"
-        time.sleep(0.5)
+#: Serve's application of the deployment (NAMESPACE.DEPLOYMENT)
+APPLICATION = f"alize.{MODEL}"
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``127.0.0.1:PORT`` of a head node and one worker node, each with one CPU."""
-    logs = tmp_path_factory.mktemp("ray-logs")
-    # a short temp dir: Ray's socket paths must fit in 107 bytes
-    temp = tempfile.mkdtemp(prefix="alz-ray-", dir="/tmp")
-    port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = [*NODE, "--temp-dir", temp, "--disable-usage-stats", "--block"]
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, *args: str) -> None:
-        log = logs / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*RAY, "start", *args, *common],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(process)
-        _wait_started(process, log)
-
-    try:
-        start("head", "--head", "--port", str(port), "--include-dashboard", "false")
-        start("worker", "--address", f"127.0.0.1:{port}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        for process in reversed(started):
-            _stop(process)
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_cluster(tmp_path_factory.mktemp("ray-logs")) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +62,11 @@ def _served(server: LiveServer) -> dict[str, int]:
     return served
 
 
-def _chat(server: LiveServer, text: str, max_tokens: int) -> dict[str, Any]:
+def _chat(server: LiveServer, text: str | list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+    messages = [{"role": "user", "content": text}] if isinstance(text, str) else text
     r = httpx.post(
         f"{server.v1}/chat/completions",
-        json={"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens},
+        json={"model": MODEL, "messages": messages, "max_tokens": max_tokens},
         timeout=120,
     )
     return {"status": r.status_code, "id": r.headers.get("x-request-id"), "body": r.json()}
@@ -129,22 +75,27 @@ def _chat(server: LiveServer, text: str, max_tokens: int) -> dict[str, Any]:
 class Stream(threading.Thread):
     """One streamed reply, read to its end: its chunks, and how it ended."""
 
-    def __init__(self, server: LiveServer, text: str) -> None:
+    def __init__(
+        self, server: LiveServer, text: str, max_tokens: int = 300, *, ignore_eos: bool = False
+    ) -> None:
         super().__init__(daemon=True)
-        self.server, self.text = server, text
+        self.server, self.text, self.max_tokens, self.ignore_eos = server, text, max_tokens, ignore_eos
         self.tokens = 0
+        self.content = ""
         self.ending: str | None = None  # "done", "error" or "silent"
         self.error: dict[str, Any] | None = None
         self.request_id: str | None = None
         self.started = threading.Event()
 
     def run(self) -> None:
-        body = {
+        body: dict[str, Any] = {
             "model": MODEL,
             "messages": [{"role": "user", "content": self.text}],
-            "max_tokens": 300,
+            "max_tokens": self.max_tokens,
             "stream": True,
         }
+        if self.ignore_eos:
+            body["ignore_eos"] = True
         with httpx.stream("POST", f"{self.server.v1}/chat/completions", json=body, timeout=120) as r:
             assert r.status_code == 200
             self.request_id = r.headers.get("x-request-id")
@@ -161,14 +112,15 @@ class Stream(threading.Thread):
                     self.ending, self.error = "error", event["error"]
                     break
                 self.tokens += 1
+                for choice in event.get("choices", []):
+                    self.content += choice["delta"].get("content") or ""
                 if self.tokens >= 3:
                     self.started.set()
         self.started.set()
 
 
 def _replica_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", f"ServeReplica:{MODEL}"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+    return replica_pids(APPLICATION)
 
 
 def _ledger_rows(server: LiveServer, request_ids: list[str]) -> int:
@@ -180,8 +132,52 @@ def _ledger_rows(server: LiveServer, request_ids: list[str]) -> int:
     return sum(int(g["requests"]) for g in r.json()["data"] if g["group"] == MODEL)
 
 
+def _assistant(content: str) -> dict[str, str]:
+    return {"role": "assistant", "content": content}
+
+
+def _took(server: LiveServer, before: dict[str, int]) -> str:
+    """The one replica that started sequences since ``before``."""
+    gained = {n: c - before.get(n, 0) for n, c in _served(server).items() if c > before.get(n, 0)}
+    assert len(gained) == 1, gained
+    return next(iter(gained))
+
+
+def test_a_conversations_next_turns_land_on_the_replica_that_holds_its_prompt(gateway: LiveServer) -> None:
+    """Two conversations start at once, one on each replica (the least busy takes each); their
+    next turns, sent one at a time to idle replicas, each go back to the replica of their first
+    turn. Serve's own router (the less busy of two at random) would send each to either; least
+    busy alone would send all four to the same one."""
+    before = _served(gateway)
+    # runs to max_tokens, so that it is still streaming when the other conversation starts
+    first = Stream(gateway, "Tell me about lighthouses, in detail.", max_tokens=200, ignore_eos=True)
+    first.start()
+    assert first.started.wait(120)
+    took_first = _took(gateway, before)
+    before = _served(gateway)
+    other = [{"role": "user", "content": "Name three rivers of France."}]
+    reply = _chat(gateway, other, 24)
+    assert reply["status"] == 200, reply
+    took_other = _took(gateway, before)
+    first.join(120)
+    assert first.ending == "done" and took_other != took_first
+    conversations = {
+        took_first: [{"role": "user", "content": first.text}, _assistant(first.content)],
+        took_other: [*other, _assistant(reply["body"]["choices"][0]["message"]["content"])],
+    }
+    for turn in ("Tell me more.", "And one more thing?"):
+        for replica, messages in conversations.items():
+            messages.append({"role": "user", "content": turn})
+            before = _served(gateway)
+            answer = _chat(gateway, messages, 16)
+            assert answer["status"] == 200, answer
+            assert _took(gateway, before) == replica, (turn, messages[0]["content"])
+            messages.append(_assistant(answer["body"]["choices"][0]["message"]["content"]))
+
+
 def test_two_ray_replicas_serve_survive_a_kill_and_are_restored(gateway: LiveServer) -> None:
     request_ids: list[str] = []
+    rows_before = _ledger_rows(gateway, [])  # the rows of the tests before this one
     # both replicas take traffic: 4 concurrent replies on 2 replicas of 2 slots each
     warm = [Stream(gateway, f"Say hello number {i}.") for i in range(4)]
     for s in warm:
@@ -235,7 +231,7 @@ def test_two_ray_replicas_serve_survive_a_kill_and_are_restored(gateway: LiveSer
 
     # exactly one ledger row per request
     assert len(request_ids) == 4 + 4 + 3 == len(set(request_ids))
-    assert _ledger_rows(gateway, request_ids) == len(request_ids)
+    assert _ledger_rows(gateway, request_ids) - rows_before == len(request_ids)
 
     # Serve replaces the dead replica
     deadline = time.monotonic() + 120

@@ -1,7 +1,7 @@
 """Deployment fallbacks through the policy pipeline, over scripted engines and SQLite: a
 deployment that is down, overloaded or too short gives way to the next of its ``fallbacks``,
 under the same request id (one ledger row, billed once), and the route is told in the headers
-and on the row; a client's own mistake never falls back."""
+and on the row; a client's own mistake never falls back. Embeddings fall back the same way."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         manager.add(_spec("a-busy", "slow", fallbacks=("b-echo",), parallel=1))
         manager.add(_spec("a-alone", "error-first"))
         manager.add(_spec("a-both-down", "error-first", fallbacks=("a-alone",)))
+        manager.add(_spec("e-ok", "embed"))
+        manager.add(_spec("e-down", "embed-down", fallbacks=("e-ok",)))
+        manager.add(_spec("e-busy", "embed-slow", fallbacks=("e-ok",), parallel=1))
+        manager.add(_spec("e-both-down", "embed-down", fallbacks=("e-down",)))
         settings = Settings(data_dir=tmp_path, secret_key="test-secret")  # type: ignore[arg-type]
         tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())
         pipeline = PolicyPipeline(GenerationService(LimitSettings(), "be safe"), manager, tenancy)
@@ -167,3 +171,37 @@ async def test_a_client_mistake_does_not_fall_back(rig: Rig) -> None:
         await rig.pipeline.chat(_call("a-single"), "c2", None)
     assert "x-alize-fallback" not in full.value.headers
     await draining
+
+
+async def test_embeddings_fall_back_from_a_deployment_that_is_down_billed_once(rig: Rig) -> None:
+    result = await rig.pipeline.embed("e-down", ["green island"], "c", None)
+    assert (result.deployment, result.model) == ("e-ok", "e-ok-model")
+    assert result.vectors == ((0.0, 0.0, 0.0, 0.0, 1.0, 1.0),)
+    assert result.route.served_by == "e-ok"
+    assert result.route.headers() == {"x-alize-fallback": "e-down;reason=down;code=engine_error"}
+    [row] = await _rows(rig)
+    assert (row.request_id, row.deployment, row.status, row.prompt_tokens) == (
+        result.request_id,
+        "e-down",
+        "success",
+        2,
+    )
+
+
+async def test_embeddings_fall_back_from_a_full_queue(rig: Rig) -> None:
+    held = asyncio.ensure_future(rig.pipeline.embed("e-busy", ["bread"], "c1", None))
+    await asyncio.sleep(0.1)  # holds e-busy's only slot for 0.3 s
+    second = await rig.pipeline.embed("e-busy", ["bakery"], "c2", None)
+    assert second.deployment == "e-ok"
+    assert second.route.headers() == {"x-alize-fallback": "e-busy;reason=overloaded;code=queue_full"}
+    first = await held
+    assert first.deployment == "e-busy" and first.route.headers() == {}
+    assert len(await _rows(rig)) == 2
+
+
+async def test_embeddings_without_a_fallback_left_say_what_was_tried(rig: Rig) -> None:
+    with pytest.raises(EngineError) as caught:
+        await rig.pipeline.embed("e-both-down", ["green"], "c", None)
+    assert caught.value.headers["x-alize-fallback"] == "e-both-down;reason=down;code=engine_error"
+    [row] = await _rows(rig)
+    assert (row.deployment, row.status, row.error_code) == ("e-both-down", "error", "engine_error")

@@ -4,7 +4,8 @@ The deployment's ``model_path`` name picks the scenario, so one app can serve se
 ``echo`` repeats the last user message word by word, ``slow`` sleeps between tokens,
 ``error-mid-stream`` fails after two tokens, ``error-first`` before the first, ``tool-json``
 answers with a JSON tool call, ``zero-usage`` reports no tokens, ``embed`` is an embeddings
-model (bag-of-words vectors over :data:`EMBED_VOCAB`, one prompt token per word).
+model (bag-of-words vectors over :data:`EMBED_VOCAB`, one prompt token per word), ``embed-down``
+one whose engine fails every call, ``embed-slow`` one that takes 0.3 s per call.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ScriptedEngine(Engine):
 
     async def start(self) -> EngineInfo:
         self.started += 1
-        embeds = self.scenario == "embed"
+        embeds = self.scenario.startswith("embed")
         self._info = EngineInfo(
             context_length=self.config.ctx_per_slot,
             max_sequences=self.config.parallel,
@@ -83,7 +84,11 @@ class ScriptedEngine(Engine):
         return len(text.split())
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
-        if self.scenario != "embed":
-            raise UnsupportedFeatureError("only the 'embed' scenario embeds")
+        if not self.scenario.startswith("embed"):
+            raise UnsupportedFeatureError("only the 'embed' scenarios embed")
+        if self.scenario == "embed-down":
+            raise EngineError("scripted embeddings failure")
+        if self.scenario == "embed-slow":
+            await asyncio.sleep(0.3)
         vectors = tuple(tuple(float(t.lower().count(w)) for w in EMBED_VOCAB) for t in texts)
         return Embeddings(vectors=vectors, prompt_tokens=sum(len(t.split()) for t in texts))

@@ -62,4 +62,5 @@ async def create_embeddings(
     headers = {"x-request-id": result.request_id, **served_by(result.deployment, result.model)}
     if result.cold_start_s is not None:
         headers["x-alize-cold-start-ms"] = str(int(result.cold_start_s * 1000))
+    headers.update(result.route.headers())  # the deployments left on the way (fallbacks)
     return Response(reply.to_json(), media_type="application/json", headers=headers)

@@ -10,6 +10,7 @@ from alize.cli import evaluation as eval_cmd
 from alize.cli import finetune as finetune_cmd
 from alize.cli import jobs as jobs_cmd
 from alize.cli import models as models_cmd
+from alize.cli import ray as ray_cmd
 from alize.cli import safety as safety_cmd
 from alize.cli import serve as serve_cmd
 from alize.cli import tenancy as tenancy_cmd
@@ -25,6 +26,7 @@ app.add_typer(models_cmd.models_app, name="models")
 app.command("deploy")(models_cmd.deploy)
 app.command("undeploy")(models_cmd.undeploy)
 app.add_typer(safety_cmd.safety_app, name="safety")
+app.add_typer(ray_cmd.ray_app, name="ray")
 app.add_typer(tenancy_cmd.projects_app, name="projects")
 app.add_typer(tenancy_cmd.keys_app, name="keys")
 app.add_typer(tenancy_cmd.audit_app, name="audit")

@@ -60,10 +60,13 @@ def serve(
 EXIT_NO_CLUSTER = 3
 
 
-def join_ray_cluster(settings: RaySettings) -> None:
+def join_ray_cluster(settings: RaySettings, *, quiet: bool = False) -> None:
     """Join the Ray cluster before serving, or exit 3 saying why (not installed, nothing
-    answering at the address, refused): a gateway whose replicas cannot start never serves."""
+    answering at the address, refused): a gateway whose replicas cannot start never serves.
+    Then list the Serve applications of Alizé's namespace already running (left by a gateway
+    killed outright): each is redeployed in place when its deployment loads."""
     from alize.engines.ray import RayUnavailableError, connect
+    from alize.engines.ray_apps import list_apps
 
     address = settings.address or "auto"
     try:
@@ -71,4 +74,14 @@ def join_ray_cluster(settings: RaySettings) -> None:
     except RayUnavailableError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_NO_CLUSTER) from None
+    if quiet:
+        return
     typer.echo(f"Ray cluster {address}: llama.cpp replicas run as Ray Serve deployments")
+    running = list_apps(settings.namespace)
+    if running:
+        names = ", ".join(f"{app.name} ({app.status}, {app.running} replicas)" for app in running)
+        typer.echo(
+            f"Serve applications already running in namespace {settings.namespace}: {names}; each is "
+            "reused when its deployment loads (`alize ray apps` lists them, `alize ray delete NAME` "
+            "removes one no deployment uses)"
+        )

@@ -18,16 +18,20 @@ once; a fallback's own fallbacks are not followed (no chains to reason about, no
 Names that do not exist (any more) are skipped. :class:`Route` records what happened: the
 deployment that served, each deployment left and why, and the upstream retries on the way;
 its :meth:`Route.headers` go back to the client and its fields onto the ledger row.
+
+Generation and embeddings fall back the same way: :func:`first_ready` prepares a request on the
+first deployment of a chain that can take it, and :func:`leave_or_raise` decides, after a failure
+once prepared (a full queue, an engine failure before any output), whether the next one may try.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from alize.engines.remote import RETRIES_HEADER
+from alize.engines.remote_http import RETRIES_HEADER
 from alize.errors import (
     AlizeError,
     ContextLengthExceededError,
@@ -38,6 +42,15 @@ from alize.errors import (
 )
 
 _D = TypeVar("_D")
+_P = TypeVar("_P")
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=Named)
 
 
 class FallbackReason(StrEnum):
@@ -117,3 +130,41 @@ class Route:
                 f"{f.deployment};reason={f.reason};code={f.code}" for f in self.fallbacks
             )
         return out
+
+
+def tell(exc: BaseException, route: Route) -> None:
+    """A request that fails after retries or fallbacks says so in its error's headers."""
+    if isinstance(exc, AlizeError):
+        exc.headers.update(route.headers())
+
+
+async def first_ready(
+    candidates: Sequence[_N], prepare: Callable[[_N], Awaitable[_P]], route: Route
+) -> tuple[_P, list[_N]]:
+    """``prepare`` on each candidate deployment in turn until one succeeds: its result, and the
+    candidates after it (where the request may still fall back). A failure that allows a
+    fallback (:func:`reason_for`) is recorded on ``route`` and the next candidate tried; the
+    last one's failure, or one that must not fall back, is raised with the route's headers."""
+    for i, candidate in enumerate(candidates):
+        try:
+            prepared = await prepare(candidate)
+        except Exception as exc:
+            reason = reason_for(exc)
+            if reason is None or i == len(candidates) - 1:
+                tell(exc, route)
+                raise
+            route.left(candidate.name, exc, reason)
+            continue
+        return prepared, list(candidates[i + 1 :])
+    raise AssertionError("a deployment has at least itself to try")  # pragma: no cover
+
+
+def leave_or_raise(route: Route, deployment: str, exc: Exception, *, remaining: int) -> None:
+    """After ``exc`` on a prepared request: record that it leaves ``deployment`` for the next of
+    ``remaining`` fallbacks, or raise ``exc`` (with the route's headers) when it must not fall
+    back or none is left."""
+    reason = reason_for(exc)
+    if reason is None or remaining == 0:
+        tell(exc, route)
+        raise exc
+    route.left(deployment, exc, reason)

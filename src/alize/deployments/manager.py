@@ -25,6 +25,7 @@ from alize.deployments.quickstart import QuickEngines, Upgrade, start_quick
 from alize.deployments.replicas import ReplicaSet
 from alize.deployments.specs import DeploymentSpec
 from alize.domain import EngineInfo
+from alize.engines.affinity import affinity_slack
 from alize.engines.base import LoraAdapter
 from alize.engines.registry import EngineRegistry
 from alize.errors import ConflictError, ModelNotFoundError
@@ -231,7 +232,7 @@ class DeploymentManager:
         count = 1 if spec.engine.scaling is not None else spec.replicas
         engines = [self._registry.create(spec.engine) for _ in range(count)]
         parallel = spec.engine.parallel
-        return ReplicaSet(engines, affinity_slack=max(1, parallel // 2), slots=parallel)
+        return ReplicaSet(engines, affinity_slack=affinity_slack(parallel), slots=parallel)
 
     def _quick_engines(self, spec: DeploymentSpec) -> ReplicaSet | None:
         """Small engines for a cold start, when the spec asks for them (quickstart.py); read

@@ -22,8 +22,9 @@ import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 
-from alize.deployments.routing import Router, prefix_keys, reply_key
+from alize.deployments.routing import Router
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
+from alize.engines.affinity import prefix_keys, reply_key
 from alize.engines.base import Engine, ReplicaScaling
 from alize.errors import EngineUnavailableError
 

@@ -43,7 +43,13 @@ from alize.deployments.specs import (
     parse_deployment,
 )
 from alize.engines.base import LoraAdapter
-from alize.errors import AlizeError, ConflictError, InvalidRequestError, ValidationFailedError
+from alize.errors import (
+    AlizeError,
+    ConflictError,
+    InvalidRequestError,
+    UnsupportedFeatureError,
+    ValidationFailedError,
+)
 from alize.store.database import Database
 from alize.store.repositories import DeploymentRepository
 
@@ -141,10 +147,24 @@ class DeploymentService:
         )
 
     def host_of(self, base: str) -> Deployment:
+        """The llama.cpp deployment of ``base`` that serves its fine-tuned models as adapters;
+        400 when the base runs on Ray Serve (its replicas load no adapters), 409 when none runs."""
+        on_ray = []
         for deployment in self._manager.list():
             spec = deployment.spec
-            if spec.model_id == base and spec.adapter_host is None and spec.engine.kind == "llamacpp":
+            if spec.model_id != base or spec.adapter_host is not None:
+                continue
+            if spec.engine.kind == "llamacpp":
                 return deployment
+            if spec.engine.kind == "ray":
+                on_ray.append(spec.name)
+        if on_ray:
+            raise UnsupportedFeatureError(
+                f"fine-tuned models are served as LoRA adapters on local llama.cpp workers, and "
+                f"'{base}' runs on the Ray cluster ({', '.join(on_ray)}); serve the base from a "
+                "gateway without --ray (ALIZE_RAY__ADDRESS unset) to deploy its fine-tuned models",
+                param="model",
+            )
         raise ConflictError(
             f"no deployment serves the base model '{base}' on llama.cpp; deploy it first "
             "(a fine-tuned model is served as an adapter on its base's deployment)",

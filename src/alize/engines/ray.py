@@ -1,17 +1,21 @@
 """The Ray engine: a deployment's llama.cpp replicas as one Ray Serve deployment across a cluster.
 
 ``alize serve --ray ADDRESS`` (``ALIZE_RAY__ADDRESS``) makes every llama.cpp deployment a Serve
-application named like it, whose replicas are :class:`~alize.engines.ray_replica.LlamaCppReplica`
-(Alizé's own llama.cpp worker; ``ray.serve.llm`` needs vLLM and CUDA). The gateway keeps keys,
-limits, queueing and metering, and calls the replicas through a Serve handle, streaming:
+application named ``NAMESPACE.DEPLOYMENT`` (:mod:`alize.engines.ray_apps`), whose replicas are
+:class:`~alize.engines.ray_replica.LlamaCppReplica` (Alizé's own llama.cpp worker; ``ray.serve.llm``
+needs vLLM and CUDA). The gateway keeps keys, limits, queueing and metering, and calls the
+replicas through a Serve handle, streaming:
 
 * the replica count is ``replicas``, or autoscaled between ``min_replicas`` and
   ``max_replicas`` on ``target_ongoing_requests``, changed live by :meth:`RayEngine.rescale`
   (the application is redeployed under the same version, so Serve only adds or removes
   replicas); ``max_ongoing_requests`` is the deployment's ``parallel`` plus room for token
   counts, and the gateway's fair queue admits no more sequences than there are slots;
-* Serve routes each call (power of two choices on queue length) and replaces a replica whose
-  health check fails or whose actor dies;
+* Serve routes each call with :class:`~alize.engines.ray_router.AffinityRouter` (prefix
+  affinity, else the least busy replica: the rule of the local router) and replaces a replica
+  whose health check fails or whose actor dies;
+* an application of the same name left running (by a gateway killed outright) is redeployed
+  in place: the same version keeps its replicas, a changed replica config replaces them;
 * a replica that dies before it took a request is retried (Serve routes the retry elsewhere);
   one that dies mid-stream ends the stream with 503 ``engine_unavailable`` (a final SSE error
   event), never a silent end; the gateway's errors raised in a replica arrive as themselves;
@@ -37,7 +41,9 @@ from types import ModuleType
 from typing import Any
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
+from alize.engines.affinity import affinity_slack
 from alize.engines.base import Engine, EngineConfig, ReplicaScaling, loaded
+from alize.engines.ray_apps import application_name, list_apps
 from alize.engines.ray_replica import LlamaCppReplica
 from alize.errors import AlizeError, EngineError, EngineUnavailableError, InvalidRequestError
 
@@ -132,7 +138,9 @@ class RayEngine(Engine):
         self._config = config
         self._address = opts.get("address", "auto")
         self._namespace = opts.get("namespace", "alize")
-        self._application = opts.get("application") or config.model_path.stem
+        self._application = application_name(
+            self._namespace, opts.get("application") or config.model_path.stem
+        )
         self._num_cpus = float(opts.get("num_cpus", "1"))
         self._health_period_s = float(opts.get("health_check_period_s", "5"))
         self._scaling = config.scaling or ReplicaScaling()
@@ -156,10 +164,19 @@ class RayEngine(Engine):
         """(Re)deploy the application; blocks until its replicas run. Same replica config, same
         version: a new replica count or autoscaling bound only adds or removes replicas."""
         serve: Any = _import("ray.serve")
+        config: Any = _import("ray.serve.config")
+        from alize.engines.ray_router import AffinityRouter  # imports Ray
+
         replica = self._replica_config()
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the gateway calls handles
+        parallel = self._config.parallel
+        router = config.RequestRouterConfig(
+            request_router_class=AffinityRouter,
+            request_router_kwargs={"slack": affinity_slack(parallel), "slots": parallel},
+        )
         deployment = serve.deployment(LlamaCppReplica).options(
             name=DEPLOYMENT,
+            request_router_config=router,
             # the slots, and room for token counts and checks beside full slots (the gateway's
             # fair queue admits no more sequences than slots; Serve routes to the less busy)
             max_ongoing_requests=self._config.parallel + CONTROL_CALLS,
@@ -180,6 +197,7 @@ class RayEngine(Engine):
             if self._info is not None:
                 return self._info
             await asyncio.to_thread(connect, self._address, namespace=self._namespace, timeout_s=10.0)
+            await asyncio.to_thread(self._note_left_running)
             try:
                 handle = await asyncio.wait_for(
                     asyncio.to_thread(self._deploy, self._scaling), self._config.load_timeout_s
@@ -202,6 +220,24 @@ class RayEngine(Engine):
             self._info = replace(info, max_sequences=self._config.parallel * self._scaling.most)
             log.info("%s runs on Ray Serve (%s)", self._application, scaling_options(self._scaling, 0))
             return self._info
+
+    def _note_left_running(self) -> None:
+        """Say so when this deployment's application is already running (left by a gateway
+        killed outright, or deployed by another gateway on the cluster): it is redeployed in
+        place, not beside."""
+        try:
+            found = [app for app in list_apps(self._namespace) if app.name == self._application]
+        except Exception as exc:  # only a note: the deployment itself says what fails
+            log.debug("could not list the Serve applications: %s", exc)
+            return
+        for app in found:
+            log.info(
+                "the Serve application %s is already running (%s, %d replicas): redeploying it in "
+                "place (its replicas are kept when their config is unchanged, else replaced)",
+                app.name,
+                app.status,
+                app.running,
+            )
 
     async def stop(self) -> None:
         async with self._lock:

@@ -12,12 +12,10 @@ environment when the deployment loads and is never logged, stored or echoed in a
   final usage is the upstream's own count); the gateway assembles non-streamed replies.
   Closing the iterator closes the upstream response, which cancels the upstream generation.
 * Retries are bounded (``max_retries``, exponential backoff) and happen only before the first
-  byte of the reply: on connection failures and on 429/500/502/503/504, waiting what the
-  upstream's ``Retry-After`` asks (seconds or an HTTP date) when it asks for longer than the
-  backoff, up to ``MAX_RETRY_WAIT_S`` (a longer wait is passed on to the client at once). A
-  timeout is not retried: the upstream may still be working on the first attempt. How many
-  retries a reply took travels on its first delta (``Delta.retries``), and on a final error in
-  its ``x-alize-retries`` header.
+  byte of the reply (:mod:`alize.engines.remote_http`: the call policy and the error mapping).
+  How many retries a reply took travels on its first delta (``Delta.retries``), and on a final
+  error in its ``x-alize-retries`` header. The reply's event stream is read by
+  :mod:`alize.engines.remote_stream`, which turns every way it can break into a 502.
 * A circuit breaker per engine instance (:mod:`alize.engines.breaker`; each replica of a remote
   deployment has its own) opens after ``breaker_failures`` consecutive failed attempts
   (unreachable, timed out, 5xx, a malformed stream) and refuses at once with 503
@@ -26,10 +24,8 @@ environment when the deployment loads and is never logged, stored or echoed in a
   ``count``) and falls back, once and for all, to the byte-length estimate of
   :func:`alize.engines.remote_wire.estimate_prompt_tokens` (which errs high).
 
-Upstream errors become Alizé's typed errors, naming the upstream by host only: a 4xx is the
-client's request being refused (400 ``upstream_rejected``, or ``context_length_exceeded``),
-429 stays 429, a 503 is 503 ``engine_unavailable``, other failures are 502 ``upstream_error``;
-wrong credentials or an unknown upstream model are the operator's to fix and say so.
+Upstream errors become Alizé's typed errors, naming the upstream by host only
+(:mod:`alize.engines.remote_http`).
 
 Engine options (strings, set by the deployment service from the card): ``base_url``,
 ``upstream_model``, ``api_key_env``, ``tasks`` (comma-separated), ``supports_tools``,
@@ -42,71 +38,36 @@ the server's ``engine.request_timeout_s``), ``breaker_failures`` (5), ``breaker_
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import replace
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
+from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig, loaded, refuse_adapter
 from alize.engines.breaker import CircuitBreaker
-from alize.engines.openai_wire import ChunkDecoder, message_json
+from alize.engines.openai_wire import message_json
+from alize.engines.remote_http import Upstream
+from alize.engines.remote_stream import stream_deltas
 from alize.engines.remote_wire import (
     chat_body,
     completion_body,
     context_of,
     estimate_prompt_tokens,
     estimate_text_tokens,
-    retry_after_s,
-    upstream_message,
 )
 from alize.errors import (
     AlizeError,
     EngineUnavailableError,
     InvalidRequestError,
-    RateLimitError,
     UnsupportedFeatureError,
     UpstreamError,
 )
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: the longest upstream ``Retry-After`` honoured between retries (longer ones are passed on)
-MAX_RETRY_WAIT_S = 5.0
-#: the response header that tells how many times the upstream call was retried
-RETRIES_HEADER = "x-alize-retries"
-
-
-def _counted(error: AlizeError, retries: int) -> AlizeError:
-    if retries:
-        error.headers[RETRIES_HEADER] = str(retries)
-    return error
-
-
-#: what may follow an upstream's ``[DONE]`` before its body ends (the chunked encoding's last
-#: chunk, blank lines), and how long to wait for it
-_TRAILER_BYTES, _TRAILER_WAIT_S = 4096, 0.5
-
-
-async def _drain(lines: AsyncIterator[str]) -> None:
-    """Read a stream's body to its end after ``[DONE]``, so its keep-alive connection goes back
-    to the pool: a response closed unread is a connection closed, and every request then paid
-    for a new one (a TCP, or TLS, handshake: seen as one per request in a profile). An upstream
-    that keeps sending, or takes longer than a moment, is cut as before."""
-    read = 0
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
-        async with asyncio.timeout(_TRAILER_WAIT_S):
-            async for line in lines:
-                read += len(line) + 1
-                if read > _TRAILER_BYTES:
-                    return
 
 
 class RemoteEngine(Engine):
@@ -123,8 +84,6 @@ class RemoteEngine(Engine):
         self._host = urlsplit(self._base_url).netloc
         self._key_env = opts.get("api_key_env") or None
         self._tasks = {t for t in opts.get("tasks", "chat,completion").split(",") if t}
-        self._max_retries = max(0, int(opts.get("max_retries", "2")))
-        self._backoff_s = max(0.0, float(opts.get("retry_backoff_s", "0.5")))
         self._connect_timeout_s = float(opts.get("connect_timeout_s", "10"))
         self._timeout_s = float(opts.get("timeout_s") or config.request_timeout_s)
         #: this replica's circuit breaker (public: routing may skip a replica whose circuit is open)
@@ -133,10 +92,18 @@ class RemoteEngine(Engine):
             cooldown_s=float(opts.get("breaker_cooldown_s", "30")),
             name=f"upstream {self._host}",
         )
+        self._upstream = Upstream(
+            host=self._host,
+            model=model,
+            key_env=self._key_env,
+            max_retries=max(0, int(opts.get("max_retries", "2"))),
+            backoff_s=max(0.0, float(opts.get("retry_backoff_s", "0.5"))),
+            timeout_s=self._timeout_s,
+            breaker=self.breaker,
+        )
         self._tokenize: bool | None = None if opts.get("tokenize", "auto") == "auto" else False
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._key: str | None = None
         self._info: EngineInfo | None = None
         self._lock = asyncio.Lock()
 
@@ -162,8 +129,8 @@ class RemoteEngine(Engine):
         async with self._lock:
             if self._info is not None:
                 return self._info
-            self._key = self._read_key()
-            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            key = self._upstream.key = self._read_key()
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
             cfg = self._config
             client = httpx.AsyncClient(
                 base_url=self._base_url + "/",
@@ -196,7 +163,7 @@ class RemoteEngine(Engine):
     async def _probe(self, client: httpx.AsyncClient) -> int | None:
         """Reachable, credentials accepted, model served; returns the upstream's context length."""
         try:
-            response, _ = await self._send(client, "GET", "models", read_body=True)
+            response, _ = await self._upstream.send(client, "GET", "models", read_body=True)
         except EngineUnavailableError:
             raise
         except AlizeError as exc:
@@ -218,7 +185,7 @@ class RemoteEngine(Engine):
 
     async def stop(self) -> None:
         async with self._lock:
-            client, self._client, self._info, self._key = self._client, None, None, None
+            client, self._client, self._info, self._upstream.key = self._client, None, None, None
             if client is not None:
                 await client.aclose()
 
@@ -227,108 +194,6 @@ class RemoteEngine(Engine):
             await self.start()
         assert self._client is not None
         return self._client
-
-    # ------------------------------------------------------------------ HTTP with retries
-
-    async def _send(
-        self,
-        client: httpx.AsyncClient,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        read_body: bool,
-    ) -> tuple[httpx.Response, int]:
-        """One request with bounded retries, through the circuit breaker; returns the response
-        and how many retries it took. A non-2xx answer raises the mapped error.
-
-        With ``read_body=False`` the response is returned unread (streaming); the caller closes it."""
-        attempt = 0
-        breaker = self.breaker
-        while True:
-            wait = self._backoff_s * 2**attempt
-            try:
-                breaker.check()
-            except AlizeError as exc:
-                raise _counted(exc, attempt) from None
-            try:
-                request = client.build_request(method, path, json=body)
-                response = await client.send(request, stream=not read_body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                breaker.failure()
-                if attempt < self._max_retries:
-                    attempt += 1
-                    await asyncio.sleep(wait)
-                    continue
-                raise _counted(
-                    EngineUnavailableError(
-                        f"cannot reach the upstream {self._host} ({type(exc).__name__})", retry_after=5
-                    ),
-                    attempt,
-                ) from None
-            except httpx.TimeoutException:
-                breaker.failure()
-                raise _counted(
-                    UpstreamError(f"the upstream {self._host} did not answer within {self._timeout_s:g} s"),
-                    attempt,
-                ) from None
-            except httpx.TransportError as exc:
-                breaker.failure()
-                raise _counted(
-                    UpstreamError(f"lost the connection to the upstream {self._host}: {type(exc).__name__}"),
-                    attempt,
-                ) from None
-            status = response.status_code
-            if status >= 500:
-                breaker.failure()
-            else:
-                breaker.success()
-            if status < 400:
-                return response, attempt
-            retry_after = retry_after_s(response, wait)
-            await response.aread()
-            await response.aclose()
-            retryable = status in RETRY_STATUSES and retry_after <= MAX_RETRY_WAIT_S
-            if retryable and attempt < self._max_retries:
-                attempt += 1
-                await asyncio.sleep(max(wait, retry_after))
-                continue
-            raise _counted(self._error_from(response, path, retry_after), attempt)
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
-
-    def _error_from(self, response: httpx.Response, path: str, retry_after: float) -> AlizeError:
-        status = response.status_code
-        message, code = upstream_message(response.content, status)
-        message = self._redact(message)
-        where = f"the upstream {self._host}"
-        extra = {"upstream_status": status}
-        if status in (401, 403):
-            hint = f"check the key in {self._key_env}" if self._key_env else "the card names no api_key_env"
-            error: AlizeError = UpstreamError(f"{where} refused the credentials (HTTP {status}); {hint}")
-        elif status == 404:
-            error = UpstreamError(f"{where} has no '{path}' for '{self._model}' (HTTP 404): {message}")
-        elif status == 429:
-            return RateLimitError(
-                f"{where} is rate limiting requests: {message}",
-                retry_after=max(1.0, retry_after),
-                code="upstream_rate_limited",
-            )
-        elif status == 503:
-            return EngineUnavailableError(
-                f"{where} is unavailable: {message}", retry_after=max(1.0, retry_after)
-            )
-        elif 400 <= status < 500:
-            context = code is not None and "context" in code
-            error = InvalidRequestError(
-                f"{where} rejected the request (HTTP {status}): {message}",
-                code="context_length_exceeded" if context else "upstream_rejected",
-            )
-        else:
-            error = UpstreamError(f"{where} failed (HTTP {status}): {message}")
-        error.extra.update(extra)
-        return error
 
     # ------------------------------------------------------------------ requests
 
@@ -339,64 +204,9 @@ class RemoteEngine(Engine):
             path, body = "chat/completions", chat_body(request, self._model)
         else:
             path, body = "completions", completion_body(request, self._model)
-        response, retries = await self._send(client, "POST", path, body, read_body=False)
-        decoder = ChunkDecoder()
-        streamed, finished, events, done = 0, False, 0, False
-        try:
-            lines = response.aiter_lines()
-            async for line in lines:
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    events, done = events + 1, True
-                    await _drain(lines)
-                    break
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    self.breaker.failure()
-                    raise UpstreamError(f"the upstream {self._host} sent a malformed event") from None
-                events += 1
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    message, _ = upstream_message(payload.encode(), 500)
-                    raise UpstreamError(
-                        f"the upstream {self._host} failed mid-stream: {self._redact(message)}"
-                    )
-                delta = decoder.decode(chunk)
-                if delta is None:
-                    continue
-                streamed += delta.tokens
-                finished = finished or delta.usage is not None
-                if retries:  # the first delta says how many retries the reply took
-                    delta, retries = replace(delta, retries=retries), 0
-                yield delta
-        except httpx.TimeoutException:
-            self.breaker.failure()
-            raise UpstreamError(
-                f"the upstream {self._host} stopped sending for {self._timeout_s:g} s"
-            ) from None
-        except httpx.TransportError as exc:
-            self.breaker.failure()
-            raise UpstreamError(f"lost the upstream {self._host} mid-stream ({type(exc).__name__})") from None
-        finally:
-            await response.aclose()  # early close: the upstream sees the disconnect and stops
-        if not events:
-            # a 200 whose body is no event stream (an HTML page, a JSON error, nothing at all)
-            self.breaker.failure()
-            raise UpstreamError(f"the upstream {self._host} answered with no event stream")
-        if not done and decoder.finish is None:
-            # the connection ended before the reply did (the upstream died): never a silent end
-            self.breaker.failure()
-            raise UpstreamError(f"the upstream {self._host} closed the stream before the reply ended")
-        if not finished:
-            # an upstream that ignores stream_options: count what came, estimate the prompt
-            yield Delta(
-                tool_calls=decoder.tool_calls(),
-                finish_reason=decoder.finish or FinishReason.STOP,
-                usage=Usage(prompt_tokens=estimate_prompt_tokens(request), completion_tokens=streamed),
-                retries=retries,
-            )
+        response, retries = await self._upstream.send(client, "POST", path, body, read_body=False)
+        async for delta in stream_deltas(response, self._upstream, request, retries):
+            yield delta
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """The upstream's own count when it has vLLM's ``/tokenize``, else an estimate that errs high."""
@@ -435,7 +245,7 @@ class RemoteEngine(Engine):
                 param="model",
             )
         body = {"model": self._model, "input": list(texts), "encoding_format": "float"}
-        response, _ = await self._send(client, "POST", "embeddings", body, read_body=True)
+        response, _ = await self._upstream.send(client, "POST", "embeddings", body, read_body=True)
         try:
             data = response.json()
             rows = sorted(data["data"], key=lambda r: int(r.get("index", 0)))

@@ -7,6 +7,12 @@ give (400) → bound the prompt tokens for admission. :meth:`EmbeddingsService.e
 slot in the deployment's fair queue (503 when full) and embeds. Token counts come from the
 engine's own tokenizer; an input longer than the model takes is refused by the engine with a 400
 rather than silently truncated.
+
+Fallbacks are generation's (:mod:`alize.deployments.fallbacks`, the same functions): a deployment
+that cannot load, whose queue is full or whose engine fails gives way to the next of its
+``fallbacks`` under the same request id; ``route`` on the prepared request and on the result
+says who served, who was left and why (the ``x-alize-fallback`` header). An embedding has no
+partial output, so an engine failure falls back at any point of the call.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alize.deployments.admission import Lane
+from alize.deployments.fallbacks import Route, first_ready, leave_or_raise
 from alize.deployments.manager import Deployment, DeploymentHold
 from alize.errors import InvalidRequestError, UnsupportedFeatureError
 
@@ -35,6 +42,8 @@ class EmbeddingResult:
     cold_start_s: float | None
     #: the catalog model whose weights answered
     model: str = ""
+    #: who served (``deployment``), the deployments left on the way and the upstream retries
+    route: Route = field(default_factory=Route)
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
@@ -68,6 +77,10 @@ class PreparedEmbedding:
     prompt_tokens: int
     cold_start_s: float | None
     hold: DeploymentHold
+    dimensions: int | None = None
+    route: Route = field(default_factory=Route)
+    #: the fallbacks not tried yet, in order
+    remaining: list[Deployment] = field(default_factory=list)
 
     def close(self) -> None:
         self.hold.release()
@@ -82,7 +95,30 @@ class EmbeddingsService:
         dimensions: int | None = None,
         request_id: str | None = None,
     ) -> PreparedEmbedding:
+        """Check, hold, load and bound (see the module docstring) on the deployment, or on the
+        first of its fallbacks that can take the request."""
         check_inputs(inputs)
+        request_id = request_id or "req_" + uuid.uuid4().hex
+        candidates = [deployment, *deployment.fallbacks()]
+        return await self._first_ready(candidates, tuple(inputs), dimensions, request_id, Route())
+
+    async def _first_ready(
+        self,
+        candidates: list[Deployment],
+        inputs: tuple[str, ...],
+        dimensions: int | None,
+        request_id: str,
+        route: Route,
+    ) -> PreparedEmbedding:
+        prepared, remaining = await first_ready(
+            candidates, lambda candidate: self._prepare_on(candidate, inputs, dimensions, request_id), route
+        )
+        prepared.route, prepared.remaining = route, remaining
+        return prepared
+
+    async def _prepare_on(
+        self, deployment: Deployment, inputs: tuple[str, ...], dimensions: int | None, request_id: str
+    ) -> PreparedEmbedding:
         hold = deployment.hold()
         try:
             info, cold = await deployment.ensure_loaded()
@@ -104,27 +140,42 @@ class EmbeddingsService:
         # A token covers at least one character, plus the two special tokens, and no input may
         # exceed the model's context: an upper bound before tokenizing.
         bound = sum(min(len(text) + 2, info.context_length) for text in inputs)
-        request_id = request_id or "req_" + uuid.uuid4().hex
-        return PreparedEmbedding(deployment, request_id, tuple(inputs), bound, cold, hold)
+        return PreparedEmbedding(deployment, request_id, inputs, bound, cold, hold, dimensions)
 
     async def embed(
         self, prepared: PreparedEmbedding, caller: str, lane: Lane = "interactive"
     ) -> EmbeddingResult:
-        deployment = prepared.deployment
-        try:
-            lease = await deployment.admit(caller, lane)
-        finally:
-            prepared.close()  # from here the slot keeps the deployment loaded
-        try:
-            result = await deployment.engine.embed(prepared.inputs)
-        finally:
-            lease.release()
-            deployment.last_used = time.monotonic()
-        return EmbeddingResult(
-            request_id=prepared.request_id,
-            deployment=deployment.name,
-            vectors=result.vectors,
-            prompt_tokens=result.prompt_tokens,
-            cold_start_s=prepared.cold_start_s,
-            model=deployment.spec.model_id,
+        """Take a slot and embed; a full queue or an engine failure moves on to the next
+        fallback (prepared there as in :meth:`prepare`), else reaches the caller with the
+        route in its headers."""
+        while True:
+            deployment = prepared.deployment
+            try:
+                try:
+                    lease = await deployment.admit(caller, lane)
+                finally:
+                    prepared.close()  # from here the slot keeps the deployment loaded
+                try:
+                    result = await deployment.engine.embed(prepared.inputs)
+                finally:
+                    lease.release()
+                    deployment.last_used = time.monotonic()
+            except Exception as exc:
+                prepared = await self._fall_back(prepared, exc)
+                continue
+            prepared.route.served_by = deployment.name
+            return EmbeddingResult(
+                request_id=prepared.request_id,
+                deployment=deployment.name,
+                vectors=result.vectors,
+                prompt_tokens=result.prompt_tokens,
+                cold_start_s=prepared.cold_start_s,
+                model=deployment.spec.model_id,
+                route=prepared.route,
+            )
+
+    async def _fall_back(self, prepared: PreparedEmbedding, exc: Exception) -> PreparedEmbedding:
+        leave_or_raise(prepared.route, prepared.deployment.name, exc, remaining=len(prepared.remaining))
+        return await self._first_ready(
+            prepared.remaining, prepared.inputs, prepared.dimensions, prepared.request_id, prepared.route
         )

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 
 from alize.config import LimitSettings
 from alize.deployments.admission import Lane, SlotLease
-from alize.deployments.fallbacks import Route, reason_for
+from alize.deployments.fallbacks import Route, first_ready, leave_or_raise
 from alize.deployments.manager import Deployment, DeploymentHold
 from alize.domain import EngineInfo, GenerationRequest, Message, Usage
-from alize.errors import AlizeError, UnsupportedFeatureError
+from alize.errors import UnsupportedFeatureError
 from alize.gateway.calls import ChatCall, TextCall, check_call, settle_max_tokens
 from alize.gateway.choices import ChoiceEvent, choice_stream, merge, nth_request
 from alize.gateway.tools import ToolPlan, plan_tools
@@ -159,19 +159,11 @@ class GenerationService:
         route: Route,
         request_id: str | None,
     ) -> Prepared:
-        for i, candidate in enumerate(candidates):
-            try:
-                prepared = await self._prepare_on(candidate, call, request_id)
-            except Exception as exc:
-                reason = reason_for(exc)
-                if reason is None or i == len(candidates) - 1:
-                    _tell(exc, route)
-                    raise
-                route.left(candidate.name, exc, reason)
-                continue
-            prepared.call, prepared.route, prepared.remaining = call, route, candidates[i + 1 :]
-            return prepared
-        raise AssertionError("a deployment has at least itself to try")  # pragma: no cover
+        prepared, remaining = await first_ready(
+            candidates, lambda candidate: self._prepare_on(candidate, call, request_id), route
+        )
+        prepared.call, prepared.route, prepared.remaining = call, route, remaining
+        return prepared
 
     async def _prepare_on(
         self, deployment: Deployment, call: ChatCall | TextCall, request_id: str | None
@@ -203,12 +195,10 @@ class GenerationService:
     async def _fall_back(self, prepared: Prepared, exc: Exception) -> Prepared:
         """Prepare the request on its next fallback after ``exc``, or raise ``exc``. Admission
         has been done: the length is pinned to what was admitted, the request id kept."""
-        reason = reason_for(exc)
-        if reason is None or not prepared.remaining or prepared.call is None:
-            _tell(exc, prepared.route)
-            raise exc
-        prepared.route.left(prepared.deployment.name, exc, reason)
+        remaining = len(prepared.remaining) if prepared.call is not None else 0
+        leave_or_raise(prepared.route, prepared.deployment.name, exc, remaining=remaining)
         call = prepared.call
+        assert call is not None
         call = replace(call, params=replace(call.params, max_tokens=prepared.max_tokens))
         again = await self._first_ready(prepared.remaining, call, prepared.route, prepared.request_id)
         again.requested = prepared.requested
@@ -312,12 +302,6 @@ class GenerationService:
             finally:
                 await stream.aclose()
             return
-
-
-def _tell(exc: BaseException, route: Route) -> None:
-    """A request that fails after retries or fallbacks says so in its error's headers."""
-    if isinstance(exc, AlizeError):
-        exc.headers.update(route.headers())
 
 
 class _Streams:

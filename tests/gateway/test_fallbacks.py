@@ -186,6 +186,8 @@ async def test_embeddings_fall_back_from_a_deployment_that_is_down_billed_once(r
         "success",
         2,
     )
+    # the row says who served it and what was left, as a generation's does
+    assert (row.served_by, row.fallback) == ("e-ok", "e-down;reason=down;code=engine_error")
 
 
 async def test_embeddings_fall_back_from_a_full_queue(rig: Rig) -> None:

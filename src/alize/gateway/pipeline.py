@@ -170,6 +170,7 @@ class PolicyPipeline:
         prepared = await self._embeddings.prepare(
             served(ticket), inputs, dimensions=dimensions, request_id=line_request_id(line)
         )
+        ticket.route = prepared.route  # the row names a fallback that served, as for generation
         try:
             await self._admission.admit(ticket, principal, prepared.request_id, prepared.prompt_tokens, 0)
             result = await self._embeddings.embed(prepared, caller, lane_of(line))

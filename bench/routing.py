@@ -179,7 +179,9 @@ async def run_mode(name: str, affinity: bool, args: argparse.Namespace, nonce: i
     if args.ray:
         options = {
             "address": args.ray,
-            "application": "bench-routing",
+            # one application per mode: a process keeps the Serve router it built for an
+            # application's handles, so a redeploy under the same name would keep the first mode's
+            "application": f"bench-routing-{name.replace('_', '-')}",
             "num_cpus": str(args.threads),
             "affinity": "true" if affinity else "false",
         }

@@ -14,7 +14,13 @@ elsewhere recomputes the whole prompt. Reported per mode: TTFT (p50, p90, mean) 
 turns and of the later turns, the prompt tokens llama.cpp served from its cache, and how many
 later turns went to the replica that held their history.
 
+With ``--ray ADDRESS`` the replicas are Ray Serve replicas on that cluster (the Ray engine, one
+Serve application; ``--threads`` CPUs each), and the two modes are Serve's own router (the less
+busy of two at random) and Alizé's affinity router (``engines/ray_router.py``); the replica of
+each turn is not seen from here, only its TTFT and the prompt tokens llama.cpp had cached.
+
     python bench/routing.py            # writes bench/results/routing.json
+    python bench/routing.py --ray 127.0.0.1:6379 --out bench/results/routing_ray.json
 """
 
 from __future__ import annotations
@@ -25,15 +31,16 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from _common import RESULTS_DIR, log, machine_info, packaged_gguf, percentile_or_zero
 from alize.deployments.replicas import ReplicaSet
 from alize.domain import Delta, GenerationRequest, Message, SamplingParams
-from alize.engines.base import EngineConfig
+from alize.engines.base import EngineConfig, ReplicaScaling
 from alize.engines.llamacpp.engine import LlamaCppEngine
+from alize.engines.ray import RayEngine
 
 WORDS = tuple(
     [
@@ -117,6 +124,8 @@ class Mode:
     seen: dict[str, int] = field(default_factory=dict)
     affinity_hits: int = 0
     wall_s: float = 0.0
+    #: sequences each Ray replica took (``--ray``)
+    placed: dict[str, int] = field(default_factory=dict)
 
 
 def document(seed: int, words: int) -> str:
@@ -149,7 +158,7 @@ async def converse(engines: ReplicaSet, index: int, args: argparse.Namespace, mo
             text.append(delta.text)
             usage = delta.usage or usage
         assert usage is not None and ttft is not None
-        replica = mode.seen[request.request_id]
+        replica = mode.seen.get(request.request_id, -1)  # -1: a Ray replica, not seen from here
         mode.turns.append(Turn(index, turn, ttft, usage.prompt_tokens, usage.cached_tokens, replica))
         history.append(Message(role="assistant", content="".join(text)))
         # users read and type at different speeds: the turns of the conversations interleave
@@ -166,8 +175,20 @@ async def run_mode(name: str, affinity: bool, args: argparse.Namespace, nonce: i
         cache_ram_mib=args.cache_ram_mib,
     )
     mode = Mode(name)
+    replicas: list[Any] = [TrackedEngine(config, i, mode.seen) for i in range(args.replicas)]
+    if args.ray:
+        options = {
+            "address": args.ray,
+            # one application per mode: a process keeps the Serve router it built for an
+            # application's handles, so a redeploy under the same name would keep the first mode's
+            "application": f"bench-routing-{name.replace('_', '-')}",
+            "num_cpus": str(args.threads),
+            "affinity": "true" if affinity else "false",
+        }
+        scaling = ReplicaScaling(replicas=args.replicas)
+        replicas = [RayEngine(replace(config, kind="ray", options=options, scaling=scaling))]
     engines = ReplicaSet(
-        [TrackedEngine(config, i, mode.seen) for i in range(args.replicas)],
+        replicas,
         affinity=affinity,
         affinity_slack=max(1, args.parallel // 2),
         slots=args.parallel,
@@ -178,6 +199,8 @@ async def run_mode(name: str, affinity: bool, args: argparse.Namespace, nonce: i
         await asyncio.gather(*(converse(engines, i, args, mode, nonce) for i in range(args.conversations)))
         mode.wall_s = time.perf_counter() - started
         mode.affinity_hits = engines.router.affinity_hits
+        if args.ray:
+            mode.placed = engines.placed_replicas()
     finally:
         await engines.stop()
     return mode
@@ -200,7 +223,8 @@ def summarise(mode: Mode) -> dict[str, Any]:
     return {
         "ttft_first_turn": _stats([t.ttft_s for t in first]),
         "ttft_later_turns": _stats([t.ttft_s for t in later]),
-        "later_turns_on_the_previous_replica": same,
+        "later_turns_on_the_previous_replica": same if not mode.placed else None,
+        "sequences_per_ray_replica": mode.placed or None,
         "later_turns": len(later),
         "prompt_tokens_later_turns": sum(t.prompt_tokens for t in later),
         "cached_tokens_later_turns": sum(t.cached_tokens for t in later),
@@ -229,14 +253,16 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--think-s", type=float, default=3.0, help="pause before a next turn: 0 to this")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "routing.json")
+    parser.add_argument("--ray", metavar="ADDRESS", help="replicas on this Ray cluster (Ray Serve)")
     args = parser.parse_args()
     machine = machine_info()
     modes = {}
-    for nonce, (name, affinity) in enumerate((("least_outstanding", False), ("prefix_affinity", True))):
+    baseline = "serve_power_of_two" if args.ray else "least_outstanding"
+    for nonce, (name, affinity) in enumerate(((baseline, False), ("prefix_affinity", True))):
         log(f"{name}: {args.conversations} conversations x {args.turns} turns on {args.replicas} replicas")
         modes[name] = summarise(asyncio.run(run_mode(name, affinity, args, nonce * 1000)))
         log(f"{name}: later turns TTFT {modes[name]['ttft_later_turns']}")
-    base = modes["least_outstanding"]["ttft_later_turns"]
+    base = modes[baseline]["ttft_later_turns"]
     mine = modes["prefix_affinity"]["ttft_later_turns"]
     result = {
         "benchmark": "routing",

@@ -22,6 +22,10 @@ replicas through a Serve handle, streaming:
 * closing the stream cancels the Serve call, which closes the replica's llama.cpp stream and
   frees its slot.
 
+Engine options (strings, from :func:`alize.deployments.specs.ray_options`): ``address``,
+``namespace``, ``application`` (the deployment's name), ``num_cpus``, ``health_check_period_s``,
+and ``affinity`` (``false``: Serve's own router instead of Alizé's; for bench/routing.py).
+
 Ray is an optional extra (``pip install alize[ray]``) and is imported only when a deployment
 loads or :func:`connect` runs. GPU nodes serve vLLM through ``ray.serve.llm``'s OpenAI app,
 reached as a remote card (docs/operations.md#ray-cluster).
@@ -143,6 +147,8 @@ class RayEngine(Engine):
         )
         self._num_cpus = float(opts.get("num_cpus", "1"))
         self._health_period_s = float(opts.get("health_check_period_s", "5"))
+        #: off: Serve's own router (the less busy of two at random; bench/routing.py compares)
+        self._affinity = opts.get("affinity", "true") != "false"
         self._scaling = config.scaling or ReplicaScaling()
         self._handle: Any = None
         self._info: EngineInfo | None = None
@@ -170,13 +176,15 @@ class RayEngine(Engine):
         replica = self._replica_config()
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the gateway calls handles
         parallel = self._config.parallel
-        router = config.RequestRouterConfig(
-            request_router_class=AffinityRouter,
-            request_router_kwargs={"slack": affinity_slack(parallel), "slots": parallel},
-        )
+        routing: dict[str, Any] = {}
+        if self._affinity:
+            routing["request_router_config"] = config.RequestRouterConfig(
+                request_router_class=AffinityRouter,
+                request_router_kwargs={"slack": affinity_slack(parallel), "slots": parallel},
+            )
         deployment = serve.deployment(LlamaCppReplica).options(
             name=DEPLOYMENT,
-            request_router_config=router,
+            **routing,
             # the slots, and room for token counts and checks beside full slots (the gateway's
             # fair queue admits no more sequences than slots; Serve routes to the less busy)
             max_ongoing_requests=self._config.parallel + CONTROL_CALLS,

@@ -370,14 +370,10 @@ def _content_length(head: str) -> int:
     return next((int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")), 0)
 
 
-class SlowUpstream:
-    """A loopback HTTP server: ``/v1/models`` answers at once; chat streams one chunk every 50 ms
-    for ever (or never answers, with ``silent``), and records when its client hangs up."""
+class LoopbackUpstream:
+    """A raw HTTP server on 127.0.0.1 for the engine to call; ``async with`` gives its base URL."""
 
-    def __init__(self, *, silent: bool = False) -> None:
-        self.silent = silent
-        self.disconnected = asyncio.Event()
-        self.server: asyncio.Server | None = None
+    server: asyncio.Server | None = None
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -387,6 +383,18 @@ class SlowUpstream:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class SlowUpstream(LoopbackUpstream):
+    """A loopback HTTP server: ``/v1/models`` answers at once; chat streams one chunk every 50 ms
+    for ever (or never answers, with ``silent``), and records when its client hangs up."""
+
+    def __init__(self, *, silent: bool = False) -> None:
+        self.silent = silent
+        self.disconnected = asyncio.Event()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -510,23 +518,13 @@ async def test_a_200_with_garbage_or_no_event_stream_is_a_502() -> None:
             await collect(engine(upstream), chat_request())
 
 
-class ChunkedUpstream:
+class ChunkedUpstream(LoopbackUpstream):
     """A loopback keep-alive HTTP/1.1 server: chat answers a whole reply as a chunked event
     stream (its last chunk, the terminator, in a separate write after ``[DONE]``); counts the
     connections its clients opened."""
 
     def __init__(self) -> None:
         self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -171,8 +171,9 @@ class Database:
     async def run_sync(self, work: Callable[[Connection], _T]) -> _T:
         """``work(connection)`` inside a transaction, committed when it returns, rolled back
         when it raises; in one hop to a worker thread (the module docstring says why). On a
-        SQLite file the works that queue meanwhile share one commit, each in a savepoint
-        (:mod:`alize.store.group_commit`); an in-memory database runs on the async engine's
+        SQLite file the works that queue meanwhile share one commit
+        (:mod:`alize.store.group_commit`: a work may run twice, once in a group rolled back,
+        so it writes only through its connection); an in-memory database runs on the async engine's
         own connection. ``work`` must not block on anything but the database. A cancelled
         caller stops waiting, not the transaction."""
         if self._twin is None:

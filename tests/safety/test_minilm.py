@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from alize.safety.calibration import calibrate
 from alize.safety.categories import HEADS
+from alize.safety.classifier import ContentClassifier
 from alize.safety.dataset import load_dev
 from alize.safety.minilm import MiniLMClassifier, WindowTokenizer, default_model_dir, head_tail
 
@@ -110,6 +113,43 @@ def test_benign_texts_score_low_and_batching_changes_nothing(classifier: MiniLMC
     np.testing.assert_allclose(batch, one_by_one, atol=1e-6)  # each window runs alone: no batch effect
     assert classifier.scores([]).shape == (0, len(HEADS))
     assert np.isfinite(classifier.scores([""])).all()
+
+
+class _FixedNgram:
+    """A stand-in n-gram model: the same probability for every head of every text."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        self.heads = HEADS
+
+    def window_max_probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        return np.full((len(texts), len(HEADS)), self.value, dtype=np.float32)
+
+
+def test_scores_blend_the_ngram_model_with_the_weight_in_meta(tmp_path: Path) -> None:
+    shipped = default_model_dir()
+    for name in ("model.onnx", "tokenizer.json"):
+        (tmp_path / name).symlink_to(shipped / name)
+    meta = json.loads((shipped / "meta.json").read_text(encoding="utf-8"))
+    (tmp_path / "meta.json").write_text(json.dumps(meta | {"ngram_weight": 0.25}), encoding="utf-8")
+    blended = MiniLMClassifier(tmp_path, ngram=_FixedNgram(0.9))
+    texts = [*BENIGN, "I will kill you"]
+    raw = blended.raw_probabilities(texts)
+    np.testing.assert_allclose(blended.blended_probabilities(texts), 0.75 * raw + 0.25 * 0.9, atol=1e-6)
+    m = blended.meta
+    expected = calibrate(0.75 * raw + 0.25 * 0.9, m.thresholds, m.gated, HEADS.index("any"))
+    np.testing.assert_allclose(blended.scores(texts), expected, atol=1e-6)
+
+
+def test_the_shipped_blend_uses_the_packaged_ngram_model(classifier: MiniLMClassifier) -> None:
+    weight = classifier.ngram_weight
+    assert weight == float(classifier.meta.extra.get("ngram_weight", 0.0))
+    texts = [*BENIGN, "I will kill you"]
+    expected = classifier.raw_probabilities(texts)
+    if weight:
+        ngram = ContentClassifier.from_path().window_max_probabilities(texts)
+        expected = (1.0 - weight) * expected + weight * ngram
+    np.testing.assert_allclose(classifier.blended_probabilities(texts), expected, atol=1e-6)
 
 
 NO_TORCH = """

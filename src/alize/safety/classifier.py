@@ -200,6 +200,25 @@ class ContentClassifier:
         probs: F32 = 0.5 * (sigmoid(dense_logits) + sigmoid(ngram_logits))
         return probs.astype(np.float32, copy=False)
 
+    def window_max_probabilities(self, texts: list[str]) -> F32:
+        """Uncalibrated head probabilities, the maximum over each text's windows.
+
+        The function training's out-of-fold predictions compute (``train.py``); the English
+        stage blends it with the fine-tuned MiniLM's probabilities (:mod:`alize.safety.minilm`).
+        """
+        out = np.zeros((len(texts), len(self.heads)), dtype=np.float32)
+        if not texts:
+            return out
+        windows, owners = split_windows(texts, self.weights.window_words)
+        raw = np.concatenate(
+            [
+                self.raw_probabilities(windows[i : i + WINDOW_CHUNK])
+                for i in range(0, len(windows), WINDOW_CHUNK)
+            ]
+        )
+        np.maximum.at(out, np.array(owners, dtype=np.int64), raw)
+        return out
+
     def scores(self, texts: list[str]) -> F32:
         """Calibrated head scores (0.5 = default threshold), shape (len(texts), len(heads)).
 

@@ -33,13 +33,13 @@ DEV_CANDIDATES = (
 )
 #: every 4th dev row: 209 texts, a few seconds of int8 inference on two cores
 STRIDE = 4
-#: the issue's bound (0.01), read as the mean |int8 - float32| over the dev rows and heads;
-#: per head the worst mean is the gate's ("any", 0.0105 on these rows), hence the second bound
+#: the issue asks for 0.01 per score; int8 dynamic quantisation cannot give that (measured at
+#: export over all 836 rows: mean 0.0043, p99 0.067, max 0.16, 10 % of scores off by more than
+#: 0.01; even with only the attention in int8 the max is 0.035, docs/benchmarks.md), so the
+#: bounds are on the mean over the rows and heads, on each head's mean, and on the 99th
+#: percentile: they catch a broken export (the fused float32 ONNX agrees to 1e-5), not that noise
 TOLERANCE = 0.01
 PER_HEAD_BOUND = 0.015
-#: int8 dynamic quantisation moves single texts more (measured at export: p99 0.055, max 0.18
-#: over all 836 rows, all of it from the activations' dynamic ranges; the fused float32 ONNX
-#: agrees to 1e-5); this bound catches a broken export, not that noise
 P99_BOUND = 0.08
 BENIGN = [
     "Could you recommend a good book about the history of sailing in Brittany?",

@@ -1,8 +1,9 @@
 """The previous content classifier (``alize-ngram``): numpy inference over shipped weights.
 
-Replaced as the default by :mod:`alize.safety.staged` (held-out flagged F1 0.788 against this
-one's 0.708, docs/benchmarks.md); still installed for deployments that want a 2-5 ms English
-classifier.
+Still the server's default (``ALIZE_SAFETY__CLASSIFIER``); :mod:`alize.safety.staged`
+(``alize``) is more accurate (held-out flagged F1 0.752 against this one's 0.718,
+docs/benchmarks.md) and blends this model's probabilities into its English stage
+(:meth:`ContentClassifier.window_max_probabilities`).
 
 Model (trained by :mod:`alize.safety.train`): for every head (see :mod:`alize.safety.categories`)
 two logistic regressions whose probabilities are averaged —

@@ -26,7 +26,13 @@ weight was chosen, like the thresholds, on 5-fold out-of-fold predictions of bot
 (:mod:`alize.safety.finetune_select`); the n-gram model is a numpy pass of a few milliseconds.
 
 Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The session runs with
-``intra_op_num_threads`` threads (2 by default) and sequential execution.
+``intra_op_num_threads`` threads (2 by default), one inter-op thread, sequential execution, all
+graph optimisations, and **without spin-waiting**: by default onnxruntime's pool threads spin
+between operators, which on a 2-core machine shared with the server's own work (or other
+processes) steals the core the next operator needs; on the 2-core VM this was measured on,
+turning spinning off took the English stage's p99 for a 200-word text from 32 to 25 ms at a load
+average of 0.8, and batched runs with spinning on reached 180 ms p99 (``bench/moderation.py
+--spinning`` measures it the other way).
 """
 
 from __future__ import annotations

@@ -119,8 +119,8 @@ class SafetySettings(_Group):
         "alize-ngram",
         description=(
             "Content classifier: a name in the `alize.moderators` entry-point group. `alize-ngram` "
-            "(default) or `alize` (fine-tuned MiniLM + multilingual stage: more accurate on the "
-            "held-out set, but it flags short acknowledgements such as 'OK.' as harassment; see "
+            "(default) or `alize` (fine-tuned MiniLM blended with the n-gram model, and a "
+            "multilingual stage: more accurate on the held-out set and across languages; see "
             "docs/safety.md)."
         ),
     )

@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from alize.safety.calibration import calibrate
 from alize.safety.categories import HEADS
+from alize.safety.classifier import ContentClassifier
 from alize.safety.dataset import load_dev
 from alize.safety.minilm import MiniLMClassifier, WindowTokenizer, default_model_dir, head_tail
 
@@ -30,13 +33,13 @@ DEV_CANDIDATES = (
 )
 #: every 4th dev row: 209 texts, a few seconds of int8 inference on two cores
 STRIDE = 4
-#: the issue's bound (0.01), read as the mean |int8 - float32| over the dev rows and heads;
-#: per head the worst mean is the gate's ("any", 0.0105 on these rows), hence the second bound
+#: the issue asks for 0.01 per score; int8 dynamic quantisation cannot give that (measured at
+#: export over all 836 rows: mean 0.0043, p99 0.067, max 0.16, 10 % of scores off by more than
+#: 0.01; even with only the attention in int8 the max is 0.035, docs/benchmarks.md), so the
+#: bounds are on the mean over the rows and heads, on each head's mean, and on the 99th
+#: percentile: they catch a broken export (the fused float32 ONNX agrees to 1e-5), not that noise
 TOLERANCE = 0.01
 PER_HEAD_BOUND = 0.015
-#: int8 dynamic quantisation moves single texts more (measured at export: p99 0.055, max 0.18
-#: over all 836 rows, all of it from the activations' dynamic ranges; the fused float32 ONNX
-#: agrees to 1e-5); this bound catches a broken export, not that noise
 P99_BOUND = 0.08
 BENIGN = [
     "Could you recommend a good book about the history of sailing in Brittany?",
@@ -110,6 +113,43 @@ def test_benign_texts_score_low_and_batching_changes_nothing(classifier: MiniLMC
     np.testing.assert_allclose(batch, one_by_one, atol=1e-6)  # each window runs alone: no batch effect
     assert classifier.scores([]).shape == (0, len(HEADS))
     assert np.isfinite(classifier.scores([""])).all()
+
+
+class _FixedNgram:
+    """A stand-in n-gram model: the same probability for every head of every text."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        self.heads = HEADS
+
+    def window_max_probabilities(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        return np.full((len(texts), len(HEADS)), self.value, dtype=np.float32)
+
+
+def test_scores_blend_the_ngram_model_with_the_weight_in_meta(tmp_path: Path) -> None:
+    shipped = default_model_dir()
+    for name in ("model.onnx", "tokenizer.json"):
+        (tmp_path / name).symlink_to(shipped / name)
+    meta = json.loads((shipped / "meta.json").read_text(encoding="utf-8"))
+    (tmp_path / "meta.json").write_text(json.dumps(meta | {"ngram_weight": 0.25}), encoding="utf-8")
+    blended = MiniLMClassifier(tmp_path, ngram=_FixedNgram(0.9))
+    texts = [*BENIGN, "I will kill you"]
+    raw = blended.raw_probabilities(texts)
+    np.testing.assert_allclose(blended.blended_probabilities(texts), 0.75 * raw + 0.25 * 0.9, atol=1e-6)
+    m = blended.meta
+    expected = calibrate(0.75 * raw + 0.25 * 0.9, m.thresholds, m.gated, HEADS.index("any"))
+    np.testing.assert_allclose(blended.scores(texts), expected, atol=1e-6)
+
+
+def test_the_shipped_blend_uses_the_packaged_ngram_model(classifier: MiniLMClassifier) -> None:
+    weight = classifier.ngram_weight
+    assert weight == float(classifier.meta.extra.get("ngram_weight", 0.0))
+    texts = [*BENIGN, "I will kill you"]
+    expected = classifier.raw_probabilities(texts)
+    if weight:
+        ngram = ContentClassifier.from_path().window_max_probabilities(texts)
+        expected = (1.0 - weight) * expected + weight * ngram
+    np.testing.assert_allclose(classifier.blended_probabilities(texts), expected, atol=1e-6)
 
 
 NO_TORCH = """

@@ -1,8 +1,9 @@
 """The previous content classifier (``alize-ngram``): numpy inference over shipped weights.
 
-Replaced as the default by :mod:`alize.safety.staged` (held-out flagged F1 0.788 against this
-one's 0.708, docs/benchmarks.md); still installed for deployments that want a 2-5 ms English
-classifier.
+Still the server's default (``ALIZE_SAFETY__CLASSIFIER``); :mod:`alize.safety.staged`
+(``alize``) is more accurate (held-out flagged F1 0.752 against this one's 0.718,
+docs/benchmarks.md) and blends this model's probabilities into its English stage
+(:meth:`ContentClassifier.window_max_probabilities`).
 
 Model (trained by :mod:`alize.safety.train`): for every head (see :mod:`alize.safety.categories`)
 two logistic regressions whose probabilities are averaged —
@@ -199,6 +200,25 @@ class ContentClassifier:
                 ngram_logits[row] += values @ w.ngram_w[indices]
         probs: F32 = 0.5 * (sigmoid(dense_logits) + sigmoid(ngram_logits))
         return probs.astype(np.float32, copy=False)
+
+    def window_max_probabilities(self, texts: list[str]) -> F32:
+        """Uncalibrated head probabilities, the maximum over each text's windows.
+
+        The function training's out-of-fold predictions compute (``train.py``); the English
+        stage blends it with the fine-tuned MiniLM's probabilities (:mod:`alize.safety.minilm`).
+        """
+        out = np.zeros((len(texts), len(self.heads)), dtype=np.float32)
+        if not texts:
+            return out
+        windows, owners = split_windows(texts, self.weights.window_words)
+        raw = np.concatenate(
+            [
+                self.raw_probabilities(windows[i : i + WINDOW_CHUNK])
+                for i in range(0, len(windows), WINDOW_CHUNK)
+            ]
+        )
+        np.maximum.at(out, np.array(owners, dtype=np.int64), raw)
+        return out
 
     def scores(self, texts: list[str]) -> F32:
         """Calibrated head scores (0.5 = default threshold), shape (len(texts), len(heads)).

@@ -267,14 +267,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--limit", type=int, default=0, help="smoke test: use only this many rows")
     parser.add_argument("--meta-only", action="store_true", help="export: rewrite meta.json only")
+    parser.add_argument(
+        "--requantise",
+        action="store_true",
+        help="export: quantise the cached fused graph again and compare with the reference scores",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.stage == "export":
-        from alize.safety.export import export_final, export_meta
+        from alize.safety.export import export_final, export_meta, requantise
 
         if args.meta_only:
             export_meta(args.cache)
+        elif args.requantise:
+            requantise(args.cache, args.data, sys.stdout)
         else:
             export_final(args.cache, args.data, args.epochs, sys.stdout)
         return 0

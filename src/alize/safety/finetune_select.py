@@ -2,10 +2,13 @@
 
 Usage::
 
-    python -m alize.safety.finetune_select [--cv /tmp/alize-finetune/cv.npz]
+    python -m alize.safety.finetune_select [--cv /tmp/alize-finetune/cv.npz] [--ngram-oof PATH]
 
 Reads the out-of-fold predictions that ``python -m alize.safety.finetune cv`` wrote (one set per
-evaluated epoch) and, for each epoch:
+evaluated epoch) and, with ``--ngram-oof``, the n-gram model's out-of-fold predictions on the
+same rows (``python -m alize.safety.train --oof PATH``), and for each epoch, each weight of the
+n-gram model in the blend (:data:`NGRAM_WEIGHTS`, :func:`blend`) and with or without a common
+shift of the dev heads' thresholds (:func:`tuned`):
 
 * chooses each head's threshold (maximum F1 over its rows with a known label);
 * computes "flagged" F1 on the dev rows (the eight dev-set heads, union or gated by ``any``),
@@ -15,8 +18,9 @@ evaluated epoch) and, for each epoch:
 * measures the benign false-positive rate of the threshold presets
   (:data:`alize.safety.policy.PRESETS`).
 
-Writes ``selection.json`` beside the predictions: the chosen epoch and gating, the thresholds,
-the figures. :mod:`alize.safety.export` puts them in the shipped model's ``meta.json``.
+The candidate with the best cross-fitted "flagged" F1 is chosen. Writes ``selection.json``
+beside the predictions: the chosen epoch, n-gram weight and gating, the thresholds, the figures.
+:mod:`alize.safety.export` puts them in the shipped model's ``meta.json``.
 """
 
 from __future__ import annotations
@@ -82,7 +86,35 @@ def prf(truth: npt.NDArray[np.bool_], pred: npt.NDArray[np.bool_]) -> dict[str, 
     }
 
 
-def cross_fitted(labels: npt.NDArray[np.int8], probs: F32, n_dev: int, gate: bool) -> npt.NDArray[np.bool_]:
+#: shifts (in logit units) of the dev heads' and the gate's thresholds tried by :func:`tuned`
+SHIFTS = np.round(np.arange(-1.0, 1.01, 0.1), 2)
+
+
+def tuned(
+    labels: npt.NDArray[np.int8], probs: F32, rows: npt.NDArray[np.int64], n_dev: int, gate: bool, shift: bool
+) -> F32:
+    """Per-head thresholds (:func:`thresholds_for`) on ``rows``; with ``shift``, the eight dev
+    heads' and the gate's then moved together by the logit shift that maximises "flagged" F1 on
+    the dev rows among ``rows`` (per-head F1 is not the "flagged" decision's F1)."""
+    t = thresholds_for(labels, probs, rows)
+    if not shift:
+        return t
+    moved = np.array([h in DEV_HEADS or h == GATE_HEAD for h in HEADS])
+    dev_rows = rows[rows < n_dev]
+    truth = (labels[dev_rows, :8] == 1).any(axis=1)
+    best = (-1.0, t)
+    for s in SHIFTS:
+        candidate = t.copy()
+        candidate[moved] = 1.0 / (1.0 + np.exp(-(np.log(t[moved] / (1.0 - t[moved])) + s)))
+        f1 = prf(truth, flagged(probs[dev_rows], candidate, gate))["f1"]
+        if f1 > best[0] + 1e-9 or (abs(f1 - best[0]) <= 1e-9 and abs(s) < 1e-9):
+            best = (f1, candidate)
+    return best[1]
+
+
+def cross_fitted(
+    labels: npt.NDArray[np.int8], probs: F32, n_dev: int, gate: bool, shift: bool = False
+) -> npt.NDArray[np.bool_]:
     """Flagged predictions on the dev rows, each half scored with thresholds from the other."""
     rng = np.random.default_rng(SEED)
     half = rng.permutation(len(labels)) % 2
@@ -90,12 +122,30 @@ def cross_fitted(labels: npt.NDArray[np.int8], probs: F32, n_dev: int, gate: boo
     for side in (0, 1):
         fit_rows = np.flatnonzero(half == side).astype(np.int64)
         score_rows = np.flatnonzero(half[:n_dev] != side)
-        t = thresholds_for(labels, probs, fit_rows)
+        t = tuned(labels, probs, fit_rows, n_dev, gate, shift)
         pred[score_rows] = flagged(probs[score_rows], t, gate)
     return pred
 
 
-def select(cv: Path) -> dict[str, Any]:
+#: candidate weights of the n-gram model (:mod:`alize.safety.classifier`) in the English stage's
+#: blend of head probabilities; 0 is the fine-tuned MiniLM alone
+NGRAM_WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def blend(minilm: F32, ngram: F32 | None, weight: float) -> F32:
+    """The English stage's head probabilities: ``(1 - weight) * minilm + weight * ngram``."""
+    if ngram is None or weight == 0.0:
+        return minilm
+    out: F32 = ((1.0 - weight) * minilm + weight * ngram).astype(np.float32)
+    return out
+
+
+def select(cv: Path, ngram_oof: Path | None = None) -> dict[str, Any]:
+    """Choose epochs, n-gram weight and gating on cross-fitted flagged F1; thresholds for them.
+
+    ``ngram_oof``: the n-gram model's out-of-fold probabilities on the same rows
+    (``python -m alize.safety.train --oof``); without it only the MiniLM alone is considered.
+    """
     data = np.load(cv)
     # only the rows of the folds already done (all of them once cv has finished)
     done = ~np.isnan(data[sorted(k for k in data.files if k.startswith("oof_e"))[-1]]).any(axis=1)
@@ -107,45 +157,66 @@ def select(cv: Path) -> dict[str, Any]:
             np.flatnonzero(done[int(data["n_dev"]) :]) + int(data["n_dev"]),
         ]
     )
+    ngram: F32 | None = None
+    if ngram_oof is not None:
+        other = np.load(ngram_oof)
+        if not np.array_equal(other["labels"], all_labels):
+            raise SystemExit(f"{ngram_oof} was computed on other rows than {cv}")
+        ngram = other["oof"].astype(np.float32)[order]
+        if np.isnan(ngram).any():
+            raise SystemExit(f"{ngram_oof} lacks a probability for some rows")
     labels = all_labels[order]
     truth = (labels[:n_dev, :8] == 1).any(axis=1)
     every = np.arange(len(labels), dtype=np.int64)
+    weights = NGRAM_WEIGHTS if ngram is not None else (0.0,)
     table: dict[str, Any] = {}
     for key in sorted(k for k in data.files if k.startswith("oof_e")):
-        probs = data[key].astype(np.float32)[order]
-        if np.isnan(probs).any():
+        minilm = data[key].astype(np.float32)[order]
+        if np.isnan(minilm).any():
             continue
-        t = thresholds_for(labels, probs, every)
-        row: dict[str, Any] = {}
-        for use_gate in (False, True):
-            row["gated" if use_gate else "union"] = {
-                "oof": prf(truth, flagged(probs[:n_dev], t, use_gate)),
-                "cross_fitted": prf(truth, cross_fitted(labels, probs, n_dev, use_gate)),
-            }
-        row["thresholds"] = {h: float(v) for h, v in zip(HEADS, t, strict=True)}
-        table[key.removeprefix("oof_e")] = row
+        for weight in weights:
+            probs = blend(minilm, ngram, weight)
+            for shift in (False, True):
+                row: dict[str, Any] = {
+                    "epochs": int(key.removeprefix("oof_e")),
+                    "ngram_weight": weight,
+                    "shift": shift,
+                }
+                for use_gate in (False, True):
+                    t = tuned(labels, probs, every, n_dev, use_gate, shift)
+                    row["gated" if use_gate else "union"] = {
+                        "oof": prf(truth, flagged(probs[:n_dev], t, use_gate)),
+                        "cross_fitted": prf(truth, cross_fitted(labels, probs, n_dev, use_gate, shift)),
+                        "thresholds": {h: float(v) for h, v in zip(HEADS, t, strict=True)},
+                    }
+                table[f"e{row['epochs']} ngram {weight}{' shift' if shift else ''}"] = row
     if not table:
         raise SystemExit(f"{cv} holds no complete out-of-fold predictions")
-    epoch, gate = max(
-        ((e, g) for e in table for g in ("union", "gated")),
-        key=lambda eg: (table[eg[0]][eg[1]]["cross_fitted"]["f1"], eg[1] == "gated"),
+    name, gate = max(
+        ((n, g) for n in table for g in ("union", "gated")),
+        key=lambda ng: (table[ng[0]][ng[1]]["cross_fitted"]["f1"], ng[1] == "gated"),
     )
-    chosen = table[epoch]
-    probs = data[f"oof_e{epoch}"].astype(np.float32)[order]
-    t = np.array([chosen["thresholds"][h] for h in HEADS], dtype=np.float32)
+    chosen = table[name]
+    probs = blend(data[f"oof_e{chosen['epochs']}"].astype(np.float32)[order], ngram, chosen["ngram_weight"])
+    t = np.array([chosen[gate]["thresholds"][h] for h in HEADS], dtype=np.float32)
     presets = {
-        name: prf(truth, flagged(probs[:n_dev], t, gate == "gated", level)) | {"level": level}
-        for name, level in PRESETS.items()
+        preset: prf(truth, flagged(probs[:n_dev], t, gate == "gated", level)) | {"level": level}
+        for preset, level in PRESETS.items()
     }
     return {
         "rows_with_oof": {"dev": n_dev, "all": len(order), "of": len(all_labels)},
-        "epochs": int(epoch),
+        "epochs": chosen["epochs"],
+        "ngram_weight": chosen["ngram_weight"],
+        "threshold_shift": chosen["shift"],
         "gated": [h for h in DEV_HEADS] if gate == "gated" else [],
-        "thresholds": chosen["thresholds"],
-        "cv_flagged": chosen[gate],
+        "thresholds": chosen[gate]["thresholds"],
+        "cv_flagged": {k: chosen[gate][k] for k in ("oof", "cross_fitted")},
         "presets": presets,
         "per_head_oof": per_head(labels, probs, t),
-        "table": {e: {g: r[g] for g in ("union", "gated")} for e, r in table.items()},
+        "table": {
+            n: {g: {k: r[g][k] for k in ("oof", "cross_fitted")} for g in ("union", "gated")}
+            for n, r in table.items()
+        },
     }
 
 
@@ -165,17 +236,26 @@ def per_head(labels: npt.NDArray[np.int8], probs: F32, t: F32) -> dict[str, dict
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cv", type=Path, default=Path("/tmp/alize-finetune/cv.npz"))
+    parser.add_argument(
+        "--ngram-oof",
+        type=Path,
+        default=None,
+        help="the n-gram model's out-of-fold probabilities (python -m alize.safety.train --oof)",
+    )
     args = parser.parse_args(argv)
-    result = select(args.cv)
+    result = select(args.cv, args.ngram_oof)
     out = args.cv.with_name("selection.json")
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    for epoch, row in result["table"].items():
+    for name, row in result["table"].items():
         for gate, figures in row.items():
             print(
-                f"epochs {epoch} {gate:5s}: oof F1 {figures['oof']['f1']:.3f}, "
+                f"{name} {gate:5s}: oof F1 {figures['oof']['f1']:.3f}, "
                 f"cross-fitted F1 {figures['cross_fitted']['f1']:.3f}"
             )
-    print(f"chosen: {result['epochs']} epochs, {'gated' if result['gated'] else 'union'}; wrote {out}")
+    print(
+        f"chosen: {result['epochs']} epochs, n-gram weight {result['ngram_weight']}, "
+        f"{'gated' if result['gated'] else 'union'}; wrote {out}"
+    )
     return 0
 
 

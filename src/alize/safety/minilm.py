@@ -19,8 +19,20 @@ window of its own, scored in one batch), taking the maximum per head. A 200-word
 pieces) is then read almost whole at a fixed cost of two 128-token windows, whatever its length.
 Thresholds were chosen on exactly this function.
 
+Blend with the n-gram model: when ``meta.json`` gives an ``ngram_weight`` ``w > 0``, each head's
+probability is ``(1 - w) * MiniLM + w * n-gram`` (the n-gram model of :mod:`alize.safety.classifier`,
+maximum over its own windows), and the thresholds in ``meta.json`` are those of the blend. The
+weight was chosen, like the thresholds, on 5-fold out-of-fold predictions of both models
+(:mod:`alize.safety.finetune_select`); the n-gram model is a numpy pass of a few milliseconds.
+
 Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The session runs with
-``intra_op_num_threads`` threads (2 by default) and sequential execution.
+``intra_op_num_threads`` threads (2 by default), one inter-op thread, sequential execution, all
+graph optimisations, and **without spin-waiting**: by default onnxruntime's pool threads spin
+between operators, which on a 2-core machine shared with the server's own work (or other
+processes) steals the core the next operator needs; on the 2-core VM this was measured on,
+turning spinning off took the English stage's p99 for a 200-word text from 32 to 25 ms at a load
+average of 0.8, and batched runs with spinning on reached 180 ms p99 (``bench/moderation.py
+--spinning`` measures it the other way).
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +54,15 @@ from alize.safety.calibration import GATE_HEAD, calibrate, sigmoid
 
 F32 = npt.NDArray[np.float32]
 MODEL_DIR_NAME = "minilm"
+
+
+class NgramScorer(Protocol):
+    """The n-gram model as the blend needs it (:class:`alize.safety.classifier.ContentClassifier`)."""
+
+    @property
+    def heads(self) -> tuple[str, ...]: ...
+
+    def window_max_probabilities(self, texts: list[str]) -> F32: ...
 
 
 def default_model_dir() -> Path:
@@ -130,7 +151,18 @@ class MiniLMMeta:
 class MiniLMClassifier:
     """Calibrated head scores from the shipped int8 ONNX MiniLM. Thread-safe; build once."""
 
-    def __init__(self, model_dir: Path | None = None, *, threads: int = 2) -> None:
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        threads: int = 2,
+        spinning: bool = False,
+        ngram: NgramScorer | None = None,
+    ) -> None:
+        """``threads``: onnxruntime's intra-op threads; ``spinning``: whether they spin-wait for
+        work between operators (off by default: see the module docstring); ``ngram``: the n-gram
+        model to blend with (default: the packaged one, loaded only when ``meta.json`` gives it
+        a weight)."""
         model_dir = model_dir or default_model_dir()
         try:
             import onnxruntime as ort
@@ -144,6 +176,7 @@ class MiniLMClassifier:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self._session = ort.InferenceSession(
                 str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
@@ -151,6 +184,16 @@ class MiniLMClassifier:
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise _unavailable(f"cannot load {model_dir / 'model.onnx'}: {exc}") from exc
         self._gate = self.heads.index(GATE_HEAD) if GATE_HEAD in self.heads else None
+        self.ngram_weight = float(self.meta.extra.get("ngram_weight", 0.0))
+        self._ngram: NgramScorer | None = None
+        if self.ngram_weight > 0.0:
+            if ngram is None:
+                from alize.safety.classifier import ContentClassifier
+
+                ngram = ContentClassifier.from_path()
+            if tuple(ngram.heads) != self.heads:
+                raise _unavailable("the n-gram model's heads differ from the MiniLM's")
+            self._ngram = ngram
 
     def window_logits(self, windows: Sequence[Sequence[int]]) -> F32:
         """(windows, heads) logits, one ONNX run per window.
@@ -175,9 +218,18 @@ class MiniLMClassifier:
         np.maximum.at(out, np.array(owners, dtype=np.int64), sigmoid(self.window_logits(windows)))
         return out
 
+    def blended_probabilities(self, texts: Sequence[str]) -> F32:
+        """The probabilities the thresholds apply to: the MiniLM's, blended with the n-gram model's."""
+        raw = self.raw_probabilities(texts)
+        if self._ngram is None or not len(texts):
+            return raw
+        ngram = self._ngram.window_max_probabilities(list(texts))
+        out: F32 = ((1.0 - self.ngram_weight) * raw + self.ngram_weight * ngram).astype(np.float32)
+        return out
+
     def scores(self, texts: Sequence[str]) -> F32:
         """Calibrated head scores (0.5 = default threshold), shape (len(texts), len(heads))."""
-        return calibrate(self.raw_probabilities(texts), self.meta.thresholds, self.meta.gated, self._gate)
+        return calibrate(self.blended_probabilities(texts), self.meta.thresholds, self.meta.gated, self._gate)
 
     def score_dicts(self, texts: list[str]) -> list[dict[str, float]]:
         return [

@@ -178,14 +178,16 @@ def _transcript_spans(messages: list[str]) -> list[PiiSpan]:
     return spans
 
 
-def _staged(model_dir: Path | None) -> Classifier:
+def _staged(model_dir: Path | None, threads: int, spinning: bool) -> Classifier:
     from alize.language import LanguageGuesser
     from alize.safety.minilm import MiniLMClassifier
     from alize.safety.multilingual import MultilingualClassifier
     from alize.safety.staged import StagedClassifier
 
     return StagedClassifier(
-        MiniLMClassifier(model_dir), MultilingualClassifier(), LanguageGuesser().detect_sync
+        MiniLMClassifier(model_dir, threads=threads, spinning=spinning),
+        MultilingualClassifier(),
+        LanguageGuesser().detect_sync,
     )
 
 
@@ -201,14 +203,18 @@ def create_moderator(
     thresholds: Mapping[str, float] | None = None,
     openai_thresholds: Mapping[str, float] | None = None,
     batch_size: int = 32,
+    threads: int = 2,
+    spinning: bool = False,
 ) -> Moderator:
     """The shipped moderator (:mod:`alize.safety.staged`), loaded on first use.
 
     ``weights_path`` is a directory holding the English stage's ``model.onnx``, ``meta.json``
-    and ``tokenizer.json`` (default: the ones shipped in the package).
+    and ``tokenizer.json`` (default: the ones shipped in the package); ``threads`` and
+    ``spinning`` are the English stage's onnxruntime threads and whether they spin-wait
+    (:class:`alize.safety.minilm.MiniLMClassifier`).
     """
     return Moderator(
-        lambda: _staged(weights_path),
+        lambda: _staged(weights_path, threads, spinning),
         thresholds=thresholds,
         openai_thresholds=openai_thresholds,
         batch_size=batch_size,

@@ -184,8 +184,13 @@ def _flagged_f1(calibrated: npt.NDArray[np.float64], truth: npt.NDArray[np.bool_
     return _f1(truth, heads.max(axis=1) >= 0.5)
 
 
-def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
-    """Fit every head, choose thresholds and gating out-of-fold, save and return the weights."""
+def train(data: Path, out: Path, log: Any = sys.stdout, oof_out: Path | None = None) -> ClassifierWeights:
+    """Fit every head, choose thresholds and gating out-of-fold, save and return the weights.
+
+    ``oof_out``: also write the out-of-fold averaged probabilities (rows as in
+    :func:`alize.safety.finetune.load_corpus`: the dev training part, then the extra examples),
+    which :mod:`alize.safety.finetune_select` combines with the fine-tuned model's.
+    """
     model_selection = _training_module("sklearn.model_selection")
     dev_all = load_dev(data)
     train_idx, _ = split_indices(dev_all)
@@ -224,15 +229,19 @@ def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
         coef, ngram_b[j] = _fit(grams[known], yk, C_NGRAM)
         ngram_w[:, j] = coef.astype(np.float16).astype(np.float32)
         folds = model_selection.StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
-        for a, b in folds.split(known, yk):
+        # rows with no label for this head are never trained on; each fold predicts a fifth of
+        # them, so every row has an out-of-fold probability for every head
+        unknown = np.flatnonzero(y[:, j] < 0)
+        for k, (a, b) in enumerate(folds.split(known, yk)):
             wd, bd = _fit(dense_std[known[a]], yk[a], C_DENSE)
             wn, bn = _fit(grams[known[a]], yk[a], C_NGRAM)
-            rows = np.flatnonzero(np.isin(owners, known[b]))
+            scored = np.concatenate([known[b], unknown[k::FOLDS]])
+            rows = np.flatnonzero(np.isin(owners, scored))
             pd = _sigmoid(win_dense[rows] @ wd + bd)
             pn = _sigmoid(np.asarray(win_grams[rows] @ wn).ravel() + bn)
             best = np.full(len(texts), -1.0)
             np.maximum.at(best, owners[rows], 0.5 * (pd + pn))
-            oof[known[b], j] = best[known[b]]
+            oof[scored, j] = best[scored]
         thresholds[j], f1 = _best_threshold(yk, oof[known, j])
         print(
             f"head {head:10s} known={len(known):4d} pos={int(yk.sum()):4d} "
@@ -267,6 +276,9 @@ def train(data: Path, out: Path, log: Any = sys.stdout) -> ClassifierWeights:
     )
     weights.save(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=log)
+    if oof_out is not None:
+        np.savez(oof_out, oof=oof.astype(np.float32), labels=y, n_dev=np.array(n_dev))
+        print(f"wrote {oof_out}", file=log)
     return weights
 
 
@@ -274,8 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="moderation-dev.jsonl")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
+    parser.add_argument(
+        "--oof", type=Path, default=None, help="also write the out-of-fold probabilities here (.npz)"
+    )
     args = parser.parse_args(argv)
-    train(args.data, args.out or default_weights_path())
+    train(args.data, args.out or default_weights_path(), oof_out=args.oof)
     return 0
 
 

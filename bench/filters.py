@@ -94,7 +94,9 @@ QUESTIONS = (
 )
 
 
-def _env(port: int, data_dir: Path, window: int, slots: int, weights: Path | None) -> dict[str, str]:
+def _env(
+    port: int, data_dir: Path, window: int, slots: int, weights: Path | None, classifier: str | None
+) -> dict[str, str]:
     filtered = {"input": {"pii": "redact"}, "output": {}, "window_tokens": window}
     deployments = [
         {"name": "plain", "model": "smollm2-135m-instruct", "parallel": slots},
@@ -112,6 +114,8 @@ def _env(port: int, data_dir: Path, window: int, slots: int, weights: Path | Non
     )
     if weights is not None:
         env["ALIZE_SAFETY__WEIGHTS_PATH"] = str(weights.resolve())
+    if classifier is not None:
+        env["ALIZE_SAFETY__CLASSIFIER"] = classifier
     return env
 
 
@@ -232,7 +236,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server = ManagedServer(
         "alize",
         [sys.executable, "-m", "alize.cli.main", "serve"],
-        _env(port, data_dir, args.window, max(args.concurrency), args.weights),
+        _env(port, data_dir, args.window, max(args.concurrency), args.weights, args.classifier),
         data_dir / "server.log",
     )
     server.start()
@@ -262,6 +266,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine,
         "load_average_at_end": list(os.getloadavg()),
         "weights": str(args.weights) if args.weights else "packaged",
+        "classifier": args.classifier or "the default (SAFETY__CLASSIFIER)",
         "window_tokens": args.window,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
@@ -281,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--weights", type=Path, default=None, help="classifier weights (default: packaged)")
+    parser.add_argument(
+        "--classifier", default=None, help="SAFETY__CLASSIFIER of the server (default: the setting's default)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "filters.json")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@ sentence-transformers computes them, token limits, and unloading."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -85,3 +86,24 @@ async def test_stop_unloads_and_the_entry_point_is_registered() -> None:
     await eng.stop()
     with pytest.raises(EngineUnavailableError):
         _ = eng.info
+
+
+def test_a_load_waits_for_the_prewarms_imports() -> None:
+    """transformers imports its classes lazily: an embeddings model loaded while the start-up
+    prewarm imported them once failed with "cannot import name 'AutoModel'" (a clean-clone run).
+    A load waits while imports are under way."""
+    from alize.engines import torch as torch_engine
+
+    torch_engine._Loaded(minilm_folder(), 1)  # imports done: a load now takes well under 1 s
+    done = threading.Event()
+
+    def load() -> None:
+        torch_engine._Loaded(minilm_folder(), 1)
+        done.set()
+
+    with torch_engine._IMPORTING:  # as the prewarm holds it while it imports
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        assert not done.wait(1.5), "the load ran while the imports were under way"
+    assert done.wait(120)
+    loader.join(10)

@@ -23,6 +23,7 @@ import contextlib
 import gc
 import json
 import os
+import threading
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -60,10 +61,22 @@ def _prepare(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+#: held while transformers' modules are imported and a model built: transformers imports its
+#: classes lazily, and two threads importing at once (the start-up prewarm, and an embeddings
+#: request that loads the model meanwhile) made one of them fail with "cannot import name
+#: 'AutoModel' from 'transformers'" (seen in a clean-clone run: the request's 503)
+_IMPORTING = threading.RLock()
+
+
 def _prewarm(folder: Path, threads: int) -> None:
     """Import torch, transformers and the folder's model class, and run the kernels an encoder
     uses once: a fresh process's first load of all-MiniLM-L6-v2 took 6-12 s on two busy cores,
     nearly all of it imports and first-call initialisation; a load after this one, 0.2-0.5 s."""
+    with _IMPORTING:
+        _prewarm_now(folder, threads)
+
+
+def _prewarm_now(folder: Path, threads: int) -> None:
     _prepare(threads)
     import torch
     from transformers import AutoConfig, AutoTokenizer  # noqa: F401  (the import is the point)
@@ -86,21 +99,23 @@ def _is_causal_lm(folder: Path) -> bool:
 
 
 def _load_causal_lm(folder: Path, threads: int) -> CausalLM:
-    _prepare(threads)
-    return CausalLM(folder, json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    with _IMPORTING:
+        _prepare(threads)
+        return CausalLM(folder, json.loads((folder / "config.json").read_text(encoding="utf-8")))
 
 
 class _Loaded:
     """The tokenizer and model, touched only from worker threads."""
 
     def __init__(self, folder: Path, threads: int) -> None:
-        _prepare(threads)
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        with _IMPORTING:
+            _prepare(threads)
+            import torch
+            from transformers import AutoModel, AutoTokenizer
 
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            self.torch = torch
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True)
         self.model.eval()
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.max_tokens = _max_seq_length(folder, config)

@@ -54,6 +54,7 @@ The weights file is an ``.npz`` of plain arrays (loaded with ``allow_pickle=Fals
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -207,18 +208,7 @@ class ContentClassifier:
         The function training's out-of-fold predictions compute (``train.py``); the English
         stage blends it with the fine-tuned MiniLM's probabilities (:mod:`alize.safety.minilm`).
         """
-        out = np.zeros((len(texts), len(self.heads)), dtype=np.float32)
-        if not texts:
-            return out
-        windows, owners = split_windows(texts, self.weights.window_words)
-        raw = np.concatenate(
-            [
-                self.raw_probabilities(windows[i : i + WINDOW_CHUNK])
-                for i in range(0, len(windows), WINDOW_CHUNK)
-            ]
-        )
-        np.maximum.at(out, np.array(owners, dtype=np.int64), raw)
-        return out
+        return self._window_max(texts, lambda raw: raw)
 
     def scores(self, texts: list[str]) -> F32:
         """Calibrated head scores (0.5 = default threshold), shape (len(texts), len(heads)).
@@ -226,6 +216,11 @@ class ContentClassifier:
         Windows of all texts go through the encoder in one batch; each text keeps the
         maximum over its windows.
         """
+        w = self.weights
+        return self._window_max(texts, lambda raw: calibrate(raw, w.thresholds, w.gated, self._gate))
+
+    def _window_max(self, texts: list[str], transform: Callable[[F32], F32]) -> F32:
+        """``transform`` of every window's probabilities, then each text's maximum over them."""
         out = np.zeros((len(texts), len(self.heads)), dtype=np.float32)
         if not texts:
             return out
@@ -237,8 +232,7 @@ class ContentClassifier:
                 for i in range(0, len(windows), WINDOW_CHUNK)
             ]
         )
-        calibrated = calibrate(raw, self.weights.thresholds, self.weights.gated, self._gate)
-        np.maximum.at(out, np.array(owners, dtype=np.int64), calibrated)
+        np.maximum.at(out, np.array(owners, dtype=np.int64), transform(raw))
         return out
 
     def score_dicts(self, texts: list[str]) -> list[dict[str, float]]:

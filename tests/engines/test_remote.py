@@ -370,6 +370,13 @@ def _content_length(head: str) -> int:
     return next((int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")), 0)
 
 
+def _answer_models(writer: asyncio.StreamWriter) -> None:
+    """``GET /v1/models``: the one model the engine asks for."""
+    body = json.dumps({"data": [{"id": "up-model"}]}).encode()
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+    writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+
 class LoopbackUpstream:
     """A raw HTTP server on 127.0.0.1 for the engine to call; ``async with`` gives its base URL."""
 
@@ -401,9 +408,7 @@ class SlowUpstream(LoopbackUpstream):
             head = (await reader.readuntil(b"\r\n\r\n")).decode()
             await reader.readexactly(_content_length(head))
             if head.startswith("GET /v1/models"):
-                body = json.dumps({"data": [{"id": "up-model"}]}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
-                writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                _answer_models(writer)
                 await writer.drain()
                 return
             if self.silent:
@@ -533,9 +538,7 @@ class ChunkedUpstream(LoopbackUpstream):
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
                 await reader.readexactly(_content_length(head))
                 if head.startswith("GET /v1/models"):
-                    body = json.dumps({"data": [{"id": "up-model"}]}).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
-                    writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                    _answer_models(writer)
                     continue
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
                 writer.write(b"transfer-encoding: chunked\r\n\r\n")

@@ -25,7 +25,6 @@ from alize.errors import (
 from alize.gateway.calls import ChatCall, TextCall
 from alize.gateway.choices import ChoiceEvent
 from alize.gateway.generation import Generation, GenerationService
-from alize.gateway.prompt_count import PromptCount
 
 WORDS = "one two three four five six"
 
@@ -153,7 +152,7 @@ def test_usage_is_exact_for_finished_choices_and_streamed_for_cut_ones() -> None
         return
         yield  # pragma: no cover
 
-    g = Generation("r", "d", 0, prompt=PromptCount(9), cold_start_s=None, events=nothing())
+    g = Generation("r", "d", 0, prompt_tokens=9, cold_start_s=None, events=nothing())
     g.account(ChoiceEvent(0, Delta(text="a", tokens=1)))
     g.account(ChoiceEvent(1, Delta(text="b", tokens=1)))
     g.account(ChoiceEvent(1, Delta(text="c", tokens=1)))

@@ -105,31 +105,6 @@ async def test_tokens_are_reserved_then_settled(limiter: RateLimiter) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_lease_grows_only_where_every_token_window_takes_it(limiter: RateLimiter) -> None:
-    """Admitted on an estimate below its count, a lease grows to the count atomically over
-    all its subjects, or is refused with the 429 admission would have given, charging nothing."""
-    key = Subject(f"key:{secrets.token_hex(4)}", LimitSpec(tpm=1000))
-    project = Subject(f"project:{secrets.token_hex(4)}", LimitSpec(tpm=500))
-    lease = await limiter.acquire([key, project], tokens=100)
-    await lease.grow(400)
-    assert lease.headers["x-ratelimit-remaining-tokens"] == "100"  # the project's 500, less 400
-    with pytest.raises(RateLimitError, match="TPM") as refused:
-        await lease.grow(501)
-    assert refused.value.headers["Retry-After"]
-    with pytest.raises(RateLimitError, match="too large"):
-        await lease.grow(1001)
-    other = await limiter.acquire([key, project], tokens=100)  # 400 + 100 = the project's 500
-    with pytest.raises(RateLimitError):
-        await other.grow(101)
-    await lease.settle(50)  # the first used 50 of its 400: the project's window is at 150
-    await other.grow(450)
-    assert other.headers["x-ratelimit-remaining-tokens"] == "0"
-    await lease.grow(10_000)  # settled: growing changes nothing any more
-    with pytest.raises(RateLimitError):
-        await limiter.acquire([project], tokens=1)
-
-
-@pytest.mark.asyncio
 async def test_concurrency_slots_are_returned_on_release(limiter: RateLimiter) -> None:
     subjects = _subject(concurrency=2)
     a = await limiter.acquire(subjects, tokens=1)

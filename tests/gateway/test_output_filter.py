@@ -12,7 +12,6 @@ from alize.domain import Delta, FinishReason, ToolCall, Usage
 from alize.gateway.choices import ChoiceEvent
 from alize.gateway.generation import Generation
 from alize.gateway.output_filter import filter_output
-from alize.gateway.prompt_count import PromptCount
 from alize.gateway.safety import ContentSafety
 from alize.safety.moderator import create_moderator
 from alize.safety.pii import detect, redact
@@ -69,7 +68,7 @@ def _generation() -> Generation:
         return
         yield  # pragma: no cover
 
-    return Generation("req_1", "d", 0, PromptCount(3), None, nothing())
+    return Generation("req_1", "d", 0, 3, None, nothing())
 
 
 async def _run(

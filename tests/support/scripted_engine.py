@@ -5,18 +5,13 @@ The deployment's ``model_path`` name picks the scenario, so one app can serve se
 ``error-mid-stream`` fails after two tokens, ``error-first`` before the first, ``tool-json``
 answers with a JSON tool call, ``zero-usage`` reports no tokens, ``embed`` is an embeddings
 model (bag-of-words vectors over :data:`EMBED_VOCAB`, one prompt token per word), ``embed-down``
-one whose engine fails every call, ``embed-slow`` one that takes 0.3 s per call. ``bounded``
-and ``bounded-slow`` are ``echo`` and ``slow`` with a prompt bound (the exact count plus
-:data:`BOUND_SLACK`) and a count that takes :data:`COUNT_S`; ``counts`` says how often the
-gateway asked for the exact count, ``generated_at`` and ``counted_at`` when the last generation
-started and the last count returned.
+one whose engine fails every call, ``embed-slow`` one that takes 0.3 s per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncGenerator, Sequence
 
 from alize.domain import Delta, Embeddings, EngineInfo, FinishReason, GenerationRequest, Usage
@@ -25,10 +20,6 @@ from alize.errors import EngineError, UnsupportedFeatureError
 
 #: the dimensions of the ``embed`` scenario's vectors: how often each word occurs
 EMBED_VOCAB = ("lighthouse", "built", "bread", "bakery", "green", "island")
-#: how far the ``bounded`` scenarios' prompt bound lies above the exact count
-BOUND_SLACK = 20
-#: how long the ``bounded`` scenarios take to count a prompt (a worker's round trip, slowed)
-COUNT_S = 0.1
 
 
 class ScriptedEngine(Engine):
@@ -39,9 +30,6 @@ class ScriptedEngine(Engine):
         self.config = config
         self.started = 0
         self.cancelled = 0
-        self.counts = 0
-        self.generated_at: float | None = None
-        self.counted_at: float | None = None
         self._info: EngineInfo | None = None
 
     async def start(self) -> EngineInfo:
@@ -73,13 +61,12 @@ class ScriptedEngine(Engine):
         return [w + " " for w in text.split()][: request.params.max_tokens]
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        self.generated_at = time.perf_counter()
         words = self._words(request)
         if self.scenario == "error-first":
             raise EngineError("scripted failure before the first token")
         try:
             for i, word in enumerate(words):
-                if self.scenario in ("slow", "bounded-slow"):
+                if self.scenario == "slow":
                     await asyncio.sleep(0.05)
                 if self.scenario == "error-mid-stream" and i == 2:
                     raise EngineError("scripted failure")
@@ -88,21 +75,11 @@ class ScriptedEngine(Engine):
             self.cancelled += 1
             raise
         n = 0 if self.scenario == "zero-usage" else len(words)
-        prompt = self._exact(request)
+        prompt = await self.count_prompt_tokens(request)
         finish = FinishReason.LENGTH if len(words) >= request.params.max_tokens else FinishReason.STOP
         yield Delta(finish_reason=finish, usage=Usage(prompt_tokens=prompt, completion_tokens=n))
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        self.counts += 1
-        if self.scenario.startswith("bounded"):
-            await asyncio.sleep(COUNT_S)
-        self.counted_at = time.perf_counter()
-        return self._exact(request)
-
-    def prompt_token_bound(self, request: GenerationRequest) -> int | None:
-        return self._exact(request) + BOUND_SLACK if self.scenario.startswith("bounded") else None
-
-    def _exact(self, request: GenerationRequest) -> int:
         text = request.prompt or json.dumps([m.content for m in request.messages])
         return len(text.split())
 

@@ -61,9 +61,6 @@ class AdapterEngine(Engine):
         finally:
             await stream.aclose()
 
-    def prompt_token_bound(self, request: GenerationRequest) -> int | None:
-        return self._host().engine.prompt_token_bound(request)
-
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return await self._host().engine.count_prompt_tokens(request)
 

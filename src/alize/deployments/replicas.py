@@ -169,14 +169,6 @@ class ReplicaSet(Engine):
                 self.router.remember(index, [following])
             return
 
-    def prompt_token_bound(self, request: GenerationRequest) -> int | None:
-        """The first replica's bound that has one: they all serve the same model."""
-        for replica in self.replicas:
-            bound = replica.prompt_token_bound(request)
-            if bound is not None:
-                return bound
-        return None
-
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         self._counting += 1
         tried: set[int] = set()

@@ -119,13 +119,6 @@ class Engine(ABC):
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens the prompt will take after the chat template is applied."""
 
-    def prompt_token_bound(self, request: GenerationRequest) -> int | None:
-        """At least :meth:`count_prompt_tokens`, found at once in this process (no call to a
-        worker or upstream); None where the engine cannot say without counting. The gateway
-        admits on the bound where it decides as the count would, and counts the rest
-        (:mod:`alize.gateway.prompt_count`). The default bounds nothing."""
-        return None
-
     @abstractmethod
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """One vector per text; engines without embeddings raise UnsupportedFeatureError."""

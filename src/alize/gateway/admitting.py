@@ -9,10 +9,8 @@ generation fetches its first event from the moment it starts, :class:`alize.stre
 No event is read before the hold is confirmed, so what a client sees, and what a budget admits,
 is what it was when the two ran in turn: a refused hold cancels the engine stream and raises its
 429 with nothing held and no row; once the hold is placed the request is admitted, and a slot
-refusal or the client leaving meanwhile settles with a row. A prompt prepared on its bound
-(:mod:`alize.gateway.prompt_count`) is counted in the same branch, before its hold, so the
-worker's count is off the path to the first token too. Embeddings and moderation calls, with no
-stream to overlap, take the hold first (:meth:`Admission.admit`).
+refusal or the client leaving meanwhile settles with a row. Embeddings and moderation calls,
+with no stream to overlap, take the hold first (:meth:`Admission.admit`).
 """
 
 from __future__ import annotations
@@ -76,8 +74,10 @@ class Admission:
     ) -> Generation:
         """Rate limits, then the budget hold and the slots at once (the module docstring says why
         and what stays as it was)."""
-        await self._limit_prepared(ticket, principal, prepared)
-        reserving = asyncio.ensure_future(self._count_and_reserve(ticket, prepared))
+        await self._limit(ticket, principal, prepared.prompt_tokens + prepared.worst_case_completion_tokens)
+        reserving = asyncio.ensure_future(
+            self._reserve(ticket, prepared.prompt_tokens, prepared.worst_case_completion_tokens)
+        )
         starting = asyncio.ensure_future(self._slots(prepared, caller, lane))
         interrupted: BaseException | None = None
         try:
@@ -104,25 +104,6 @@ class Admission:
             ticket.name, ticket.project_id, queue_s=queue_s, cold_start_s=prepared.cold_start_s
         )
         return generation
-
-    async def _limit_prepared(self, ticket: Ticket, principal: Principal | None, prepared: Prepared) -> None:
-        """The limits before the request starts. A prompt prepared on its bound, not counted yet,
-        is charged at none of its tokens here (a lower bound: the completion alone refuses what
-        cannot fit whatever the prompt); it grows to its count in :meth:`_count_and_reserve`."""
-        prompt = prepared.prompt_tokens if prepared.prompt.exact else 0
-        await self._limit(ticket, principal, prompt + prepared.worst_case_completion_tokens)
-
-    async def _count_and_reserve(self, ticket: Ticket, prepared: Prepared) -> Reservation:
-        """The budget hold on the exact prompt. A prompt prepared on its bound is counted here,
-        while the engine already starts on it (the first event waits for this branch): its
-        token limits grow to the count, or refuse it as admission would have on the count, and
-        the budget holds the count (:mod:`alize.gateway.prompt_count`)."""
-        completion = prepared.worst_case_completion_tokens
-        if not prepared.prompt.exact:
-            await prepared.prompt.exactly()
-            if ticket.lease is not None:
-                await ticket.lease.grow(prepared.prompt_tokens + completion)
-        return await self._reserve(ticket, prepared.prompt_tokens, completion)
 
     async def _slots(self, prepared: Prepared, caller: str, lane: Lane) -> tuple[Generation, float]:
         """Take the slots and start the engine; with the seconds spent waiting for the slots."""

@@ -21,8 +21,6 @@ prepared again on the next deployment of its ``fallbacks`` (same request id, the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -36,13 +34,9 @@ from alize.domain import EngineInfo, GenerationRequest, Message, Usage
 from alize.errors import UnsupportedFeatureError
 from alize.gateway.calls import ChatCall, TextCall, check_call, settle_max_tokens
 from alize.gateway.choices import ChoiceEvent, choice_stream, merge, nth_request
-from alize.gateway.prompt_count import PromptCount, bound_settles_length
 from alize.gateway.tools import ToolPlan, plan_tools
 from alize.safety.policy import FilterReport
 from alize.streams import Prefetched, aclose
-
-#: how long settling waits for an exact prompt count it needs (the worker may be restarting)
-COUNT_AT_SETTLE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -54,8 +48,7 @@ class Prepared:
     #: what the engine will be asked, ``max_tokens`` settled
     request: GenerationRequest
     n: int
-    #: exact, or an upper bound that decides as the count would (:mod:`alize.gateway.prompt_count`)
-    prompt: PromptCount
+    prompt_tokens: int
     #: the settled length of each choice
     max_tokens: int
     cold_start_s: float | None
@@ -71,11 +64,6 @@ class Prepared:
     @property
     def request_id(self) -> str:
         return self.request.request_id
-
-    @property
-    def prompt_tokens(self) -> int:
-        """What admission holds for the prompt: the count, or its bound until counted."""
-        return self.prompt.tokens
 
     @property
     def worst_case_completion_tokens(self) -> int:
@@ -94,8 +82,7 @@ class Generation:
     request_id: str
     deployment: str
     created: int
-    #: the prompt as admitted; the engine's own count (``engine_prompt_tokens``) wins when it comes
-    prompt: PromptCount
+    prompt_tokens: int
     cold_start_s: float | None
     events: AsyncIterator[ChoiceEvent]
     #: the catalog model whose weights answer (AI Act transparency: named on every response)
@@ -124,21 +111,8 @@ class Generation:
         """Exact for finished choices; for cancelled ones, the tokens generated until then."""
         indices = set(self.finished) | set(self.streamed)
         completion = sum(self.finished.get(i, self.streamed.get(i, 0)) for i in indices)
-        prompt = self.engine_prompt_tokens if self.engine_prompt_tokens is not None else self.prompt.tokens
+        prompt = self.engine_prompt_tokens if self.engine_prompt_tokens is not None else self.prompt_tokens
         return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=self.cached_tokens)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.prompt.tokens
-
-    async def settled_usage(self) -> Usage:
-        """:attr:`usage` for the ledger: a stream that ended without the engine's own count (the
-        client left, the engine failed) and was admitted on a bound is counted exactly first. An
-        engine that cannot count now (its worker died) leaves the bound, an overcount."""
-        if self.engine_prompt_tokens is None and not self.prompt.exact:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.prompt.exactly(), COUNT_AT_SETTLE_S)
-        return self.usage
 
     def account(self, event: ChoiceEvent) -> None:
         """Per-choice token counts; a choice the engine finished reports its own exact usage."""
@@ -202,41 +176,21 @@ class GenerationService:
                 ceiling = call.max_tokens_ceiling
             else:
                 request, plan, ceiling = _text_request(call, info), None, None
-            if request_id is not None:
-                request = replace(request, request_id=request_id)
-            prompt = await self._prompt(deployment, request, ceiling, info.context_length)
+            prompt_tokens = await deployment.engine.count_prompt_tokens(request)
             max_tokens = settle_max_tokens(
                 request.params.max_tokens,
                 ceiling=ceiling,
                 cap=self._limits.max_tokens,
-                prompt_tokens=prompt.tokens,
+                prompt_tokens=prompt_tokens,
                 context_length=info.context_length,
             )
         except BaseException:
             hold.release()
             raise
         request = replace(request, params=replace(request.params, max_tokens=max_tokens))
-        engine = deployment.engine
-        if not prompt.exact:  # counted, if ever, on the request as it is sent
-            prompt.count = lambda: engine.count_prompt_tokens(request)
-        return Prepared(deployment, request, call.n, prompt, max_tokens, cold, plan, hold)
-
-    async def _prompt(
-        self, deployment: Deployment, request: GenerationRequest, ceiling: int | None, context_length: int
-    ) -> PromptCount:
-        """The engine's bound where it settles the reply's length as the count would (no call to
-        the worker), else the count (:mod:`alize.gateway.prompt_count`)."""
-        engine = deployment.engine
-        bound = engine.prompt_token_bound(request)
-        if bound is not None and bound_settles_length(
-            bound,
-            request.params.max_tokens,
-            ceiling=ceiling,
-            cap=self._limits.max_tokens,
-            context_length=context_length,
-        ):
-            return PromptCount.bounded(bound, lambda: engine.count_prompt_tokens(request))
-        return PromptCount(await engine.count_prompt_tokens(request))
+        if request_id is not None:
+            request = replace(request, request_id=request_id)
+        return Prepared(deployment, request, call.n, prompt_tokens, max_tokens, cold, plan, hold)
 
     async def _fall_back(self, prepared: Prepared, exc: Exception) -> Prepared:
         """Prepare the request on its next fallback after ``exc``, or raise ``exc``. Admission
@@ -281,7 +235,7 @@ class GenerationService:
             request_id=prepared.request_id,
             deployment=prepared.requested or prepared.deployment.name,
             created=int(time.time()),
-            prompt=prepared.prompt,
+            prompt_tokens=prepared.prompt_tokens,
             cold_start_s=prepared.cold_start_s,
             events=_empty(),
             model=prepared.deployment.spec.model_id,
@@ -338,7 +292,7 @@ class GenerationService:
                 await stream.aclose()
                 prepared = await self._fall_back(prepared, exc)
                 prepared, leases = await self._slots(prepared, caller, lane)
-                generation.prompt = prepared.prompt
+                generation.prompt_tokens = prepared.prompt_tokens
                 current[0] = _Streams(prepared, leases, generation)
                 continue
             try:

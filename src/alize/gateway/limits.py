@@ -135,7 +135,6 @@ def rejection(decision: Decision, tokens: int) -> RateLimitError:
 
 class _LeaseBackend(Protocol):
     async def _settle(self, lease: Lease, delta: int) -> None: ...
-    async def _grow(self, lease: Lease, delta: int, tokens: int) -> Decision: ...
     async def _release(self, lease: Lease) -> None: ...
 
 
@@ -164,23 +163,6 @@ class Lease:
         if delta and self._backend is not None:
             await self._backend._settle(self, delta)
 
-    async def grow(self, tokens: int) -> None:
-        """Charge ``tokens`` instead of the estimate admitted, if every token window takes the
-        difference; else raise ``RateLimitError`` (the lease keeps its estimate, and its
-        caller releases it). A request admitted on a lower estimate of its prompt (the prompt
-        not counted yet: :mod:`alize.gateway.prompt_count`) grows to its count this way, and
-        is refused then exactly where the count would have been refused at admission."""
-        delta = tokens - self.reserved_tokens
-        if self._settled or delta <= 0:
-            return
-        if self._backend is not None:
-            decision = await self._backend._grow(self, delta, tokens)
-            if not decision.admitted:
-                raise rejection(decision, tokens)
-            fresh = rate_limit_headers(decision, delta)  # the window held the rest already
-            self.headers.update({k: v for k, v in fresh.items() if k.endswith("-tokens")})
-        self.reserved_tokens = tokens
-
     async def release(self, actual_tokens: int | None = None) -> None:
         """Free the concurrency slot (once); settles the tokens first when given."""
         if actual_tokens is not None:
@@ -206,23 +188,6 @@ class RateLimiter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def _token_wait(
-    window: _Window, usage: SubjectUsage, tpm: int, adding: int, total: int, now_ms: int
-) -> tuple[int, str]:
-    """Whether a window at ``usage`` takes ``adding`` more tokens, for a request of ``total``:
-    ``(0, "")``, or the wait until it would and why ("too_large": never)."""
-    if total > tpm:
-        return WINDOW_S * 1000, "too_large"
-    if usage.tokens + adding <= tpm:
-        return 0, ""
-    freed = 0
-    for bucket in sorted(window.tokens):
-        freed += window.tokens[bucket]
-        if usage.tokens - freed + adding <= tpm:
-            return (bucket + WINDOW_S) * 1000 - now_ms, "tokens"
-    return WINDOW_S * 1000, "tokens"
 
 
 @dataclass
@@ -273,9 +238,16 @@ class MemoryRateLimiter:
                 oldest = usage.oldest_request_ms if usage.oldest_request_ms is not None else now_ms
                 wait, why = oldest + WINDOW_S * 1000 - now_ms, "requests"
             if limits.tpm is not None:
-                token_wait, token_why = _token_wait(window, usage, limits.tpm, tokens, tokens, now_ms)
-                if token_why:
-                    wait, why = max(wait, token_wait), token_why
+                if tokens > limits.tpm:
+                    wait, why = max(wait, WINDOW_S * 1000), "too_large"
+                elif usage.tokens + tokens > limits.tpm:
+                    freed, token_wait = 0, WINDOW_S * 1000
+                    for bucket in sorted(window.tokens):
+                        freed += window.tokens[bucket]
+                        if usage.tokens - freed + tokens <= limits.tpm:
+                            token_wait = (bucket + WINDOW_S) * 1000 - now_ms
+                            break
+                    wait, why = max(wait, token_wait), "tokens"
             if limits.concurrency is not None and usage.active >= limits.concurrency:
                 wait, why = max(wait, 1000), "concurrency"
             if why and (failed < 0 or wait > retry_ms):
@@ -305,26 +277,6 @@ class MemoryRateLimiter:
             if subject.limits.concurrency is not None:
                 window.active[lease.id] = now + self._lease_ttl_s
         return lease
-
-    async def _grow(self, lease: Lease, delta: int, tokens: int) -> Decision:
-        now = self._clock()
-        now_ms = int(now * 1000)
-        metered = [s for s in lease.subjects if s.limits.tpm is not None]
-        usages: list[SubjectUsage] = []
-        retry_ms, reason, failed = 0, "", -1
-        for index, subject in enumerate(metered):
-            window = self._windows.setdefault(subject.key, _Window())
-            usage = self._usage(window, subject.limits, now)
-            usages.append(usage)
-            assert subject.limits.tpm is not None
-            wait, why = _token_wait(window, usage, subject.limits.tpm, delta, tokens, now_ms)
-            if why and (failed < 0 or wait > retry_ms):
-                retry_ms, reason, failed = wait, why, index
-        if failed < 0:
-            for subject in metered:
-                window = self._windows[subject.key]
-                window.tokens[lease.bucket_s] = window.tokens.get(lease.bucket_s, 0) + delta
-        return Decision(failed < 0, now_ms, retry_ms, reason, max(failed, 0), tuple(usages))
 
     async def _settle(self, lease: Lease, delta: int) -> None:
         for subject in lease.subjects:

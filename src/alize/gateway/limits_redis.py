@@ -137,93 +137,6 @@ return 1
 """
 
 
-_GROW = """
-local n = tonumber(ARGV[1])
-local delta = tonumber(ARGV[2])
-local total = tonumber(ARGV[3])
-local bucket = tonumber(ARGV[4])
-local window = tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local sec = math.floor(now / 1000)
-local win_s = math.floor(window / 1000)
-local admitted, retry, reason, failed = 1, 0, '', 0
-local out = {}
-for i = 1, n do
-  local tk = KEYS[i]
-  local tpm = tonumber(ARGV[5 + i])
-  local wait, why = 0, ''
-  local tsum, toldest = 0, -1
-  local h = redis.call('HGETALL', tk)
-  local buckets = {}
-  for j = 1, #h, 2 do
-    local s, v = tonumber(h[j]), tonumber(h[j + 1])
-    if s <= sec - win_s then
-      redis.call('HDEL', tk, h[j])
-    else
-      table.insert(buckets, {s, v})
-      tsum = tsum + v
-    end
-  end
-  table.sort(buckets, function(a, b) return a[1] < b[1] end)
-  if #buckets > 0 then toldest = buckets[1][1] end
-  if total > tpm then
-    wait, why = window, 'too_large'
-  elseif tsum + delta > tpm then
-    local freed, twait = 0, window
-    for _, b in ipairs(buckets) do
-      freed = freed + b[2]
-      if tsum - freed + delta <= tpm then
-        twait = (b[1] + win_s) * 1000 - now
-        break
-      end
-    end
-    wait, why = twait, 'tokens'
-  end
-  if why ~= '' and (admitted == 1 or wait > retry) then
-    admitted, retry, reason, failed = 0, wait, why, i - 1
-  end
-  table.insert(out, 0)
-  table.insert(out, -1)
-  table.insert(out, tsum)
-  table.insert(out, toldest)
-  table.insert(out, 0)
-end
-if admitted == 1 and bucket > sec - win_s then
-  for i = 1, n do
-    redis.call('HINCRBY', KEYS[i], bucket, delta)
-    redis.call('PEXPIRE', KEYS[i], window + 2000)
-  end
-end
-return {admitted, retry, reason, failed, now, sec, out}
-"""
-
-
-def _decision(reply: list[Any], subjects: Sequence[Subject]) -> tuple[Decision, int]:
-    """A script's reply as a :class:`Decision`, with the second (Redis time) it was made in."""
-    admitted, retry_ms, reason, failed, now_ms, second, stats = reply
-    usages = tuple(
-        SubjectUsage(
-            limits=subject.limits,
-            requests=int(stats[5 * i]),
-            oldest_request_ms=None if int(stats[5 * i + 1]) < 0 else int(stats[5 * i + 1]),
-            tokens=int(stats[5 * i + 2]),
-            oldest_token_s=None if int(stats[5 * i + 3]) < 0 else int(stats[5 * i + 3]),
-            active=int(stats[5 * i + 4]),
-        )
-        for i, subject in enumerate(subjects)
-    )
-    decision = Decision(
-        admitted=bool(admitted),
-        now_ms=int(now_ms),
-        retry_after_ms=int(retry_ms),
-        reason=reason.decode() if isinstance(reason, bytes) else str(reason),
-        failed_index=int(failed),
-        usages=usages,
-    )
-    return decision, int(second)
-
-
 def _limit_arg(value: int | None) -> int:
     return -1 if value is None else value
 
@@ -245,7 +158,6 @@ class RedisRateLimiter:
         self._owns_client = owns_client
         self._acquire_script = client.register_script(_ACQUIRE)
         self._settle_script = client.register_script(_SETTLE)
-        self._grow_script = client.register_script(_GROW)
 
     @classmethod
     def from_url(
@@ -271,26 +183,36 @@ class RedisRateLimiter:
                 _limit_arg(v) for v in (subject.limits.rpm, subject.limits.tpm, subject.limits.concurrency)
             )
         reply: list[Any] = await self._acquire_script(keys=keys, args=args)
-        decision, second = _decision(reply, limited)
+        admitted, retry_ms, reason, failed, now_ms, second, stats = reply
+        usages = tuple(
+            SubjectUsage(
+                limits=subject.limits,
+                requests=int(stats[5 * i]),
+                oldest_request_ms=None if int(stats[5 * i + 1]) < 0 else int(stats[5 * i + 1]),
+                tokens=int(stats[5 * i + 2]),
+                oldest_token_s=None if int(stats[5 * i + 3]) < 0 else int(stats[5 * i + 3]),
+                active=int(stats[5 * i + 4]),
+            )
+            for i, subject in enumerate(limited)
+        )
+        decision = Decision(
+            admitted=bool(admitted),
+            now_ms=int(now_ms),
+            retry_after_ms=int(retry_ms),
+            reason=reason.decode() if isinstance(reason, bytes) else str(reason),
+            failed_index=int(failed),
+            usages=usages,
+        )
         if not decision.admitted:
             raise rejection(decision, tokens)
         return Lease(
             id=lease_id,
             subjects=limited,
             reserved_tokens=tokens,
-            bucket_s=second,
+            bucket_s=int(second),
             headers=rate_limit_headers(decision, tokens),
             _backend=self,
         )
-
-    async def _grow(self, lease: Lease, delta: int, tokens: int) -> Decision:
-        metered = tuple(s for s in lease.subjects if s.limits.tpm is not None)
-        if not metered:
-            return Decision(True, 0, 0, "", 0, ())
-        args: list[int | str] = [len(metered), delta, tokens, lease.bucket_s, WINDOW_S * 1000]
-        args.extend(_limit_arg(s.limits.tpm) for s in metered)
-        reply: list[Any] = await self._grow_script(keys=[self._keys(s)[1] for s in metered], args=args)
-        return _decision(reply, metered)[0]
 
     async def _settle(self, lease: Lease, delta: int) -> None:
         keys = [self._keys(s)[1] for s in lease.subjects if s.limits.tpm is not None]

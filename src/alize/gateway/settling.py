@@ -79,7 +79,7 @@ class Settler:
     ) -> None:
         assert ticket.request_id is not None
         if usage is None:
-            usage = await generation.settled_usage() if generation is not None else Usage()
+            usage = generation.usage if generation is not None else Usage()
         prices = ticket.prices
         cost = cost_micros(
             usage.prompt_tokens, usage.completion_tokens, prices.input_per_million, prices.output_per_million

@@ -19,7 +19,6 @@ import httpx
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig, loaded
 from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess, worker_config
-from alize.engines.llamacpp.prompt_bound import PromptBound
 from alize.engines.llamacpp.wire import chat_body, completion_body
 from alize.engines.openai_wire import ChunkDecoder
 from alize.errors import (
@@ -46,7 +45,6 @@ class LlamaCppEngine(Engine):
         self._info: EngineInfo | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-        self._bound: PromptBound | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -85,19 +83,8 @@ class LlamaCppEngine(Engine):
                 supports_fim=traits.supports_fim,
                 architecture=traits.architecture,
             )
-            self._bound = await self._read_bound(self._client) if traits.has_chat_template else None
             self._watch = asyncio.create_task(self._watch_worker(worker))
             return self._info
-
-    async def _read_bound(self, client: httpx.AsyncClient) -> PromptBound | None:
-        """The prompt bound from the template the worker reports (``/props``); None, and every
-        prompt counted by the worker, when it reports none or the call fails."""
-        try:
-            response = await client.get("/props", timeout=10.0)
-            props = response.json() if response.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError):
-            props = {}
-        return PromptBound.from_props(props) if isinstance(props, dict) else None
 
     async def _watch_worker(self, worker: WorkerProcess) -> None:
         """Restart a crashed worker so the deployment recovers without an operator."""
@@ -217,8 +204,6 @@ class LlamaCppEngine(Engine):
                             break
                         delta = decoder.decode(json.loads(payload))
                         if delta is not None:
-                            if delta.usage is not None and self._bound is not None:
-                                self._bound.check(request.request_id, delta.usage.prompt_tokens)
                             yield delta
                     elif line.startswith("error: "):
                         raise self._error_from(500, line[7:].encode())
@@ -272,14 +257,6 @@ class LlamaCppEngine(Engine):
             "/tokenize", {"content": text, "add_special": add_special, "parse_special": True}
         )
         return len(result.get("tokens") or [])
-
-    def prompt_token_bound(self, request: GenerationRequest) -> int | None:
-        """A plain chat's bound from the worker's own template, with no call to the worker
-        (:mod:`alize.engines.llamacpp.prompt_bound`); None for everything else."""
-        worker = self._worker
-        if self._bound is None or worker is None or not worker.alive:
-            return None  # counted, so a dead worker fails in preparation, where fallbacks apply
-        return self._bound.tokens(request)
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """The exact prompt size, in one round trip to the worker: a chat is templated and

@@ -69,6 +69,9 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     json_schema: JSONSchema | None = None
+    #: generate ``max_tokens`` whatever the model says (llama.cpp's and vLLM's extension: for
+    #: load tests that need replies of a known length)
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,7 @@ class Stream(threading.Thread):
             "model": MODEL,
             "messages": [{"role": "user", "content": f"Count from one to three hundred ({self.take})."}],
             "max_tokens": 400,
+            "ignore_eos": True,  # still streaming at the kill, however the sample goes
             "stream": True,
         }
         with httpx.stream("POST", f"{self.server.v1}/chat/completions", json=body, timeout=120) as r:
@@ -117,9 +118,9 @@ def test_a_killed_replica_is_routed_around_and_comes_back(two_replicas: LiveServ
     state = _state(two_replicas)
     pids: list[int] = state["worker_pids"]
     assert len(pids) == 2 and state["healthy_per_replica"] == [True, True]
-    # one stream per replica (least outstanding), both in flight at the kill. A sampled reply
-    # may end at once (the API has no ignore_eos: one ended after 4 tokens in a clean-clone
-    # run, and busy_slots read 1), so a pair where one ended is let finish and sent again
+    # one stream per replica (least outstanding), both in flight at the kill. Before the API
+    # passed ignore_eos on, a sampled reply ended after 4 tokens in a clean-clone run (busy_slots
+    # read 1); a pair where one is not in flight is still let finish and sent again
     for attempt in range(4):
         streams = [Stream(two_replicas, 2 * attempt + i) for i in range(2)]
         for s in streams:

@@ -123,6 +123,24 @@ def _ledger(server: LiveServer, limit: int) -> list[tuple[str, int]]:
     return [(str(status), int(tokens)) for status, tokens in rows]
 
 
+async def _ignore_eos_lengths(server: LiveServer) -> tuple[int, int]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        short = "Answer with one word: is the sky blue?"
+        plain = await _stream(client, _body(short, 48, temperature=0))
+        forced = await _stream(client, _body(short, 48, temperature=0, ignore_eos=True))
+    assert forced["finish"] == "length"
+    plain_usage, forced_usage = plain["usage"], forced["usage"]
+    assert isinstance(plain_usage, dict) and isinstance(forced_usage, dict)
+    return plain_usage["completion_tokens"], forced_usage["completion_tokens"]
+
+
+def test_ignore_eos_runs_the_reply_to_max_tokens(server: LiveServer) -> None:
+    """llama.cpp's extension reaches the worker (it was dropped: a load test asking for replies
+    of a known length got the model's short answer)."""
+    plain, forced = asyncio.run(_ignore_eos_lengths(server))
+    assert plain < 48 and forced == 48, (plain, forced)
+
+
 def test_disconnect_frees_the_slot_for_the_next_waiting_request(one_slot_server: LiveServer) -> None:
     async def run() -> dict[str, object]:
         async with httpx.AsyncClient(base_url=one_slot_server.url, timeout=120) as client:

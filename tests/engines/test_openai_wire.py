@@ -73,3 +73,12 @@ def test_remote_fim_uses_the_suffix_field() -> None:
     req = GenerationRequest("r", SamplingParams(), fim=FimPrompt("def f(", "\n"))
     body = remote_wire.completion_body(req, "up")
     assert (body["prompt"], body["suffix"], body["model"]) == ("def f(", "\n", "up")
+
+
+def test_ignore_eos_only_when_asked() -> None:
+    """A strict upstream refuses fields it does not know: ``ignore_eos`` is sent only when set."""
+    plain = GenerationRequest("r", SamplingParams(), messages=(Message("user", "x"),))
+    assert "ignore_eos" not in remote_wire.chat_body(plain, "up")
+    asked = GenerationRequest("r", SamplingParams(max_tokens=8, ignore_eos=True), messages=plain.messages)
+    assert llamacpp_wire.chat_body(asked)["ignore_eos"] is True
+    assert remote_wire.completion_body(asked, "up")["ignore_eos"] is True

@@ -67,6 +67,23 @@ async def test_usage_is_exact_and_max_tokens_honoured(engine: TorchEngine) -> No
     assert all(d.usage is None for d in deltas[:-1]) and len(deltas) > 2  # streamed, not one blob
 
 
+async def test_ignore_eos_runs_past_the_end_of_sequence(engine: TorchEngine) -> None:
+    """With every token taken for an end of sequence, a reply stops at its first token, unless
+    ``ignore_eos`` asks for all of ``max_tokens``."""
+    lm = engine._lm
+    assert lm is not None
+    eos, lm.eos_ids = lm.eos_ids, frozenset(range(lm.model.config.vocab_size))
+    try:
+        stopped = (await run(engine, chat(max_tokens=12, seed=1)))[-1]
+        forced = (await run(engine, chat(max_tokens=12, seed=1, ignore_eos=True)))[-1]
+    finally:
+        lm.eos_ids = eos
+    assert stopped.finish_reason is FinishReason.STOP and stopped.usage is not None
+    assert stopped.usage.completion_tokens == 1
+    assert forced.finish_reason is FinishReason.LENGTH and forced.usage is not None
+    assert forced.usage.completion_tokens == 12
+
+
 async def test_a_seed_reproduces_a_sample_and_greedy_is_deterministic(engine: TorchEngine) -> None:
     first = text_of(await run(engine, chat(temperature=1.0, top_p=0.9, seed=11)))
     again = text_of(await run(engine, chat(temperature=1.0, top_p=0.9, seed=11)))

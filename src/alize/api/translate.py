@@ -115,6 +115,7 @@ def _params(
     logprobs: bool = False,
     top_logprobs: int = 0,
     json_schema: dict[str, Any] | None = None,
+    ignore_eos: bool = False,
 ) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens,
@@ -127,6 +128,7 @@ def _params(
         logprobs=logprobs,
         top_logprobs=top_logprobs,
         json_schema=json_schema,
+        ignore_eos=ignore_eos,
     )
 
 
@@ -153,6 +155,7 @@ def chat_call(request: ChatCompletionRequest) -> ChatCall:
         logprobs=bool(request.logprobs),
         top_logprobs=request.top_logprobs or 0,
         json_schema=_json_schema(request),
+        ignore_eos=request.ignore_eos,
     )
     tools = tuple(
         ToolSpec(
@@ -191,6 +194,7 @@ def text_call(request: CompletionRequest) -> TextCall:
         frequency_penalty=request.frequency_penalty,
         logprobs=request.logprobs is not None,
         top_logprobs=request.logprobs or 0,
+        ignore_eos=request.ignore_eos,
     )
     fim = FimPrompt(prefix=prompt, suffix=request.suffix) if request.suffix is not None else None
     return TextCall(

@@ -81,6 +81,8 @@ def _sampling(request: GenerationRequest, model: str | None) -> dict[str, Any]:
         body["stop"] = list(p.stop)
     if p.seed is not None:
         body["seed"] = p.seed
+    if p.ignore_eos:  # only when asked: a strict upstream refuses fields it does not know
+        body["ignore_eos"] = True
     if p.json_schema is not None:
         body["response_format"] = {
             "type": "json_schema",

@@ -158,7 +158,7 @@ class Decoder:
                 counts[token] = counts.get(token, 0) + 1
                 seq.generated.append(token)
                 seq.pending_tokens += 1
-                if token in lm.eos_ids:
+                if token in lm.eos_ids and not p.ignore_eos:
                     finish = FinishReason.STOP
                     break
                 if logprob is not None:

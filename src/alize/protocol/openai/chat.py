@@ -124,6 +124,8 @@ class ChatCompletionRequest(BaseModel):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required", "any"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    #: llama.cpp's and vLLM's extension: generate ``max_tokens`` whatever the model says
+    ignore_eos: bool = False
     # --- Mistral extras ---
     random_seed: Seed | None = None
     safe_prompt: bool = False

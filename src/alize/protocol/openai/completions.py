@@ -29,6 +29,8 @@ class CompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logprobs: TopLogprobs | None = None
     echo: bool = False
+    #: llama.cpp's and vLLM's extension: generate ``max_tokens`` whatever the model says
+    ignore_eos: bool = False
     user: str | None = Field(None, max_length=256)
     #: refused when not empty (a 400 says so), never silently ignored
     logit_bias: dict[str, float] | None = Field(None, max_length=300)

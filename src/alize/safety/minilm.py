@@ -25,9 +25,12 @@ maximum over its own windows), and the thresholds in ``meta.json`` are those of 
 weight was chosen, like the thresholds, on 5-fold out-of-fold predictions of both models
 (:mod:`alize.safety.finetune_select`); the n-gram model is a numpy pass of a few milliseconds.
 
-Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The session runs with
+Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The graph's residual layer
+norms are shipped unfused (``Add`` + ``LayerNormalization``) and the session does not fuse them
+back (:mod:`alize.safety.onnx_unfuse`: onnxruntime's fused ``SkipLayerNormalization`` CPU kernel
+took a quarter of each window's time, about 5 ms of a 200-word text). The session runs with
 ``intra_op_num_threads`` threads (2 by default), one inter-op thread, sequential execution, all
-graph optimisations, and **without spin-waiting**: by default onnxruntime's pool threads spin
+other graph optimisations, and **without spin-waiting**: by default onnxruntime's pool threads spin
 between operators, which on a 2-core machine shared with the server's own work (or other
 processes) steals the core the next operator needs; on the 2-core VM this was measured on,
 turning spinning off took the English stage's p99 for a 200-word text from 32 to 25 ms at a load
@@ -51,6 +54,7 @@ from tokenizers import Tokenizer
 
 from alize.errors import ServiceUnavailableError
 from alize.safety.calibration import GATE_HEAD, calibrate, sigmoid
+from alize.safety.onnx_unfuse import DISABLED_OPTIMIZERS
 
 F32 = npt.NDArray[np.float32]
 MODEL_DIR_NAME = "minilm"
@@ -124,6 +128,33 @@ def pad(windows: Sequence[Sequence[int]]) -> tuple[npt.NDArray[np.int64], npt.ND
     return ids, mask
 
 
+def open_session(
+    path: Path, *, threads: int = 2, spinning: bool = False, optimized_path: Path | None = None
+) -> Any:
+    """The onnxruntime session the English stage runs (see the module docstring for each option).
+
+    ``optimized_path``: where onnxruntime should write the graph as it optimised it (tests read
+    it to check which fusions ran). Raises onnxruntime's own errors for a bad file.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(
+        str(path),
+        options,
+        providers=["CPUExecutionProvider"],
+        # the shipped graph has its SkipLayerNormalization nodes unfused (onnx_unfuse.py): 8x faster
+        disabled_optimizers=list(DISABLED_OPTIMIZERS),
+    )
+
+
 @dataclass(frozen=True)
 class MiniLMMeta:
     heads: tuple[str, ...]
@@ -165,22 +196,14 @@ class MiniLMClassifier:
         a weight)."""
         model_dir = model_dir or default_model_dir()
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (imported by open_session; checked here for a clear error)
         except ImportError as exc:  # a broken install, not a client error
             raise _unavailable("onnxruntime is not installed (pip install onnxruntime)") from exc
         self.meta = MiniLMMeta.load(model_dir / "meta.json")
         self.heads = self.meta.heads
         self.tokenizer = WindowTokenizer(model_dir / "tokenizer.json", self.meta.max_tokens)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
-            self._session = ort.InferenceSession(
-                str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = open_session(model_dir / "model.onnx", threads=threads, spinning=spinning)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise _unavailable(f"cannot load {model_dir / 'model.onnx'}: {exc}") from exc
         self._gate = self.heads.index(GATE_HEAD) if GATE_HEAD in self.heads else None

@@ -3,7 +3,8 @@
 Usage::
 
     python bench/moderation.py [--data /work/shared/data/moderation-dev.jsonl] [--runs 300]
-                               [--skip-latency] [--threads 2] [--spinning] [--output PATH]
+                               [--skip-latency] [--threads 2] [--parallel windows|operators]
+                               [--spinning] [--output PATH]
 
 Evaluates the three systems in one run on exactly the held-out part defined by
 ``alize.safety.dataset.split_indices`` (the part neither ``python -m alize.safety.finetune`` nor
@@ -22,9 +23,11 @@ head's threshold, the false-positive rate of each threshold preset
 text (held-out texts cut or repeated to 200 words). The shipped model's cross-validated figures
 (``meta.json``, chosen without the held-out part) are printed beside its held-out ones.
 
-``--threads`` and ``--spinning`` set the English stage's onnxruntime session (intra-op threads,
-2 by default as shipped; whether they spin-wait between operators, off as shipped), so a run
-can be reproduced with the options it was measured with; both are recorded in the JSON.
+``--threads``, ``--parallel`` and ``--spinning`` set the English stage (threads per call, 2 by
+default as shipped; whether they share a call's windows, as shipped, or each window's operators
+as onnxruntime intra-op threads; whether onnxruntime's threads spin-wait between operators, off
+as shipped), so a run can be reproduced with the options it was measured with; all three are
+recorded in the JSON.
 
 Writes ``bench/results/moderation.json`` (or ``--output``) with the machine's CPU, instruction
 sets (int8 kernels differ with and without VNNI) and load average at the start and the end, and
@@ -133,7 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--skip-latency", action="store_true", help="quality figures only")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "moderation.json")
-    parser.add_argument("--threads", type=int, default=2, help="English stage: onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="English stage: threads per call")
+    parser.add_argument(
+        "--parallel",
+        choices=("windows", "operators"),
+        default="windows",
+        help="English stage: the threads share a call's windows or each window's operators",
+    )
     parser.add_argument(
         "--spinning", action="store_true", help="English stage: let onnxruntime's threads spin-wait"
     )
@@ -149,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     systems: dict[str, Any] = {}
     moderators: dict[str, Moderator] = {
-        "alize": create_moderator(threads=args.threads, spinning=args.spinning),
+        "alize": create_moderator(threads=args.threads, spinning=args.spinning, parallel=args.parallel),
         "alize-ngram": create_ngram_moderator(),
     }
     for name, moderator in moderators.items():
@@ -190,7 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine["loadavg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     report = {
-        "options": {"runs": args.runs, "threads": args.threads, "spinning": args.spinning},
+        "options": {
+            "runs": args.runs,
+            "threads": args.threads,
+            "parallel": args.parallel,
+            "spinning": args.spinning,
+        },
         "dataset": {
             "path": str(args.data),
             "held_out_rows": len(held),

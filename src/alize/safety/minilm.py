@@ -43,10 +43,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,7 @@ from alize.safety.onnx_unfuse import DISABLED_OPTIMIZERS
 
 F32 = npt.NDArray[np.float32]
 MODEL_DIR_NAME = "minilm"
+Parallelism = Literal["windows", "operators"]
 
 
 class NgramScorer(Protocol):
@@ -188,12 +190,20 @@ class MiniLMClassifier:
         *,
         threads: int = 2,
         spinning: bool = False,
+        parallel: Parallelism = "windows",
         ngram: NgramScorer | None = None,
     ) -> None:
-        """``threads``: onnxruntime's intra-op threads; ``spinning``: whether they spin-wait for
-        work between operators (off by default: see the module docstring); ``ngram``: the n-gram
-        model to blend with (default: the packaged one, loaded only when ``meta.json`` gives it
-        a weight)."""
+        """``threads``: the threads one call uses; ``parallel``: what they share, a call's windows
+        (``"windows"``: one onnxruntime thread per window, windows run side by side) or each
+        window's operators (``"operators"``: onnxruntime's intra-op threads, windows one after
+        the other); ``spinning``: whether onnxruntime's threads spin-wait for work between
+        operators (off by default; see the module docstring for all three); ``ngram``: the
+        n-gram model to blend with (default: the packaged one, loaded only when ``meta.json``
+        gives it a weight)."""
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        if parallel not in ("windows", "operators"):
+            raise ValueError(f"parallel must be 'windows' or 'operators', got {parallel!r}")
         model_dir = model_dir or default_model_dir()
         try:
             import onnxruntime  # noqa: F401  (imported by open_session; checked here for a clear error)
@@ -203,9 +213,17 @@ class MiniLMClassifier:
         self.heads = self.meta.heads
         self.tokenizer = WindowTokenizer(model_dir / "tokenizer.json", self.meta.max_tokens)
         try:
-            self._session = open_session(model_dir / "model.onnx", threads=threads, spinning=spinning)
+            self._session = open_session(
+                model_dir / "model.onnx", threads=threads if parallel == "operators" else 1, spinning=spinning
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise _unavailable(f"cannot load {model_dir / 'model.onnx'}: {exc}") from exc
+        # windows past a call's first go to these workers while the calling thread runs the first
+        self._pool = (
+            ThreadPoolExecutor(threads - 1, thread_name_prefix="minilm")
+            if parallel == "windows" and threads > 1
+            else None
+        )
         self._gate = self.heads.index(GATE_HEAD) if GATE_HEAD in self.heads else None
         self.ngram_weight = float(self.meta.extra.get("ngram_weight", 0.0))
         self._ngram: NgramScorer | None = None
@@ -226,11 +244,24 @@ class MiniLMClassifier:
         its batch; alone, it does not (and no time goes into padding).
         """
         out = np.zeros((len(windows), len(self.heads)), dtype=np.float32)
-        for row, window in enumerate(windows):
-            ids = np.array([window], dtype=np.int64)
-            (logits,) = self._session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-            out[row] = logits[0]
+        if not windows:
+            return out
+        if self._pool is None:
+            for row, window in enumerate(windows):
+                out[row] = self._run(window)
+            return out
+        later = [self._pool.submit(self._run, window) for window in windows[1:]]
+        out[0] = self._run(windows[0])
+        for row, future in enumerate(later, start=1):
+            out[row] = future.result()
         return out
+
+    def _run(self, window: Sequence[int]) -> F32:
+        """One window's logits (onnxruntime sessions may run from several threads at once)."""
+        ids = np.array([window], dtype=np.int64)
+        (logits,) = self._session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        row: F32 = np.asarray(logits[0], dtype=np.float32)
+        return row
 
     def raw_probabilities(self, texts: Sequence[str]) -> F32:
         """Uncalibrated head probabilities, the maximum over each text's head and tail windows."""

@@ -20,8 +20,10 @@ For each: F1 of "flagged" (truth = any known label is 1; prediction = any of the
 OpenAI categories), per-category precision / recall / F1 (rows whose label is known) with the
 head's threshold, the false-positive rate of each threshold preset
 (:data:`alize.safety.policy.PRESETS`), and latency p50 / p99 of one call on a single 200-word
-text (held-out texts cut or repeated to 200 words). The shipped model's cross-validated figures
-(``meta.json``, chosen without the held-out part) are printed beside its held-out ones.
+text (held-out texts cut or repeated to 200 words), with the process's CPU time per call (all
+threads: the work, which the machine's other processes inflate less than wall-clock time). The
+shipped model's cross-validated figures (``meta.json``, chosen without the held-out part) are
+printed beside its held-out ones.
 
 ``--threads``, ``--parallel`` and ``--spinning`` set the English stage (threads per call, 2 by
 default as shipped; whether they share a call's windows, as shipped, or each window's operators
@@ -94,14 +96,19 @@ def latency(fn: Callable[[str], object], texts: Sequence[str], runs: int) -> dic
     for text in texts[:5]:
         fn(text)  # warm-up: lazy loading, caches
     timings = []
+    cpu_start = time.process_time()
     for i in range(runs):
         start = time.perf_counter()
         fn(texts[i % len(texts)])
         timings.append((time.perf_counter() - start) * 1000.0)
+    cpu_ms = (time.process_time() - cpu_start) * 1000.0
     return {
         "p50_ms": round(percentile_or_zero(timings, 50), 3),
         "p99_ms": round(percentile_or_zero(timings, 99), 3),
         "mean_ms": round(statistics.fmean(timings), 3),
+        # CPU time of the whole process (all its threads) per call: the work done, which other
+        # processes on the machine do not inflate the way they inflate wall-clock time
+        "cpu_ms_per_call": round(cpu_ms / runs, 3) if runs else 0.0,
         "runs": runs,
     }
 
@@ -225,12 +232,12 @@ def print_tables(report: dict[str, Any]) -> None:
     print(f"held-out rows: {d['held_out_rows']} ({d['held_out_flagged']} flagged); {machine['cpu_model']}")
     load = f"{machine['loadavg_at_start']} -> {machine['loadavg_at_end']}"
     print(f"instruction sets: {machine['cpu_flags']}; load average {load}")
-    print("\n| system | flagged P | flagged R | flagged F1 | p50 ms (200 words) | p99 ms (200 words) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| system | flagged P | flagged R | flagged F1 | p50 ms (200 words) | p99 ms | CPU ms / call |")
+    print("|---|---|---|---|---|---|---|")
     for name, s in systems.items():
         f, lat = s["flagged"], s.get("latency_200_words", {})
-        p50, p99 = lat.get("p50_ms", "-"), lat.get("p99_ms", "-")
-        print(f"| {name} | {f['precision']} | {f['recall']} | {f['f1']} | {p50} | {p99} |")
+        p50, p99, cpu = lat.get("p50_ms", "-"), lat.get("p99_ms", "-"), lat.get("cpu_ms_per_call", "-")
+        print(f"| {name} | {f['precision']} | {f['recall']} | {f['f1']} | {p50} | {p99} | {cpu} |")
     cv = systems["alize"]["cross_validated_flagged"]["cross_fitted"]
     print(f"\nalize, 5-fold CV (cross-fitted): P {cv['precision']} R {cv['recall']} F1 {cv['f1']}")
     print("\n| category (alize) | threshold | precision | recall | F1 | positives |")

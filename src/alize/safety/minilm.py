@@ -28,14 +28,23 @@ weight was chosen, like the thresholds, on 5-fold out-of-fold predictions of bot
 Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The graph's residual layer
 norms are shipped unfused (``Add`` + ``LayerNormalization``) and the session does not fuse them
 back (:mod:`alize.safety.onnx_unfuse`: onnxruntime's fused ``SkipLayerNormalization`` CPU kernel
-took a quarter of each window's time, about 5 ms of a 200-word text). The session runs with
-``intra_op_num_threads`` threads (2 by default), one inter-op thread, sequential execution, all
-other graph optimisations, and **without spin-waiting**: by default onnxruntime's pool threads spin
-between operators, which on a 2-core machine shared with the server's own work (or other
-processes) steals the core the next operator needs; on the 2-core VM this was measured on,
-turning spinning off took the English stage's p99 for a 200-word text from 32 to 25 ms at a load
-average of 0.8, and batched runs with spinning on reached 180 ms p99 (``bench/moderation.py
---spinning`` measures it the other way).
+took a quarter of each window's time, about 5 ms of a 200-word text).
+
+Threads: a call uses ``threads`` threads (2 by default), and by default they share the call's
+**windows**, not each window's operators: the session has one intra-op thread, the calling
+thread runs the first window and worker threads the others, side by side (onnxruntime sessions
+may run from several threads at once, and release the GIL). A 200-word text has exactly two
+windows, so each core runs one whole window with no synchronisation between operators; with
+``parallel="operators"`` (onnxruntime's intra-op threads, windows in turn) each of a window's
+87 operators is split across the two threads and waits for the slower. Measured on the 2-core
+VM, same session, two 128-token windows: 7.4 ms side by side, 9.7 ms with intra-op threads,
+13.5 ms on one thread. One inter-op thread, sequential execution, all other graph optimisations,
+and **no spin-waiting**: by default onnxruntime's pool threads spin between operators, which on
+a 2-core machine shared with the server's own work (or other processes) steals the core the
+next operator needs; on the 2-core VM this was measured on, turning spinning off took the
+English stage's p99 for a 200-word text from 32 to 25 ms at a load average of 0.8, and batched
+runs with spinning on reached 180 ms p99 (``bench/moderation.py --spinning`` measures it the
+other way).
 """
 
 from __future__ import annotations

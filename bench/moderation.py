@@ -3,7 +3,8 @@
 Usage::
 
     python bench/moderation.py [--data /work/shared/data/moderation-dev.jsonl] [--runs 300]
-                               [--skip-latency] [--threads 2] [--spinning] [--output PATH]
+                               [--skip-latency] [--threads 2] [--parallel windows|operators]
+                               [--spinning] [--output PATH]
 
 Evaluates the three systems in one run on exactly the held-out part defined by
 ``alize.safety.dataset.split_indices`` (the part neither ``python -m alize.safety.finetune`` nor
@@ -19,12 +20,16 @@ For each: F1 of "flagged" (truth = any known label is 1; prediction = any of the
 OpenAI categories), per-category precision / recall / F1 (rows whose label is known) with the
 head's threshold, the false-positive rate of each threshold preset
 (:data:`alize.safety.policy.PRESETS`), and latency p50 / p99 of one call on a single 200-word
-text (held-out texts cut or repeated to 200 words). The shipped model's cross-validated figures
-(``meta.json``, chosen without the held-out part) are printed beside its held-out ones.
+text (held-out texts cut or repeated to 200 words), with the process's CPU time per call (all
+threads: the work, which the machine's other processes inflate less than wall-clock time). The
+shipped model's cross-validated figures (``meta.json``, chosen without the held-out part) are
+printed beside its held-out ones.
 
-``--threads`` and ``--spinning`` set the English stage's onnxruntime session (intra-op threads,
-2 by default as shipped; whether they spin-wait between operators, off as shipped), so a run
-can be reproduced with the options it was measured with; both are recorded in the JSON.
+``--threads``, ``--parallel`` and ``--spinning`` set the English stage (threads per call, 2 by
+default as shipped; whether they share a call's windows, as shipped, or each window's operators
+as onnxruntime intra-op threads; whether onnxruntime's threads spin-wait between operators, off
+as shipped), so a run can be reproduced with the options it was measured with; all three are
+recorded in the JSON.
 
 Writes ``bench/results/moderation.json`` (or ``--output``) with the machine's CPU, instruction
 sets (int8 kernels differ with and without VNNI) and load average at the start and the end, and
@@ -91,14 +96,19 @@ def latency(fn: Callable[[str], object], texts: Sequence[str], runs: int) -> dic
     for text in texts[:5]:
         fn(text)  # warm-up: lazy loading, caches
     timings = []
+    cpu_start = time.process_time()
     for i in range(runs):
         start = time.perf_counter()
         fn(texts[i % len(texts)])
         timings.append((time.perf_counter() - start) * 1000.0)
+    cpu_ms = (time.process_time() - cpu_start) * 1000.0
     return {
         "p50_ms": round(percentile_or_zero(timings, 50), 3),
         "p99_ms": round(percentile_or_zero(timings, 99), 3),
         "mean_ms": round(statistics.fmean(timings), 3),
+        # CPU time of the whole process (all its threads) per call: the work done, which other
+        # processes on the machine do not inflate the way they inflate wall-clock time
+        "cpu_ms_per_call": round(cpu_ms / runs, 3) if runs else 0.0,
         "runs": runs,
     }
 
@@ -133,7 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--skip-latency", action="store_true", help="quality figures only")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "moderation.json")
-    parser.add_argument("--threads", type=int, default=2, help="English stage: onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="English stage: threads per call")
+    parser.add_argument(
+        "--parallel",
+        choices=("windows", "operators"),
+        default="windows",
+        help="English stage: the threads share a call's windows or each window's operators",
+    )
     parser.add_argument(
         "--spinning", action="store_true", help="English stage: let onnxruntime's threads spin-wait"
     )
@@ -149,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     systems: dict[str, Any] = {}
     moderators: dict[str, Moderator] = {
-        "alize": create_moderator(threads=args.threads, spinning=args.spinning),
+        "alize": create_moderator(threads=args.threads, spinning=args.spinning, parallel=args.parallel),
         "alize-ngram": create_ngram_moderator(),
     }
     for name, moderator in moderators.items():
@@ -190,7 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine["loadavg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     report = {
-        "options": {"runs": args.runs, "threads": args.threads, "spinning": args.spinning},
+        "options": {
+            "runs": args.runs,
+            "threads": args.threads,
+            "parallel": args.parallel,
+            "spinning": args.spinning,
+        },
         "dataset": {
             "path": str(args.data),
             "held_out_rows": len(held),
@@ -211,12 +232,12 @@ def print_tables(report: dict[str, Any]) -> None:
     print(f"held-out rows: {d['held_out_rows']} ({d['held_out_flagged']} flagged); {machine['cpu_model']}")
     load = f"{machine['loadavg_at_start']} -> {machine['loadavg_at_end']}"
     print(f"instruction sets: {machine['cpu_flags']}; load average {load}")
-    print("\n| system | flagged P | flagged R | flagged F1 | p50 ms (200 words) | p99 ms (200 words) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| system | flagged P | flagged R | flagged F1 | p50 ms (200 words) | p99 ms | CPU ms / call |")
+    print("|---|---|---|---|---|---|---|")
     for name, s in systems.items():
         f, lat = s["flagged"], s.get("latency_200_words", {})
-        p50, p99 = lat.get("p50_ms", "-"), lat.get("p99_ms", "-")
-        print(f"| {name} | {f['precision']} | {f['recall']} | {f['f1']} | {p50} | {p99} |")
+        p50, p99, cpu = lat.get("p50_ms", "-"), lat.get("p99_ms", "-"), lat.get("cpu_ms_per_call", "-")
+        print(f"| {name} | {f['precision']} | {f['recall']} | {f['f1']} | {p50} | {p99} | {cpu} |")
     cv = systems["alize"]["cross_validated_flagged"]["cross_fitted"]
     print(f"\nalize, 5-fold CV (cross-fitted): P {cv['precision']} R {cv['recall']} F1 {cv['f1']}")
     print("\n| category (alize) | threshold | precision | recall | F1 | positives |")

@@ -115,6 +115,20 @@ def test_benign_texts_score_low_and_batching_changes_nothing(classifier: MiniLMC
     assert np.isfinite(classifier.scores([""])).all()
 
 
+def test_windows_run_side_by_side_give_the_scores_of_windows_run_in_turn(
+    classifier: MiniLMClassifier,
+) -> None:
+    long_texts = [" ".join([text] * 12) for text in BENIGN]  # two windows each
+    windows, _ = classifier.tokenizer.windows(long_texts)
+    assert len(windows) == 2 * len(long_texts)
+    in_turn = MiniLMClassifier(threads=1, parallel="operators", ngram=_FixedNgram(0.1))
+    side_by_side = MiniLMClassifier(threads=3, parallel="windows", ngram=_FixedNgram(0.1))
+    assert side_by_side._pool is not None and in_turn._pool is None
+    np.testing.assert_allclose(side_by_side.window_logits(windows), in_turn.window_logits(windows), atol=1e-5)
+    with pytest.raises(ValueError, match="parallel"):
+        MiniLMClassifier(parallel="layers")  # type: ignore[arg-type]
+
+
 class _FixedNgram:
     """A stand-in n-gram model: the same probability for every head of every text."""
 

@@ -9,7 +9,9 @@ weights after each evaluated epoch; ``python -m alize.safety.finetune export`` (
 3. fuses attention, layer norms and GELUs with onnxruntime's transformer optimizer;
 4. quantises the weights of every matrix product to int8 (``quantize_dynamic``, per channel,
    ``reduce_range=True``: 7-bit weights, so the u8 x s8 kernels of CPUs without VNNI cannot
-   saturate and every x86 CPU computes the same thing);
+   saturate and every x86 CPU computes the same thing), then splits the fused residual layer
+   norms back into ``Add`` + ``LayerNormalization`` (:mod:`alize.safety.onnx_unfuse`: onnxruntime's
+   fused CPU kernel is 8x slower);
 5. writes ``data/minilm/`` (``model.onnx``, ``tokenizer.json``, ``meta.json``) and the float32
    PyTorch probabilities of every dev-set row (head and tail windows, maximum per head) to
    ``tests/safety/data/minilm_reference.npz``, which the tests compare the int8 model with.
@@ -32,6 +34,7 @@ from alize.safety.encoder import default_model_dir as minilm_package_dir
 from alize.safety.finetune import MAX_TOKENS, Config, Corpus, Net, fit, predict
 from alize.safety.minilm import MiniLMClassifier, WindowTokenizer
 from alize.safety.minilm import default_model_dir as shipped_dir
+from alize.safety.onnx_unfuse import unfuse_file
 
 REFERENCE = Path(__file__).resolve().parents[3] / "tests" / "safety" / "data" / "minilm_reference.npz"
 NUM_HEADS = 12
@@ -89,6 +92,7 @@ def quantise(fused: Path, out: Path, float_nodes: tuple[str, ...] = FLOAT_NODES)
         # the fused Attention / SkipLayerNormalization ops are outside shape inference's domain
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    unfuse_file(out)  # onnxruntime's fused SkipLayerNormalization is 8x slower on CPU (onnx_unfuse.py)
 
 
 def requantise(cache: Path, data: Path, log: Any) -> None:

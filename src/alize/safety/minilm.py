@@ -25,14 +25,26 @@ maximum over its own windows), and the thresholds in ``meta.json`` are those of 
 weight was chosen, like the thresholds, on 5-fold out-of-fold predictions of both models
 (:mod:`alize.safety.finetune_select`); the n-gram model is a numpy pass of a few milliseconds.
 
-Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The session runs with
-``intra_op_num_threads`` threads (2 by default), one inter-op thread, sequential execution, all
-graph optimisations, and **without spin-waiting**: by default onnxruntime's pool threads spin
-between operators, which on a 2-core machine shared with the server's own work (or other
-processes) steals the core the next operator needs; on the 2-core VM this was measured on,
-turning spinning off took the English stage's p99 for a 200-word text from 32 to 25 ms at a load
-average of 0.8, and batched runs with spinning on reached 180 ms p99 (``bench/moderation.py
---spinning`` measures it the other way).
+Runtime dependencies: ``onnxruntime``, ``tokenizers`` and numpy. The graph's residual layer
+norms are shipped unfused (``Add`` + ``LayerNormalization``) and the session does not fuse them
+back (:mod:`alize.safety.onnx_unfuse`: onnxruntime's fused ``SkipLayerNormalization`` CPU kernel
+took a quarter of each window's time, about 5 ms of a 200-word text).
+
+Threads: a call uses ``threads`` threads (2 by default), and by default they share the call's
+**windows**, not each window's operators: the session has one intra-op thread, the calling
+thread runs the first window and worker threads the others, side by side (onnxruntime sessions
+may run from several threads at once, and release the GIL). A 200-word text has exactly two
+windows, so each core runs one whole window with no synchronisation between operators; with
+``parallel="operators"`` (onnxruntime's intra-op threads, windows in turn) each of a window's
+87 operators is split across the two threads and waits for the slower. Measured on the 2-core
+VM, same session, two 128-token windows: 7.4 ms side by side, 9.7 ms with intra-op threads,
+13.5 ms on one thread. One inter-op thread, sequential execution, all other graph optimisations,
+and **no spin-waiting**: by default onnxruntime's pool threads spin between operators, which on
+a 2-core machine shared with the server's own work (or other processes) steals the core the
+next operator needs; on the 2-core VM this was measured on, turning spinning off took the
+English stage's p99 for a 200-word text from 32 to 25 ms at a load average of 0.8, and batched
+runs with spinning on reached 180 ms p99 (``bench/moderation.py --spinning`` measures it the
+other way).
 """
 
 from __future__ import annotations
@@ -40,10 +52,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,9 +64,11 @@ from tokenizers import Tokenizer
 
 from alize.errors import ServiceUnavailableError
 from alize.safety.calibration import GATE_HEAD, calibrate, sigmoid
+from alize.safety.onnx_unfuse import DISABLED_OPTIMIZERS
 
 F32 = npt.NDArray[np.float32]
 MODEL_DIR_NAME = "minilm"
+Parallelism = Literal["windows", "operators"]
 
 
 class NgramScorer(Protocol):
@@ -124,6 +139,33 @@ def pad(windows: Sequence[Sequence[int]]) -> tuple[npt.NDArray[np.int64], npt.ND
     return ids, mask
 
 
+def open_session(
+    path: Path, *, threads: int = 2, spinning: bool = False, optimized_path: Path | None = None
+) -> Any:
+    """The onnxruntime session the English stage runs (see the module docstring for each option).
+
+    ``optimized_path``: where onnxruntime should write the graph as it optimised it (tests read
+    it to check which fusions ran). Raises onnxruntime's own errors for a bad file.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(
+        str(path),
+        options,
+        providers=["CPUExecutionProvider"],
+        # the shipped graph has its SkipLayerNormalization nodes unfused (onnx_unfuse.py): 8x faster
+        disabled_optimizers=list(DISABLED_OPTIMIZERS),
+    )
+
+
 @dataclass(frozen=True)
 class MiniLMMeta:
     heads: tuple[str, ...]
@@ -157,32 +199,40 @@ class MiniLMClassifier:
         *,
         threads: int = 2,
         spinning: bool = False,
+        parallel: Parallelism = "windows",
         ngram: NgramScorer | None = None,
     ) -> None:
-        """``threads``: onnxruntime's intra-op threads; ``spinning``: whether they spin-wait for
-        work between operators (off by default: see the module docstring); ``ngram``: the n-gram
-        model to blend with (default: the packaged one, loaded only when ``meta.json`` gives it
-        a weight)."""
+        """``threads``: the threads one call uses; ``parallel``: what they share, a call's windows
+        (``"windows"``: one onnxruntime thread per window, windows run side by side) or each
+        window's operators (``"operators"``: onnxruntime's intra-op threads, windows one after
+        the other); ``spinning``: whether onnxruntime's threads spin-wait for work between
+        operators (off by default; see the module docstring for all three); ``ngram``: the
+        n-gram model to blend with (default: the packaged one, loaded only when ``meta.json``
+        gives it a weight)."""
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        if parallel not in ("windows", "operators"):
+            raise ValueError(f"parallel must be 'windows' or 'operators', got {parallel!r}")
         model_dir = model_dir or default_model_dir()
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (imported by open_session; checked here for a clear error)
         except ImportError as exc:  # a broken install, not a client error
             raise _unavailable("onnxruntime is not installed (pip install onnxruntime)") from exc
         self.meta = MiniLMMeta.load(model_dir / "meta.json")
         self.heads = self.meta.heads
         self.tokenizer = WindowTokenizer(model_dir / "tokenizer.json", self.meta.max_tokens)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
-            self._session = ort.InferenceSession(
-                str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            self._session = open_session(
+                model_dir / "model.onnx", threads=threads if parallel == "operators" else 1, spinning=spinning
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise _unavailable(f"cannot load {model_dir / 'model.onnx'}: {exc}") from exc
+        # windows past a call's first go to these workers while the calling thread runs the first
+        self._pool = (
+            ThreadPoolExecutor(threads - 1, thread_name_prefix="minilm")
+            if parallel == "windows" and threads > 1
+            else None
+        )
         self._gate = self.heads.index(GATE_HEAD) if GATE_HEAD in self.heads else None
         self.ngram_weight = float(self.meta.extra.get("ngram_weight", 0.0))
         self._ngram: NgramScorer | None = None
@@ -203,11 +253,24 @@ class MiniLMClassifier:
         its batch; alone, it does not (and no time goes into padding).
         """
         out = np.zeros((len(windows), len(self.heads)), dtype=np.float32)
-        for row, window in enumerate(windows):
-            ids = np.array([window], dtype=np.int64)
-            (logits,) = self._session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-            out[row] = logits[0]
+        if not windows:
+            return out
+        if self._pool is None:
+            for row, window in enumerate(windows):
+                out[row] = self._run(window)
+            return out
+        later = [self._pool.submit(self._run, window) for window in windows[1:]]
+        out[0] = self._run(windows[0])
+        for row, future in enumerate(later, start=1):
+            out[row] = future.result()
         return out
+
+    def _run(self, window: Sequence[int]) -> F32:
+        """One window's logits (onnxruntime sessions may run from several threads at once)."""
+        ids = np.array([window], dtype=np.int64)
+        (logits,) = self._session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        row: F32 = np.asarray(logits[0], dtype=np.float32)
+        return row
 
     def raw_probabilities(self, texts: Sequence[str]) -> F32:
         """Uncalibrated head probabilities, the maximum over each text's head and tail windows."""

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,9 @@ from alize.safety.categories import (
     openai_scores,
 )
 from alize.safety.pii import PiiSpan, detect, pii_score
+
+if TYPE_CHECKING:
+    from alize.safety.minilm import Parallelism
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -178,14 +181,14 @@ def _transcript_spans(messages: list[str]) -> list[PiiSpan]:
     return spans
 
 
-def _staged(model_dir: Path | None, threads: int, spinning: bool) -> Classifier:
+def _staged(model_dir: Path | None, threads: int, spinning: bool, parallel: Parallelism) -> Classifier:
     from alize.language import LanguageGuesser
     from alize.safety.minilm import MiniLMClassifier
     from alize.safety.multilingual import MultilingualClassifier
     from alize.safety.staged import StagedClassifier
 
     return StagedClassifier(
-        MiniLMClassifier(model_dir, threads=threads, spinning=spinning),
+        MiniLMClassifier(model_dir, threads=threads, spinning=spinning, parallel=parallel),
         MultilingualClassifier(),
         LanguageGuesser().detect_sync,
     )
@@ -205,16 +208,18 @@ def create_moderator(
     batch_size: int = 32,
     threads: int = 2,
     spinning: bool = False,
+    parallel: Parallelism = "windows",
 ) -> Moderator:
     """The shipped moderator (:mod:`alize.safety.staged`), loaded on first use.
 
     ``weights_path`` is a directory holding the English stage's ``model.onnx``, ``meta.json``
-    and ``tokenizer.json`` (default: the ones shipped in the package); ``threads`` and
-    ``spinning`` are the English stage's onnxruntime threads and whether they spin-wait
-    (:class:`alize.safety.minilm.MiniLMClassifier`).
+    and ``tokenizer.json`` (default: the ones shipped in the package); ``threads``,
+    ``spinning`` and ``parallel`` are the English stage's threads per call, whether
+    onnxruntime's threads spin-wait, and whether the threads share a call's windows or each
+    window's operators (:class:`alize.safety.minilm.MiniLMClassifier`).
     """
     return Moderator(
-        lambda: _staged(weights_path, threads, spinning),
+        lambda: _staged(weights_path, threads, spinning, parallel),
         thresholds=thresholds,
         openai_thresholds=openai_thresholds,
         batch_size=batch_size,

@@ -60,9 +60,19 @@ def word_windows(texts: Sequence[str], window_words: int) -> tuple[list[str], li
 
 
 class SentenceEncoder:
-    """USE multilingual v3 (512-dimensional, L2-normalised), built on first use under a lock."""
+    """USE multilingual v3 (512-dimensional, L2-normalised), built on first use under a lock.
 
-    def __init__(self, threads: int = 2) -> None:
+    ``threads``: the BLAS threads of its numpy forward pass, **1 by default**. Measured on the
+    2-core VM in the whole moderation path, the held-out texts cut to 200 words and judged one
+    at a time in turn: on a quiet machine 2 threads are faster (a non-English text 17 ms p50 /
+    27 ms max, against 25 / 36 with 1); with other processes running (load 2-3.5), OpenBLAS's
+    worker threads fight the English stage's onnxruntime threads and 2 threads took 124-152 ms
+    p50 (p90 ~450 ms) against 23-25 ms (max 34) with 1, and the English texts' p90 rose from
+    21-24 to 30-33 ms. A request-path filter shares its cores with the server (and often with a
+    llama.cpp worker), so the robust setting is the default.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
         self._threads = threads
         self._model: Any = None
         self._lock = threading.Lock()

@@ -134,3 +134,24 @@ def test_a_killed_gateways_application_is_reused_replaced_listed_and_removed(
     assert empty.returncode == 0 and "no Serve application in namespace alize" in empty.stdout, empty.stdout
     unknown = _ray_cli(ray_cluster, tmp_path, "delete", "nothing-here")
     assert unknown.returncode == 1 and "no such Serve application: alize.nothing-here" in unknown.stderr
+
+
+def test_a_gateway_that_stops_leaves_the_application_another_gateway_uses(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """Two gateways share the application; the first one stopped normally leaves it to the
+    second (it deleted it, replicas and all, under the second's feet), and the last one to stop
+    deletes it."""
+    env = _env(ray_cluster, parallel=2)
+    with live_server(_dir(tmp_path, "a"), env, ready_timeout=300) as first:
+        _chat(first)
+        pids = _wait_pids(lambda p: len(p) == 2, "two replicas")
+        with live_server(_dir(tmp_path, "b"), env, ready_timeout=300) as second:
+            _chat(second)
+            assert replica_pids(APPLICATION) == pids  # the second reuses the first's
+            os.killpg(first.process.pid, signal.SIGTERM)  # a normal stop, shutdown and all
+            first.process.wait(60)
+            _chat(second)
+            assert replica_pids(APPLICATION) == pids, first.log()[-2000:]
+    # the second stopped normally too (leaving the block): nobody uses the application any more
+    _wait_pids(lambda p: not p, "no replica once the last gateway stopped", timeout_s=90)

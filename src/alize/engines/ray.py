@@ -47,7 +47,7 @@ from typing import Any
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.affinity import affinity_slack
 from alize.engines.base import Engine, EngineConfig, ReplicaScaling, loaded
-from alize.engines.ray_apps import application_name, list_apps
+from alize.engines.ray_apps import application_name, claim, list_apps, release
 from alize.engines.ray_replica import LlamaCppReplica
 from alize.errors import AlizeError, EngineError, EngineUnavailableError, InvalidRequestError
 
@@ -224,6 +224,7 @@ class RayEngine(Engine):
                     retry_after=10,
                 ) from None
             self._handle = handle
+            await asyncio.to_thread(claim, self._namespace, self._application)
             _, info, _ = await self._call(handle.describe)
             self._info = replace(info, max_sequences=self._config.parallel * self._scaling.most)
             log.info("%s runs on Ray Serve (%s)", self._application, scaling_options(self._scaling, 0))
@@ -254,6 +255,14 @@ class RayEngine(Engine):
                 return
             serve: Any = _import("ray.serve")
             try:
+                others = await asyncio.to_thread(release, self._namespace, self._application)
+                if others:
+                    log.info(
+                        "the Serve application %s stays: %d other gateway(s) still use it",
+                        self._application,
+                        len(others),
+                    )
+                    return
                 await asyncio.to_thread(serve.delete, self._application)
             except Exception as exc:  # the cluster may be gone; nothing is left to free here
                 log.warning("could not delete the Serve application %s: %s", self._application, exc)

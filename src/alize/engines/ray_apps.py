@@ -5,7 +5,11 @@ them), so each llama.cpp deployment's application is named :func:`application_na
 ``NAMESPACE.DEPLOYMENT`` (``alize.smollm2-135m-instruct``), and the applications of one Alizé
 namespace are those whose name starts with ``NAMESPACE.``.
 
-A gateway stopped normally deletes its applications; one killed outright (``kill -9``, a lost
+A gateway stopped normally deletes its applications, unless another gateway still uses one:
+each gateway claims the applications it deploys under its Ray job (a key per application and
+job in Ray's internal key-value store, :func:`claim`), and at its stop deletes only those that
+no living job claims (:func:`release`). A job dies with its driver, so a claim left by a killed
+gateway keeps nothing alive. One killed outright (``kill -9``, a lost
 node) leaves them running, replicas and CPUs included. The next gateway with the same deployment
 reuses its application: :mod:`alize.engines.ray` redeploys it under the same name and the same
 version, so Serve keeps the running replicas (no reload, no second set of replicas); with a
@@ -80,6 +84,42 @@ def list_apps(namespace: str) -> list[ServeApp]:
             )
         )
     return apps
+
+
+#: the prefix of the claims on one application, in Ray's internal key-value store
+CLAIMS = "alize-claims/"
+
+
+def _claims(application: str) -> str:
+    return f"{CLAIMS}{application}/"
+
+
+def claim(namespace: str, application: str) -> None:
+    """Say that this process's Ray job uses ``application`` (until :func:`release`)."""
+    ray: Any = importlib.import_module("ray")
+    kv: Any = importlib.import_module("ray.experimental.internal_kv")
+    job = ray.get_runtime_context().get_job_id()
+    kv._internal_kv_put(_claims(application) + job, b"1", overwrite=True, namespace=namespace)
+
+
+def release(namespace: str, application: str) -> list[str]:
+    """Withdraw this job's claim on ``application``; returns the other living jobs that still
+    claim it (the application must then stay), forgetting the claims of dead ones."""
+    ray: Any = importlib.import_module("ray")
+    kv: Any = importlib.import_module("ray.experimental.internal_kv")
+    state: Any = importlib.import_module("ray._private.state")
+    prefix = _claims(application)
+    mine = ray.get_runtime_context().get_job_id()
+    kv._internal_kv_del(prefix + mine, namespace=namespace)
+    alive = {str(job["JobID"]) for job in state.jobs() if not job.get("IsDead")}
+    others = []
+    for key in kv._internal_kv_list(prefix, namespace=namespace):
+        job = (key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :]
+        if job in alive:
+            others.append(job)
+        else:
+            kv._internal_kv_del(prefix + job, namespace=namespace)
+    return others
 
 
 def delete_app(name: str) -> None:

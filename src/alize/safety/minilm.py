@@ -227,12 +227,13 @@ class MiniLMClassifier:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise _unavailable(f"cannot load {model_dir / 'model.onnx'}: {exc}") from exc
-        # windows past a call's first go to these workers while the calling thread runs the first
+        # a call's windows are dealt in turn to the calling thread and these workers
         self._pool = (
             ThreadPoolExecutor(threads - 1, thread_name_prefix="minilm")
             if parallel == "windows" and threads > 1
             else None
         )
+        self._shares = threads if self._pool is not None else 1
         self._gate = self.heads.index(GATE_HEAD) if GATE_HEAD in self.heads else None
         self.ngram_weight = float(self.meta.extra.get("ngram_weight", 0.0))
         self._ngram: NgramScorer | None = None
@@ -255,15 +256,18 @@ class MiniLMClassifier:
         out = np.zeros((len(windows), len(self.heads)), dtype=np.float32)
         if not windows:
             return out
-        if self._pool is None:
-            for row, window in enumerate(windows):
-                out[row] = self._run(window)
-            return out
-        later = [self._pool.submit(self._run, window) for window in windows[1:]]
-        out[0] = self._run(windows[0])
-        for row, future in enumerate(later, start=1):
-            out[row] = future.result()
+        shares = [range(k, len(windows), self._shares) for k in range(min(self._shares, len(windows)))]
+        pool = self._pool
+        later = [pool.submit(self._run_rows, windows, rows, out) for rows in shares[1:]] if pool else []
+        self._run_rows(windows, shares[0], out)  # the calling thread's share, beside the workers'
+        for future in later:
+            future.result()
         return out
+
+    def _run_rows(self, windows: Sequence[Sequence[int]], rows: range, out: F32) -> None:
+        """The logits of ``windows[rows]`` into ``out`` (each share writes its own rows)."""
+        for row in rows:
+            out[row] = self._run(windows[row])
 
     def _run(self, window: Sequence[int]) -> F32:
         """One window's logits (onnxruntime sessions may run from several threads at once)."""

@@ -206,6 +206,9 @@ class RayEngine(Engine):
                 return self._info
             await asyncio.to_thread(connect, self._address, namespace=self._namespace, timeout_s=10.0)
             await asyncio.to_thread(self._note_left_running)
+            # claimed before it is deployed: a gateway stopping meanwhile (a rolling restart)
+            # must not delete the application this one is about to reuse
+            await asyncio.to_thread(claim, self._namespace, self._application)
             try:
                 handle = await asyncio.wait_for(
                     asyncio.to_thread(self._deploy, self._scaling), self._config.load_timeout_s
@@ -224,7 +227,6 @@ class RayEngine(Engine):
                     retry_after=10,
                 ) from None
             self._handle = handle
-            await asyncio.to_thread(claim, self._namespace, self._application)
             _, info, _ = await self._call(handle.describe)
             self._info = replace(info, max_sequences=self._config.parallel * self._scaling.most)
             log.info("%s runs on Ray Serve (%s)", self._application, scaling_options(self._scaling, 0))

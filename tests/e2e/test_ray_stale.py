@@ -155,3 +155,26 @@ def test_a_gateway_that_stops_leaves_the_application_another_gateway_uses(
             assert replica_pids(APPLICATION) == pids, first.log()[-2000:]
     # the second stopped normally too (leaving the block): nobody uses the application any more
     _wait_pids(lambda p: not p, "no replica once the last gateway stopped", timeout_s=90)
+
+
+def test_an_application_deleted_under_a_serving_gateway_is_a_503_not_a_crash(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """An operator runs `alize ray delete` while a gateway serves the application: the
+    gateway's next requests, plain and streamed, get a 503 in the OpenAI error shape with a
+    `Retry-After` that names the Serve application (Serve's own exception used to reach the
+    client as a 500 `internal_error`)."""
+    with live_server(_dir(tmp_path, "a"), _env(ray_cluster, parallel=2), ready_timeout=300) as server:
+        _chat(server)
+        removed = _ray_cli(ray_cluster, tmp_path, "delete", MODEL)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        _wait_pids(lambda p: not p, "no replica after delete", timeout_s=60)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8}
+        plain = httpx.post(f"{server.v1}/chat/completions", json=body, timeout=120)
+        streamed = httpx.post(f"{server.v1}/chat/completions", json={**body, "stream": True}, timeout=120)
+        for reply in (plain, streamed):
+            assert reply.status_code == 503, (reply.status_code, reply.text, server.log()[-3000:])
+            assert int(reply.headers["retry-after"]) >= 1
+            error = reply.json()["error"]
+            assert (error["type"], error["code"]) == ("service_unavailable", "engine_unavailable"), error
+            assert APPLICATION in error["message"], error

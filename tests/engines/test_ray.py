@@ -21,7 +21,7 @@ from alize.cli.serve import EXIT_NO_CLUSTER
 from alize.domain import GenerationRequest, SamplingParams
 from alize.engines.base import EngineConfig, ReplicaScaling
 from alize.engines.ray import RayEngine, RayUnavailableError, connect, scaling_options
-from alize.errors import ContextLengthExceededError, EngineError, EngineUnavailableError
+from alize.errors import ContextLengthExceededError, EngineError, EngineUnavailableError, QueueFullError
 
 ray = import_or_missing("ray")
 exceptions = import_or_missing("ray.exceptions")
@@ -115,6 +115,28 @@ def test_rays_failures_become_typed_errors() -> None:
     other = engine._translate(exceptions.RayTaskError("generate", "tb", KeyError("x")), started=True)
     assert isinstance(other, EngineError) and "KeyError" in other.message
     assert engine._translate(ValueError("not ray's"), started=True) is None
+
+
+def test_serves_own_failures_become_typed_errors() -> None:
+    """Serve raises its own exceptions in the gateway's process (the handle's router), outside
+    Ray's tree: each becomes a 503 with its Retry-After, not a 500."""
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+    engine = _engine()
+    gone = engine._translate(DeploymentUnavailableError(DeploymentID("llamacpp", "chat")), started=False)
+    assert (
+        isinstance(gone, EngineUnavailableError)
+        and "Serve application alize.chat is unavailable" in gone.message
+    )
+    assert gone.retry_after == 30
+    replica = engine._translate(ReplicaUnavailableError("r1"), started=False)
+    assert isinstance(replica, EngineUnavailableError) and "went away" in replica.message
+    full = engine._translate(
+        BackPressureError(num_queued_requests=9, max_queued_requests=8, retry_after_s=3), started=False
+    )
+    assert isinstance(full, QueueFullError) and full.retry_after == 3
+    assert full.status_code == 503
 
 
 async def test_an_engine_not_deployed_is_unavailable() -> None:

@@ -49,7 +49,13 @@ from alize.engines.affinity import affinity_slack
 from alize.engines.base import Engine, EngineConfig, ReplicaScaling, loaded
 from alize.engines.ray_apps import application_name, claim, list_apps, release
 from alize.engines.ray_replica import LlamaCppReplica
-from alize.errors import AlizeError, EngineError, EngineUnavailableError, InvalidRequestError
+from alize.errors import (
+    AlizeError,
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    QueueFullError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +293,24 @@ class RayEngine(Engine):
 
     def _translate(self, exc: BaseException, *, started: bool) -> AlizeError | None:
         """Ray's error as Alizé's; ``None`` when it is not Ray's."""
+        serve_errors: Any = _import("ray.serve.exceptions")
+        if isinstance(exc, serve_errors.DeploymentUnavailableError):
+            # the application was deleted under this gateway (`alize ray delete`, another
+            # cluster user) or failed to deploy: nothing serves it until it is loaded again
+            return EngineUnavailableError(
+                f"the Serve application {self._application} is unavailable (deleted or failed "
+                "to deploy); a gateway deploys it again when it starts",
+                retry_after=30,
+            )
+        if isinstance(exc, serve_errors.ReplicaUnavailableError):
+            return EngineUnavailableError(
+                f"a Ray replica of {self._application} went away; Serve is replacing it", retry_after=2
+            )
+        if isinstance(exc, serve_errors.BackPressureError):
+            return QueueFullError(
+                f"every Ray replica of {self._application} has a full queue",
+                retry_after=float(exc.retry_after_s or 1),
+            )
         exceptions: Any = _import("ray.exceptions")
         if isinstance(exc, exceptions.RayTaskError):
             cause = getattr(exc, "cause", None)

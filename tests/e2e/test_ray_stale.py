@@ -2,7 +2,8 @@
 head and a worker node on 127.0.0.1, one CPU each, so two replicas fill it): the application
 outlives its gateway and `alize ray apps` lists it; the next gateway with the same deployment
 reuses it (the same two replica processes, none beside them); one with a changed replica config
-replaces its replicas in place; `alize ray delete` removes it and stops its replicas.
+replaces its replicas in place; `alize ray delete` removes it and stops its replicas (a gateway
+still serving it answers 503s).
 
 The cluster's processes are started in their own process groups and stopped by signalling
 those groups (tests/e2e/ray_cluster.py); every gateway is killed by its process group."""
@@ -70,6 +71,20 @@ def _chat(server: LiveServer) -> None:
     assert r.status_code == 200, r.text
 
 
+def _assert_unavailable(server: LiveServer) -> None:
+    """A plain and a streamed request both get a 503 in the OpenAI error shape, with a
+    `Retry-After` and the Serve application's name."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8}
+    plain = httpx.post(f"{server.v1}/chat/completions", json=body, timeout=120)
+    streamed = httpx.post(f"{server.v1}/chat/completions", json={**body, "stream": True}, timeout=120)
+    for reply in (plain, streamed):
+        assert reply.status_code == 503, (reply.status_code, reply.text, server.log()[-3000:])
+        assert int(reply.headers["retry-after"]) >= 1
+        error = reply.json()["error"]
+        assert (error["type"], error["code"]) == ("service_unavailable", "engine_unavailable"), error
+        assert APPLICATION in error["message"], error
+
+
 def _dir(tmp: Path, name: str) -> Path:
     (tmp / name).mkdir()
     return tmp / name
@@ -122,14 +137,17 @@ def test_a_killed_gateways_application_is_reused_replaced_listed_and_removed(
     with live_server(_dir(tmp_path, "c"), _env(ray_cluster, parallel=3), ready_timeout=300) as third:
         _chat(third)
         fresh = _wait_pids(lambda p: len(p) == 2 and not p & pids, "replaced replicas")
-        _kill(third)
 
-    # removed by the operator: its replicas stop and the cluster's CPUs are free
-    removed = _ray_cli(ray_cluster, tmp_path, "delete", MODEL)
-    assert removed.returncode == 0, removed.stdout + removed.stderr
-    assert f"deleted {APPLICATION}" in removed.stdout
-    _wait_pids(lambda p: not p, "no replica after delete", timeout_s=60)
-    assert not any(pid in replica_pids(APPLICATION) for pid in fresh)
+        # removed by the operator under the serving gateway: its replicas stop, the cluster's
+        # CPUs are free, and the gateway answers 503s naming the application (Serve's own
+        # exception reached the client as a 500 `internal_error` before)
+        removed = _ray_cli(ray_cluster, tmp_path, "delete", MODEL)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert f"deleted {APPLICATION}" in removed.stdout
+        _wait_pids(lambda p: not p, "no replica after delete", timeout_s=60)
+        assert not any(pid in replica_pids(APPLICATION) for pid in fresh)
+        _assert_unavailable(third)
+        _kill(third)
     empty = _ray_cli(ray_cluster, tmp_path, "apps")
     assert empty.returncode == 0 and "no Serve application in namespace alize" in empty.stdout, empty.stdout
     unknown = _ray_cli(ray_cluster, tmp_path, "delete", "nothing-here")
@@ -155,26 +173,3 @@ def test_a_gateway_that_stops_leaves_the_application_another_gateway_uses(
             assert replica_pids(APPLICATION) == pids, first.log()[-2000:]
     # the second stopped normally too (leaving the block): nobody uses the application any more
     _wait_pids(lambda p: not p, "no replica once the last gateway stopped", timeout_s=90)
-
-
-def test_an_application_deleted_under_a_serving_gateway_is_a_503_not_a_crash(
-    ray_cluster: str, tmp_path: Path
-) -> None:
-    """An operator runs `alize ray delete` while a gateway serves the application: the
-    gateway's next requests, plain and streamed, get a 503 in the OpenAI error shape with a
-    `Retry-After` that names the Serve application (Serve's own exception used to reach the
-    client as a 500 `internal_error`)."""
-    with live_server(_dir(tmp_path, "a"), _env(ray_cluster, parallel=2), ready_timeout=300) as server:
-        _chat(server)
-        removed = _ray_cli(ray_cluster, tmp_path, "delete", MODEL)
-        assert removed.returncode == 0, removed.stdout + removed.stderr
-        _wait_pids(lambda p: not p, "no replica after delete", timeout_s=60)
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8}
-        plain = httpx.post(f"{server.v1}/chat/completions", json=body, timeout=120)
-        streamed = httpx.post(f"{server.v1}/chat/completions", json={**body, "stream": True}, timeout=120)
-        for reply in (plain, streamed):
-            assert reply.status_code == 503, (reply.status_code, reply.text, server.log()[-3000:])
-            assert int(reply.headers["retry-after"]) >= 1
-            error = reply.json()["error"]
-            assert (error["type"], error["code"]) == ("service_unavailable", "engine_unavailable"), error
-            assert APPLICATION in error["message"], error

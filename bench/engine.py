@@ -182,6 +182,7 @@ async def run(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "cache_ram_mib": args.cache_ram_mib,
             "kv_unified_inprocess": args.kv_unified,
+            "think_ms": args.think_ms,
             "alize_policies": (
                 "as configured on the server given with --alize-url"
                 if args.alize_url
@@ -197,7 +198,10 @@ async def run(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
                 "At concurrency N, N clients each send `rounds` streaming requests back to back. "
                 "tokens_per_s = completion tokens of the batch / wall time of the batch. "
                 "TTFT = send to first content chunk. cold: a fresh nonce starts every conversation. "
-                "warm: one fixed conversation, after an unmeasured priming batch at the same concurrency."
+                "warm: one fixed conversation, after an unmeasured priming batch at the same concurrency. "
+                "think_ms > 0: before each request a client waits a seeded random 0..think_ms ms, the "
+                "same waits for every system (wall time includes them); think_ms = 0: lockstep, every "
+                "client's next request leaves the moment its previous one ends."
             ),
         },
         "systems": {},
@@ -236,6 +240,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
     ap.add_argument("--max-tokens", type=int, default=128, help="output tokens per request")
     ap.add_argument("--rounds", type=int, default=2, help="requests each client sends per batch")
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="before each request a client waits a seeded random 0..N ms, the same waits for every "
+        "system: arrivals as independent users make them. 0 (the default) is lockstep: with equal "
+        "lengths every client's next request arrives at the same moment, which an in-process engine "
+        "batches into one step and anything that staggers arrivals by a few ms does not",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke mode: concurrency 1,2; 16 tokens; 1 round")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every engine")
     ap.add_argument("--parallel", type=int, default=16, help="slots (sequences decoded together)")

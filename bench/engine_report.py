@@ -42,6 +42,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"Versions: xllamacpp {v.get('xllamacpp')}, llama-cpp-python {v.get('llama-cpp-python')}, "
         f"alize {v.get('alize')}.",
         f"Alizé served with: {cfg.get('alize_policies', 'not recorded (before 2026-12-01)')}.",
+        (
+            f"Arrivals: each client waits a seeded random 0-{cfg['think_ms']:g} ms before each request "
+            "(the same waits for every system)."
+            if cfg.get("think_ms")
+            else "Arrivals: lockstep (each client's next request leaves the moment its previous one ends)."
+        ),
         "",
         "**Aggregate output tokens/s** (higher is better)",
         "",

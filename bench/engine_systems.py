@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import os
+import random
 import shlex
 import shutil
 import sys
@@ -38,17 +39,30 @@ from _common import (
 from engine_prompts import warm_messages
 from llcpp_venv import LOG_DIR, ensure_llcpp
 
-SYSTEMS = ("alize", "xllamacpp", "llama-cpp-python")
+SYSTEMS = ("alize", "worker", "xllamacpp", "llama-cpp-python")
 LABELS = {
     "alize": "Alizé (HTTP, streaming)",
     "xllamacpp": "xllamacpp in-process",
     "llama-cpp-python": "llama-cpp-python server",
+    "worker": "Alizé's llama.cpp worker, reached directly",
 }
-COLORS = {"alize": "tab:blue", "xllamacpp": "tab:green", "llama-cpp-python": "tab:orange"}
+COLORS = {
+    "alize": "tab:blue",
+    "xllamacpp": "tab:green",
+    "llama-cpp-python": "tab:orange",
+    "worker": "tab:purple",
+}
 PHASES = ("cold", "warm")
 
 
 # ---------------------------------------------------------------------------------------------- systems
+
+
+def think_s(args: argparse.Namespace, client: int, nth: int) -> float:
+    """How long client ``client`` waits before its ``nth`` request of a batch: seeded by the pair,
+    so every system sees the same arrivals (``--think-ms``; 0 = lockstep)."""
+    limit = float(getattr(args, "think_ms", 0.0)) / 1000
+    return random.Random(f"{client}:{nth}").uniform(0, limit) if limit > 0 else 0.0
 
 
 class System(ABC):
@@ -151,12 +165,13 @@ class HttpSystem(System):
     async def run_batch(self, bodies: list[list[dict[str, Any]]]) -> tuple[float, list[Req]]:
         results: list[Req] = []
 
-        async def client_loop(mine: list[dict[str, Any]]) -> None:
-            for body in mine:
+        async def client_loop(client: int, mine: list[dict[str, Any]]) -> None:
+            for nth, body in enumerate(mine):
+                await asyncio.sleep(think_s(self.args, client, nth))
                 results.append(await self.one(body))
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(client_loop(b) for b in bodies))
+        await asyncio.gather(*(client_loop(i, b) for i, b in enumerate(bodies)))
         return time.perf_counter() - t0, results
 
     async def stop(self) -> None:
@@ -394,13 +409,16 @@ class InprocSystem(System):
         results: list[Req] = []
         lock = threading.Lock()
 
-        def client_loop(mine: list[dict[str, Any]]) -> None:
-            for body in mine:
+        def client_loop(client: int, mine: list[dict[str, Any]]) -> None:
+            for nth, body in enumerate(mine):
+                time.sleep(think_s(self.args, client, nth))
                 r = self.one(body)
                 with lock:
                     results.append(r)
 
-        threads = [threading.Thread(target=client_loop, args=(b,), daemon=True) for b in bodies]
+        threads = [
+            threading.Thread(target=client_loop, args=(i, b), daemon=True) for i, b in enumerate(bodies)
+        ]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -416,8 +434,80 @@ class InprocSystem(System):
         gc.collect()
 
 
+class WorkerSystem(HttpSystem):
+    """Alizé's own llama.cpp worker process (``alize.engines.llamacpp.worker``, the very process
+    ``alize serve`` starts per deployment, same settings) reached over its loopback HTTP listener
+    with its secret: the engine over HTTP in a process of its own, no gateway in front. Beside
+    ``alize`` and ``xllamacpp`` it splits Alizé's TTFT over the in-process engine into what HTTP
+    and a second process cost and what the gateway itself costs."""
+
+    key = "worker"
+
+    def __init__(self, args: argparse.Namespace, gguf_path: Path, eog_ids: list[int]) -> None:
+        super().__init__(args, gguf_path, eog_ids)
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def setup(self) -> None:
+        a = self.args
+        config = {
+            "model_path": str(self.gguf_path),
+            "parallel": a.parallel,
+            "ctx_per_slot": a.ctx_per_slot,
+            "threads": a.threads,
+            "batch_size": a.batch_size,
+            "ubatch_size": None,
+            "cache_ram_mib": a.cache_ram_mib,
+            "kv_unified": False,  # Alizé's default (EngineSettings.kv_unified)
+            "kv_cache_type": "f16",
+            "flash_attn": "auto",
+            "lora_adapters": [],
+        }
+        secret = uuid.uuid4().hex
+        env = {**os.environ, "ALIZE_WORKER_CONFIG": json.dumps(config), "ALIZE_WORKER_SECRET": secret}
+        t0 = time.perf_counter()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "alize.engines.llamacpp.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), a.ready_timeout)
+        ready = json.loads(line or b"{}")
+        if not ready.get("ready"):
+            raise RuntimeError(f"worker: did not load: {ready.get('error', 'no answer')}")
+        address = str(ready["address"])
+        self.base_url = address if address.startswith("http") else f"http://{address}"
+        self.api_key = secret
+        self.info.update(
+            {
+                "version": package_version("alize"),
+                "params": config,
+                "load_s": round(time.perf_counter() - t0, 2),
+                "notes": "python -m alize.engines.llamacpp.worker, HTTP to its loopback listener",
+            }
+        )
+        self.open_client()
+        await self.probe_eos_modes(["ignore_eos"])
+
+    async def teardown(self) -> None:
+        await self.stop()
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the worker exits when its stdin closes
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+            self.proc = None
+
+
 SYSTEM_CLASSES: dict[str, type[System]] = {
     "alize": AlizeSystem,
     "xllamacpp": InprocSystem,
     "llama-cpp-python": LlcppSystem,
+    "worker": WorkerSystem,
 }

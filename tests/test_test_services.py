@@ -60,6 +60,15 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0 if sys.platform == "linux" else True
 
 
+def _interruptible() -> None:
+    """In the wrapper's process before it starts: SIGINT and SIGQUIT at their defaults, as at a
+    terminal. A suite started in the background by a non-interactive shell (`make test &`, a CI
+    step run with `&`) inherits both ignored, and so would the wrapper's child: it would sleep
+    through the forwarded SIGINT, and this test would read that as the wrapper's fault."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 @pytest.mark.bringup
 @pytest.mark.parametrize("interrupt", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_starts_throwaway_servers_when_none_answer_and_removes_them_when_interrupted(
@@ -77,7 +86,9 @@ def test_starts_throwaway_servers_when_none_answer_and_removes_them_when_interru
     report, log = tmp_path / "report.json", tmp_path / "wrapper.log"
     command = [sys.executable, str(SCRIPT), sys.executable, "-c", _CHILD, str(report), "120", "0"]
     with log.open("wb") as out:
-        wrapper = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        wrapper = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_interruptible
+        )
     try:
         deadline = time.monotonic() + 90
         while not report.exists() and wrapper.poll() is None and time.monotonic() < deadline:

@@ -436,18 +436,20 @@ class InprocSystem(System):
 
 class WorkerSystem(HttpSystem):
     """Alizé's own llama.cpp worker process (``alize.engines.llamacpp.worker``, the very process
-    ``alize serve`` starts per deployment, same settings) reached over its loopback HTTP listener
-    with its secret: the engine over HTTP in a process of its own, no gateway in front. Beside
-    ``alize`` and ``xllamacpp`` it splits Alizé's TTFT over the in-process engine into what HTTP
-    and a second process cost and what the gateway itself costs."""
+    ``alize serve`` starts per deployment, started here by Alizé's own ``WorkerProcess``) reached
+    over its loopback HTTP listener with its secret: the engine over HTTP in a process of its own,
+    no gateway in front. Beside ``alize`` and ``xllamacpp`` it splits Alizé's TTFT over the
+    in-process engine into what HTTP and a second process cost and what the gateway costs."""
 
     key = "worker"
 
     def __init__(self, args: argparse.Namespace, gguf_path: Path, eog_ids: list[int]) -> None:
         super().__init__(args, gguf_path, eog_ids)
-        self.proc: asyncio.subprocess.Process | None = None
+        self.worker: Any = None
 
     async def setup(self) -> None:
+        from alize.engines.llamacpp.process import WorkerProcess
+
         a = self.args
         config = {
             "model_path": str(self.gguf_path),
@@ -462,31 +464,17 @@ class WorkerSystem(HttpSystem):
             "flash_attn": "auto",
             "lora_adapters": [],
         }
-        secret = uuid.uuid4().hex
-        env = {**os.environ, "ALIZE_WORKER_CONFIG": json.dumps(config), "ALIZE_WORKER_SECRET": secret}
         t0 = time.perf_counter()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "alize.engines.llamacpp.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), a.ready_timeout)
-        ready = json.loads(line or b"{}")
-        if not ready.get("ready"):
-            raise RuntimeError(f"worker: did not load: {ready.get('error', 'no answer')}")
-        address = str(ready["address"])
-        self.base_url = address if address.startswith("http") else f"http://{address}"
-        self.api_key = secret
+        self.worker = WorkerProcess(config, load_timeout_s=a.ready_timeout)
+        handle = await self.worker.start()
+        self.base_url = handle.address if handle.address.startswith("http") else f"http://{handle.address}"
+        self.api_key = handle.secret
         self.info.update(
             {
                 "version": package_version("alize"),
                 "params": config,
                 "load_s": round(time.perf_counter() - t0, 2),
-                "notes": "python -m alize.engines.llamacpp.worker, HTTP to its loopback listener",
+                "notes": "alize.engines.llamacpp.process.WorkerProcess, HTTP to its loopback listener",
             }
         )
         self.open_client()
@@ -494,15 +482,9 @@ class WorkerSystem(HttpSystem):
 
     async def teardown(self) -> None:
         await self.stop()
-        if self.proc is not None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()  # the worker exits when its stdin closes
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-            self.proc = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
 
 
 SYSTEM_CLASSES: dict[str, type[System]] = {

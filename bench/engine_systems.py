@@ -448,26 +448,27 @@ class WorkerSystem(HttpSystem):
         self.worker: Any = None
 
     async def setup(self) -> None:
-        from alize.engines.llamacpp.process import WorkerProcess
+        from alize.engines.base import EngineConfig
+        from alize.engines.llamacpp.process import WorkerProcess, worker_config
 
         a = self.args
-        config = {
-            "model_path": str(self.gguf_path),
-            "parallel": a.parallel,
-            "ctx_per_slot": a.ctx_per_slot,
-            "threads": a.threads,
-            "batch_size": a.batch_size,
-            "ubatch_size": None,
-            "cache_ram_mib": a.cache_ram_mib,
-            "kv_unified": False,  # Alizé's default (EngineSettings.kv_unified)
-            "kv_cache_type": "f16",
-            "flash_attn": "auto",
-            "lora_adapters": [],
-        }
+        # what `alize serve` sends its worker, from the same EngineConfig defaults (per-slot KV,
+        # f16 cache, flash attention auto, no adapters) and the bench's sizes
+        config = worker_config(
+            EngineConfig(
+                kind="llamacpp",
+                model_path=self.gguf_path,
+                parallel=a.parallel,
+                ctx_per_slot=a.ctx_per_slot,
+                threads=a.threads,
+                batch_size=a.batch_size,
+                cache_ram_mib=a.cache_ram_mib,
+            )
+        )
         t0 = time.perf_counter()
         self.worker = WorkerProcess(config, load_timeout_s=a.ready_timeout)
         handle = await self.worker.start()
-        self.base_url = handle.address if handle.address.startswith("http") else f"http://{handle.address}"
+        self.base_url = handle.address  # a URL, as the llama.cpp engine uses it
         self.api_key = handle.secret
         self.info.update(
             {

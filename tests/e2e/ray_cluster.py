@@ -18,16 +18,23 @@ from pathlib import Path
 from tests.e2e.server import free_port
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+#: seconds a node's `ray start --block` gets to stop on SIGTERM before it is killed
+STOP_GRACE_S = 3.0
 NODE = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", "80000000"]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop a `ray start --block` and everything it started: its session holds the node's
-    processes, and Ray's workers, which take process groups of their own."""
+    processes, and Ray's workers, which take process groups of their own.
+
+    The graceful stop gets a few seconds only: a worker node stops in under one, but a head
+    node that ran Serve applications did not stop within 20 s once its worker node was gone
+    (every module's teardown waited out the whole 20 s). Its temp dir is removed after, and
+    everything left in its session is killed below, so nothing outlives the test either way."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(20)
+            process.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)

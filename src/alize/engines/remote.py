@@ -49,6 +49,7 @@ import httpx
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig, loaded, refuse_adapter
 from alize.engines.breaker import CircuitBreaker
+from alize.engines.http_client import EngineHttpClient, open_client
 from alize.engines.openai_wire import message_json
 from alize.engines.remote_http import Upstream
 from alize.engines.remote_stream import stream_deltas
@@ -81,7 +82,10 @@ class RemoteEngine(Engine):
         self._config = config
         self._base_url = base_url.rstrip("/")
         self._model = model
-        self._host = urlsplit(self._base_url).netloc
+        url = urlsplit(self._base_url)
+        self._host = url.netloc
+        #: the client is opened on the origin; every path is the whole path on it
+        self._origin, self._prefix = f"{url.scheme}://{url.netloc}", url.path
         self._key_env = opts.get("api_key_env") or None
         self._tasks = {t for t in opts.get("tasks", "chat,completion").split(",") if t}
         self._connect_timeout_s = float(opts.get("connect_timeout_s", "10"))
@@ -103,7 +107,7 @@ class RemoteEngine(Engine):
         )
         self._tokenize: bool | None = None if opts.get("tokenize", "auto") == "auto" else False
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: EngineHttpClient | None = None
         self._info: EngineInfo | None = None
         self._lock = asyncio.Lock()
 
@@ -132,11 +136,12 @@ class RemoteEngine(Engine):
             key = self._upstream.key = self._read_key()
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             cfg = self._config
-            client = httpx.AsyncClient(
-                base_url=self._base_url + "/",
+            client = open_client(
+                self._origin,
                 headers=headers,
-                timeout=httpx.Timeout(self._timeout_s, connect=self._connect_timeout_s),
-                limits=httpx.Limits(max_connections=cfg.parallel + 8, max_keepalive_connections=cfg.parallel),
+                timeout_s=self._timeout_s,
+                connect_timeout_s=self._connect_timeout_s,
+                max_connections=cfg.parallel + 8,
                 transport=self._transport,
             )
             try:
@@ -160,10 +165,10 @@ class RemoteEngine(Engine):
             log.info("remote engine: %s serves %s", self._host, self._model)
             return self._info
 
-    async def _probe(self, client: httpx.AsyncClient) -> int | None:
+    async def _probe(self, client: EngineHttpClient) -> int | None:
         """Reachable, credentials accepted, model served; returns the upstream's context length."""
         try:
-            response, _ = await self._upstream.send(client, "GET", "models", read_body=True)
+            response, _ = await self._upstream.send(client, "GET", f"{self._prefix}/models", read_body=True)
         except EngineUnavailableError:
             raise
         except AlizeError as exc:
@@ -189,7 +194,7 @@ class RemoteEngine(Engine):
             if client is not None:
                 await client.aclose()
 
-    async def _ready(self) -> httpx.AsyncClient:
+    async def _ready(self) -> EngineHttpClient:
         if self._client is None:
             await self.start()
         assert self._client is not None
@@ -201,9 +206,9 @@ class RemoteEngine(Engine):
         refuse_adapter(request, "remote")
         client = await self._ready()
         if request.messages:
-            path, body = "chat/completions", chat_body(request, self._model)
+            path, body = f"{self._prefix}/chat/completions", chat_body(request, self._model)
         else:
-            path, body = "completions", completion_body(request, self._model)
+            path, body = f"{self._prefix}/completions", completion_body(request, self._model)
         response, retries = await self._upstream.send(client, "POST", path, body, read_body=False)
         async for delta in stream_deltas(response, self._upstream, request, retries):
             yield delta
@@ -223,9 +228,9 @@ class RemoteEngine(Engine):
             body["messages"] = [message_json(m) for m in request.messages]
         else:
             body["prompt"] = request.prompt or ""
-        root = self._base_url.removesuffix("/v1")
+        root = self._prefix.removesuffix("/v1")
         try:
-            response = await client.post(root + "/tokenize", json=body, timeout=10.0)
+            response = await client.send("POST", f"{root}/tokenize", json_body=body, read_timeout_s=10.0)
             count = response.json().get("count") if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             count = None
@@ -245,7 +250,9 @@ class RemoteEngine(Engine):
                 param="model",
             )
         body = {"model": self._model, "input": list(texts), "encoding_format": "float"}
-        response, _ = await self._upstream.send(client, "POST", "embeddings", body, read_body=True)
+        response, _ = await self._upstream.send(
+            client, "POST", f"{self._prefix}/embeddings", body, read_body=True
+        )
         try:
             data = response.json()
             rows = sorted(data["data"], key=lambda r: int(r.get("index", 0)))

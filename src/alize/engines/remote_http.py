@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from alize.engines.breaker import CircuitBreaker
+from alize.engines.http_client import EngineHttpClient, EngineResponse
 from alize.engines.remote_wire import retry_after_s, upstream_message
 from alize.errors import (
     AlizeError,
@@ -73,13 +74,13 @@ class Upstream:
 
     async def send(
         self,
-        client: httpx.AsyncClient,
+        client: EngineHttpClient,
         method: str,
         path: str,
         body: dict[str, Any] | None = None,
         *,
         read_body: bool,
-    ) -> tuple[httpx.Response, int]:
+    ) -> tuple[EngineResponse, int]:
         """One request with bounded retries, through the circuit breaker; returns the response
         and how many retries it took. A non-2xx answer raises the mapped error.
 
@@ -93,8 +94,7 @@ class Upstream:
             except AlizeError as exc:
                 raise counted(exc, attempt) from None
             try:
-                request = client.build_request(method, path, json=body)
-                response = await client.send(request, stream=not read_body)
+                response = await client.send(method, path, json_body=body, stream=not read_body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
                 breaker.failure()
                 if attempt < self.max_retries:
@@ -136,7 +136,7 @@ class Upstream:
                 continue
             raise counted(self.error_from(response, path, retry_after), attempt)
 
-    def error_from(self, response: httpx.Response, path: str, retry_after: float) -> AlizeError:
+    def error_from(self, response: EngineResponse, path: str, retry_after: float) -> AlizeError:
         """The typed error of an upstream's non-2xx answer (its body read)."""
         status = response.status_code
         message, code = upstream_message(response.content, status)

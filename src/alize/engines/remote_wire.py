@@ -16,10 +16,9 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
-
 from alize.domain import GenerationRequest
 from alize.engines import openai_wire
+from alize.engines.http_client import EngineResponse
 
 #: tokens a chat message costs beside its text (role markers, separators), as OpenAI counts them
 TOKENS_PER_MESSAGE = 4
@@ -92,7 +91,7 @@ def upstream_message(content: bytes, status: int) -> tuple[str, str | None]:
     return text or f"HTTP {status}", None
 
 
-def retry_after_s(response: httpx.Response, default: float) -> float:
+def retry_after_s(response: EngineResponse, default: float) -> float:
     """The upstream's ``Retry-After``, in seconds (a number or an HTTP date), else ``default``."""
     value = response.headers.get("retry-after")
     if value is None:

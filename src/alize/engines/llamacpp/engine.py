@@ -18,6 +18,7 @@ import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig, loaded
+from alize.engines.http_client import EngineHttpClient, drain, open_client
 from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess, worker_config
 from alize.engines.llamacpp.wire import chat_body, completion_body
 from alize.engines.openai_wire import ChunkDecoder
@@ -41,7 +42,7 @@ class LlamaCppEngine(Engine):
         self._lock = asyncio.Lock()
         self._worker: WorkerProcess | None = None
         self._handle: WorkerHandle | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: EngineHttpClient | None = None
         self._info: EngineInfo | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -65,13 +66,13 @@ class LlamaCppEngine(Engine):
             worker = WorkerProcess(worker_config(cfg), load_timeout_s=cfg.load_timeout_s)
             handle = await worker.start()
             self._worker, self._handle = worker, handle
-            self._client = httpx.AsyncClient(
-                base_url=handle.address,
+            self._client = open_client(
+                handle.address,
                 headers={"Authorization": f"Bearer {handle.secret}"},
-                timeout=httpx.Timeout(cfg.request_timeout_s, connect=10.0),
-                limits=httpx.Limits(
-                    max_connections=cfg.parallel + 16, max_keepalive_connections=cfg.parallel + 16
-                ),
+                timeout_s=cfg.request_timeout_s,
+                connect_timeout_s=10.0,
+                max_connections=cfg.parallel + 16,
+                direct=True,
             )
             traits = handle.traits
             trained = traits.context_length or cfg.ctx_per_slot
@@ -126,7 +127,7 @@ class LlamaCppEngine(Engine):
         if client is None or self._worker is None or not self._worker.alive:
             raise EngineUnavailableError("the model worker is not running", retry_after=3)
         try:
-            response = await client.get("/health", timeout=5.0)
+            response = await client.send("GET", "/health", read_timeout_s=5.0)
         except httpx.TransportError as exc:
             raise await self._transport_error(exc) from None
         if response.status_code != 200:
@@ -141,12 +142,12 @@ class LlamaCppEngine(Engine):
         if client is None or self._worker is None or not self._worker.alive:
             return None
         try:
-            response = await client.get("/metrics", timeout=5.0)
+            response = await client.send("GET", "/metrics", read_timeout_s=5.0)
         except httpx.TransportError:
             return None
         return response.text if response.status_code == 200 else None
 
-    async def _ready_client(self) -> httpx.AsyncClient:
+    async def _ready_client(self) -> EngineHttpClient:
         if self._client is None or self._worker is None or not self._worker.alive:
             if self._stopping:
                 raise EngineUnavailableError("the deployment is shutting down", retry_after=5)
@@ -193,20 +194,25 @@ class LlamaCppEngine(Engine):
             body["lora"] = lora
         decoder = ChunkDecoder()
         try:
-            async with client.stream("POST", path, json=body) as response:
+            response = await client.send("POST", path, json_body=body, stream=True)
+            try:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._error_from(response.status_code, response.content)
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     if line.startswith("data: "):
                         payload = line[6:]
                         if payload == "[DONE]":
+                            await drain(lines)  # to the body's end: the connection is reused
                             break
                         delta = decoder.decode(json.loads(payload))
                         if delta is not None:
                             yield delta
                     elif line.startswith("error: "):
                         raise self._error_from(500, line[7:].encode())
+            finally:
+                await response.aclose()  # early: the worker sees the disconnect and frees the slot
         except httpx.TransportError as exc:
             raise await self._transport_error(exc) from None
 
@@ -244,7 +250,7 @@ class LlamaCppEngine(Engine):
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         client = await self._ready_client()
         try:
-            response = await client.post(path, json=body)
+            response = await client.send("POST", path, json_body=body)
         except httpx.TransportError as exc:
             raise await self._transport_error(exc) from None
         if response.status_code != 200:

@@ -33,6 +33,7 @@ class Server:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.reader = reader  # the latest connection's, for a reply that waits for the client
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -284,3 +285,55 @@ def test_it_runs_on_uvloop_as_the_server_does() -> None:
             return seen
 
     assert uvloop.run(scenario()) == ["data: ok", "data: ok"]
+
+
+async def test_requests_beyond_the_cap_wait_for_a_connection_and_time_out_after_their_timeout() -> None:
+    """A burst never opens more connections than the cap: the third stream waits until one of
+    the first two ends, and one that cannot get a connection in time gets httpx.PoolTimeout.
+    A stream dropped without being closed gives its slot back too."""
+    release = asyncio.Event()
+
+    async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    async with serving(reply) as server:
+        http = LeanHttpClient(
+            f"http://127.0.0.1:{server.port}", timeout_s=5.0, connect_timeout_s=2.0, max_connections=2
+        )
+        first = await http.send("GET", "/1", stream=True)
+        second = await http.send("GET", "/2", stream=True)
+        with pytest.raises(httpx.PoolTimeout):
+            await http.send("GET", "/3", stream=True, read_timeout_s=0.2)
+        assert server.connections == 2
+        third = asyncio.create_task(http.send("GET", "/3", stream=True))
+        await asyncio.sleep(0.1)
+        assert not third.done()
+        await first.aclose()
+        waited = await asyncio.wait_for(third, 5)
+        del second  # dropped unclosed
+        fourth = await asyncio.wait_for(http.send("GET", "/4", stream=True), 5)
+        release.set()
+        for response in (waited, fourth):
+            assert [line async for line in response.aiter_lines()] == []
+            await response.aclose()
+        await http.aclose()
+
+
+async def test_a_body_that_stalls_midway_times_out_and_closes_its_connection() -> None:
+    async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart of it")
+        await writer.drain()
+        if await asyncio.wait_for(server.reader.read(1), 5) == b"":
+            server.closed_by_client.set()  # the client hung up
+        return False
+
+    async with serving(reply) as server:
+        http = client(server, timeout_s=0.2)
+        with pytest.raises(httpx.ReadTimeout):
+            await http.send("GET", "/")
+        await asyncio.wait_for(server.closed_by_client.wait(), 5)
+        await http.aclose()

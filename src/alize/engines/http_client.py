@@ -133,7 +133,7 @@ def open_client(
             headers=headers,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
-            max_idle=max_connections,
+            max_connections=max_connections,
         )
     return HttpxEngineClient(
         httpx.AsyncClient(

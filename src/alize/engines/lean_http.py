@@ -22,6 +22,8 @@ Semantics kept from httpx where the engines rely on them:
   connect timeout;
 * a response closed before its end closes its connection (for llama.cpp, that cancels the
   slot); one read to its end goes back to the pool for the next request;
+* at most ``max_connections`` requests are in flight; the next waits for one to end, up to its
+  timeout (``httpx.PoolTimeout``), so a burst never opens more connections than that;
 * an idle connection the server closed is never reused, and a request on a reused connection
   that the server closed before answering is sent once more on a new one (the race every
   keep-alive client has; no byte of a reply was seen, so nothing was half-read).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator
@@ -211,14 +214,15 @@ class LeanResponse:
     async def aread(self) -> bytes:
         if self._content is None:
             parts, size = [], 0
-            async for chunk in self._chunks():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    await self.aclose()
-                    raise httpx.RemoteProtocolError(f"the response body exceeds {MAX_BODY_BYTES} bytes")
-                parts.append(chunk)
+            try:
+                async for chunk in self._chunks():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise httpx.RemoteProtocolError(f"the response body exceeds {MAX_BODY_BYTES} bytes")
+                    parts.append(chunk)
+            finally:
+                await self.aclose()  # a body cut short closes its connection
             self._content = b"".join(parts)
-            await self.aclose()
         return self._content
 
     @property
@@ -250,14 +254,21 @@ class LeanResponse:
 
     async def aclose(self) -> None:
         """Back to the pool when read to its end on a keep-alive connection, else closed."""
+        self._release()
+
+    def _release(self) -> None:
         if self._released:
             return
         self._released = True
         conn = self._conn
-        if conn.complete and conn.keep_alive and not conn.closed and not conn.chunks:
-            self._client.release(conn)
-        else:
-            conn.close()
+        self._client.release(conn, reusable=conn.complete and conn.keep_alive and not conn.chunks)
+
+    def __del__(self) -> None:
+        # a stream its caller dropped unclosed (a generator never started, say) still gives
+        # its connection slot back, or the cap would leak away (the slot is given back first;
+        # closing the transport of a loop already closed raises, which is harmless here)
+        with contextlib.suppress(RuntimeError):
+            self._release()
 
 
 class LeanHttpClient:
@@ -270,7 +281,7 @@ class LeanHttpClient:
         headers: dict[str, str] | None = None,
         timeout_s: float,
         connect_timeout_s: float,
-        max_idle: int = 32,
+        max_connections: int = 32,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
@@ -283,7 +294,9 @@ class LeanHttpClient:
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
         self._idle: deque[_Connection] = deque()
-        self._max_idle = max_idle
+        self._max_idle = max_connections
+        #: at most this many requests in flight (open connections); more wait, as in httpx's pool
+        self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
     def url_path(self, path: str) -> str:
@@ -311,11 +324,25 @@ class LeanHttpClient:
                 return conn
         return None
 
-    def release(self, conn: _Connection) -> None:
-        if self._closed or len(self._idle) >= self._max_idle:
-            conn.close()
-        else:
+    def release(self, conn: _Connection, *, reusable: bool) -> None:
+        """A request's end: its slot back, its connection to the pool or closed."""
+        self._slots.release()
+        if reusable and not conn.closed and not self._closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def _acquire(self, wait: float) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once
+            return
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout(
+                f"no free connection to {self._host}:{self._port} within {wait:g} s"
+            ) from None
 
     def _request_bytes(self, method: str, path: str, body: bytes | None) -> bytes:
         head = f"{method} {self.url_path(path)} HTTP/1.1\r\n{self._head}"
@@ -339,6 +366,19 @@ class LeanHttpClient:
         body = None if json_body is None else json.dumps(json_body).encode()
         request = self._request_bytes(method, path, body)
         wait = self._timeout_s if read_timeout_s is None else read_timeout_s
+        await self._acquire(wait)
+        try:
+            conn = await self._exchange(request, wait)
+        except BaseException:
+            self._slots.release()
+            raise
+        response = LeanResponse(self, conn, wait)  # owns the slot from here
+        if not stream:
+            await response.aread()
+        return response
+
+    async def _exchange(self, request: bytes, wait: float) -> _Connection:
+        """Send ``request`` and wait for the response's headers; the connection it came on."""
         while True:
             conn = self._checkout() or await self._connect()
             try:
@@ -353,10 +393,7 @@ class LeanHttpClient:
             except BaseException:
                 conn.close()
                 raise
-            response = LeanResponse(self, conn, wait)
-            if not stream:
-                await response.aread()
-            return response
+            return conn
 
     async def aclose(self) -> None:
         self._closed = True

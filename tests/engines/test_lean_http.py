@@ -337,3 +337,22 @@ async def test_a_body_that_stalls_midway_times_out_and_closes_its_connection() -
             await http.send("GET", "/")
         await asyncio.wait_for(server.closed_by_client.wait(), 5)
         await http.aclose()
+
+
+async def test_paths_are_percent_encoded_and_header_injection_is_refused() -> None:
+    async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(fixed(b"{}"))
+        return True
+
+    async with serving(reply) as server:
+        http = LeanHttpClient(f"http://127.0.0.1:{server.port}/a b", timeout_s=5, connect_timeout_s=2)
+        await http.send("GET", "/x\r\nEvil: 1")
+        await http.aclose()
+    assert server.requests[0].split(b"\r\n")[0] == b"GET /a%20b/x%0D%0AEvil:%201 HTTP/1.1"
+    for headers in ({"Authorization": "Bearer k\r\nX-Evil: 1"}, {"X\nY": "v"}):
+        with pytest.raises(ValueError, match="character"):
+            LeanHttpClient("http://127.0.0.1:1", headers=headers, timeout_s=1, connect_timeout_s=1)
+    with pytest.raises(ValueError):
+        LeanHttpClient("http://user:pw@127.0.0.1:1", timeout_s=1, connect_timeout_s=1)
+    common = {"timeout_s": 5.0, "connect_timeout_s": 1.0, "max_connections": 4}
+    assert isinstance(open_client("http://user:pw@10.0.0.5:8000", **common), HttpxEngineClient)

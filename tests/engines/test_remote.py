@@ -569,3 +569,14 @@ async def test_replies_read_to_their_end_keep_the_upstream_connection_alive() ->
         # dropped its connection, and every request opened a new one (6 connections)
         assert upstream.connections == 1
         await eng.stop()
+
+
+async def test_a_key_that_would_break_the_request_is_a_503_that_does_not_echo_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key pasted with its newline (or worse) into the environment: the lean client refuses
+    the header rather than write it, and the error names the variable, never the value."""
+    monkeypatch.setenv("ALIZE_TEST_UPSTREAM_KEY", "sk-secret\r\nX-Injected: 1")
+    with pytest.raises(EngineUnavailableError, match="ALIZE_TEST_UPSTREAM_KEY") as caught:
+        await RemoteEngine(config(base_url="http://127.0.0.1:9/v1")).start()
+    assert "sk-secret" not in caught.value.message

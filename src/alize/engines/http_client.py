@@ -126,7 +126,8 @@ def open_client(
 ) -> EngineHttpClient:
     """A client for ``origin`` (``scheme://host:port``). ``direct`` (the worker on loopback) never
     goes through a proxy, whatever the environment says."""
-    plain = urlsplit(origin).scheme == "http"
+    url = urlsplit(origin)
+    plain = url.scheme == "http" and url.username is None  # credentials in the URL: httpx's Basic auth
     if transport is None and plain and (direct or not _proxied(origin)):
         return LeanHttpClient(
             origin,

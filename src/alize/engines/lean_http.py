@@ -35,10 +35,11 @@ import asyncio
 import codecs
 import contextlib
 import json
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 import httpx
@@ -49,6 +50,10 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 #: stop reading from the socket while this much body waits unconsumed (a slow consumer of a
 #: stream must not make the gateway buffer an upstream's whole reply)
 _HIGH_WATER = 1024 * 1024
+#: what stays as it is in a path (RFC 3986's pchar and "/", and existing %-escapes)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+#: CR, LF and NUL would split or end a header line (a key read from the environment included)
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 
 
 class _Connection(asyncio.Protocol):
@@ -284,13 +289,16 @@ class LeanHttpClient:
         max_connections: int = 32,
     ) -> None:
         url = urlsplit(base_url)
-        if url.scheme != "http" or not url.hostname:
+        if url.scheme != "http" or not url.hostname or url.username is not None:
             raise ValueError(f"the lean client speaks plain http to a host, not {base_url!r}")
         self._host = url.hostname
         self._port = url.port or 80
-        self._prefix = url.path.rstrip("/")
-        host_header = url.netloc.rpartition("@")[2]
-        fixed = {"Host": host_header, "Accept": "*/*", "User-Agent": "alize", **(headers or {})}
+        # percent-encoded as httpx would: no space or control character reaches the request line
+        self._prefix = quote(url.path.rstrip("/"), safe=_PATH_SAFE)
+        fixed = {"Host": url.netloc, "Accept": "*/*", "User-Agent": "alize", **(headers or {})}
+        for name, value in fixed.items():
+            if _UNSAFE_HEADER.search(name) or _UNSAFE_HEADER.search(value) or not name:
+                raise ValueError(f"the header {name!r} has a character HTTP does not allow")
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
         self._idle: deque[_Connection] = deque()
@@ -300,7 +308,7 @@ class LeanHttpClient:
         self._closed = False
 
     def url_path(self, path: str) -> str:
-        return f"{self._prefix}/{path.lstrip('/')}"
+        return f"{self._prefix}/{quote(path.lstrip('/'), safe=_PATH_SAFE)}"
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

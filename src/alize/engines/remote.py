@@ -136,14 +136,21 @@ class RemoteEngine(Engine):
             key = self._upstream.key = self._read_key()
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             cfg = self._config
-            client = open_client(
-                self._origin,
-                headers=headers,
-                timeout_s=self._timeout_s,
-                connect_timeout_s=self._connect_timeout_s,
-                max_connections=cfg.parallel + 8,
-                transport=self._transport,
-            )
+            try:
+                client = open_client(
+                    self._origin,
+                    headers=headers,
+                    timeout_s=self._timeout_s,
+                    connect_timeout_s=self._connect_timeout_s,
+                    max_connections=cfg.parallel + 8,
+                    transport=self._transport,
+                )
+            except ValueError as exc:  # names the header, never its value (the key)
+                raise EngineUnavailableError(
+                    f"cannot call the upstream {self._host}: {exc}; check the card's base_url and "
+                    f"the key in {self._key_env}",
+                    retry_after=60,
+                ) from None
             try:
                 context = await self._probe(client)
             except BaseException:

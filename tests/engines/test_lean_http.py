@@ -356,3 +356,21 @@ async def test_paths_are_percent_encoded_and_header_injection_is_refused() -> No
         LeanHttpClient("http://user:pw@127.0.0.1:1", timeout_s=1, connect_timeout_s=1)
     common = {"timeout_s": 5.0, "connect_timeout_s": 1.0, "max_connections": 4}
     assert isinstance(open_client("http://user:pw@10.0.0.5:8000", **common), HttpxEngineClient)
+
+
+async def test_a_request_that_asks_to_close_is_never_pooled() -> None:
+    """llama.cpp's server closes a connection once a stream ends: the engine asks for that, so
+    the next call opens a new connection rather than sending into one about to die."""
+
+    async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(fixed(b"{}"))  # keep-alive as far as the response says
+        return True
+
+    async with serving(reply) as server:
+        http = client(server)
+        await http.send("POST", "/stream", json_body={}, close=True)
+        await http.send("GET", "/next")
+        await http.aclose()
+    assert b"Connection: close\r\n" in server.requests[0]
+    assert b"Connection: close" not in server.requests[1]
+    assert server.connections == 2

@@ -77,6 +77,7 @@ class EngineHttpClient(Protocol):
         json_body: Any = None,
         stream: bool = False,
         read_timeout_s: float | None = None,
+        close: bool = False,
     ) -> EngineResponse: ...
 
     async def aclose(self) -> None: ...
@@ -96,8 +97,11 @@ class HttpxEngineClient:
         json_body: Any = None,
         stream: bool = False,
         read_timeout_s: float | None = None,
+        close: bool = False,
     ) -> EngineResponse:
         extra: dict[str, Any] = {} if read_timeout_s is None else {"timeout": read_timeout_s}
+        if close:
+            extra["headers"] = {"Connection": "close"}
         request = self._client.build_request(method, path, json=json_body, **extra)
         return await self._client.send(request, stream=stream)
 

@@ -67,6 +67,8 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self.closed = False
         self.reused = False
+        #: False once a request asked for ``Connection: close``
+        self.keep_open = True
         self._begin()
 
     def _begin(self) -> None:
@@ -266,7 +268,8 @@ class LeanResponse:
             return
         self._released = True
         conn = self._conn
-        self._client.release(conn, reusable=conn.complete and conn.keep_alive and not conn.chunks)
+        reusable = conn.complete and conn.keep_alive and conn.keep_open and not conn.chunks
+        self._client.release(conn, reusable=reusable)
 
     def __del__(self) -> None:
         # a stream its caller dropped unclosed (a generator never started, say) still gives
@@ -352,8 +355,10 @@ class LeanHttpClient:
                 f"no free connection to {self._host}:{self._port} within {wait:g} s"
             ) from None
 
-    def _request_bytes(self, method: str, path: str, body: bytes | None) -> bytes:
+    def _request_bytes(self, method: str, path: str, body: bytes | None, *, close: bool) -> bytes:
         head = f"{method} {self.url_path(path)} HTTP/1.1\r\n{self._head}"
+        if close:
+            head += "Connection: close\r\n"
         if body is None:
             return (head + "\r\n").encode("latin-1")
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -367,12 +372,15 @@ class LeanHttpClient:
         json_body: Any = None,
         stream: bool = False,
         read_timeout_s: float | None = None,
+        close: bool = False,
     ) -> LeanResponse:
-        """Send one request and return once its headers have arrived; read whole unless ``stream``."""
+        """Send one request and return once its headers have arrived; read whole unless ``stream``.
+        ``close``: the connection ends with this response (``Connection: close``), for a server
+        that closes it anyway, so it is never pooled and found dead by the next request."""
         if self._closed:
             raise httpx.ConnectError("the client is closed")
         body = None if json_body is None else json.dumps(json_body).encode()
-        request = self._request_bytes(method, path, body)
+        request = self._request_bytes(method, path, body, close=close)
         wait = self._timeout_s if read_timeout_s is None else read_timeout_s
         await self._acquire(wait)
         try:
@@ -380,6 +388,8 @@ class LeanHttpClient:
         except BaseException:
             self._slots.release()
             raise
+        if close:
+            conn.keep_open = False
         response = LeanResponse(self, conn, wait)  # owns the slot from here
         if not stream:
             await response.aread()

@@ -18,7 +18,7 @@ import httpx
 
 from alize.domain import Delta, Embeddings, EngineInfo, GenerationRequest
 from alize.engines.base import Engine, EngineConfig, loaded
-from alize.engines.http_client import EngineHttpClient, drain, open_client
+from alize.engines.http_client import EngineHttpClient, open_client
 from alize.engines.llamacpp.process import WorkerHandle, WorkerProcess, worker_config
 from alize.engines.llamacpp.wire import chat_body, completion_body
 from alize.engines.openai_wire import ChunkDecoder
@@ -194,17 +194,18 @@ class LlamaCppEngine(Engine):
             body["lora"] = lora
         decoder = ChunkDecoder()
         try:
-            response = await client.send("POST", path, json_body=body, stream=True)
+            response = await client.send("POST", path, json_body=body, stream=True, close=True)
             try:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._error_from(response.status_code, response.content)
-                lines = response.aiter_lines()
-                async for line in lines:
+                # the worker's HTTP server closes a connection once a stream ends, so the
+                # stream asks for that (close=True): a pooled one would be found dead by the
+                # next call, which would then send again on a new connection
+                async for line in response.aiter_lines():
                     if line.startswith("data: "):
                         payload = line[6:]
                         if payload == "[DONE]":
-                            await drain(lines)  # to the body's end: the connection is reused
                             break
                         delta = decoder.decode(json.loads(payload))
                         if delta is not None:

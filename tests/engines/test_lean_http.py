@@ -374,3 +374,31 @@ async def test_a_request_that_asks_to_close_is_never_pooled() -> None:
     assert b"Connection: close\r\n" in server.requests[0]
     assert b"Connection: close" not in server.requests[1]
     assert server.connections == 2
+
+
+async def test_a_spare_connection_is_opened_ahead_of_the_next_request() -> None:
+    """With ``spare=1`` a connection that closed (a stream's) is replaced in the background, so
+    the next request does not wait for a connect; a server that is gone only stops the refill."""
+
+    async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(fixed(b"{}"))
+        return True
+
+    async with serving(reply) as server:
+        http = LeanHttpClient(f"http://127.0.0.1:{server.port}", timeout_s=5, connect_timeout_s=2, spare=1)
+        await http.send("POST", "/stream", json_body={}, close=True)
+        for _ in range(100):
+            if server.connections == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 2 and len(server.requests) == 1  # opened, not yet used
+        await http.send("GET", "/next")
+        assert server.connections == 2 and len(server.requests) == 2
+        await http.aclose()
+    port = server.port
+    gone = LeanHttpClient(f"http://127.0.0.1:{port}", timeout_s=1, connect_timeout_s=1, spare=1)
+    gone._top_up_soon()
+    await asyncio.sleep(0.1)
+    with pytest.raises(httpx.ConnectError):
+        await gone.send("GET", "/")
+    await gone.aclose()

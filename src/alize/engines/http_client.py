@@ -127,9 +127,11 @@ def open_client(
     max_connections: int,
     transport: httpx.AsyncBaseTransport | None = None,
     direct: bool = False,
+    spare: int = 0,
 ) -> EngineHttpClient:
     """A client for ``origin`` (``scheme://host:port``). ``direct`` (the worker on loopback) never
-    goes through a proxy, whatever the environment says."""
+    goes through a proxy, whatever the environment says. ``spare``: idle connections the lean
+    client keeps open ahead of need."""
     url = urlsplit(origin)
     plain = url.scheme == "http" and url.username is None  # credentials in the URL: httpx's Basic auth
     if transport is None and plain and (direct or not _proxied(origin)):
@@ -139,6 +141,7 @@ def open_client(
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
+            spare=spare,
         )
     return HttpxEngineClient(
         httpx.AsyncClient(

@@ -73,6 +73,7 @@ class LlamaCppEngine(Engine):
                 connect_timeout_s=10.0,
                 max_connections=cfg.parallel + 16,
                 direct=True,
+                spare=1,  # each stream's connection closes after it; the next count needs one
             )
             traits = handle.traits
             trained = traits.context_length or cfg.ctx_per_slot

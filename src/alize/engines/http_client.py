@@ -12,8 +12,6 @@ upstream reached directly, where it costs about a tenth of httpx's CPU per call,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -22,24 +20,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from alize.engines.lean_http import LeanHttpClient
-
-#: what may follow an upstream's ``[DONE]`` before its body ends (the chunked encoding's last
-#: chunk, blank lines), and how long to wait for it
-_TRAILER_BYTES, _TRAILER_WAIT_S = 4096, 0.5
-
-
-async def drain(lines: AsyncIterator[str]) -> None:
-    """Read a stream's body to its end after ``[DONE]``, so its keep-alive connection goes back
-    to the pool: a response closed unread is a connection closed, and every request then paid
-    for a new one (a TCP, or TLS, handshake: seen as one per request in a profile). An upstream
-    that keeps sending, or takes longer than a moment, is cut as before."""
-    read = 0
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
-        async with asyncio.timeout(_TRAILER_WAIT_S):
-            async for line in lines:
-                read += len(line) + 1
-                if read > _TRAILER_BYTES:
-                    return
 
 
 class EngineResponse(Protocol):
@@ -110,7 +90,9 @@ class HttpxEngineClient:
 
 
 def _proxied(url: str) -> bool:
-    """Whether httpx, trusting the environment, would send requests for ``url`` through a proxy."""
+    """Whether requests for ``url`` go through the environment's proxy: ``HTTP_PROXY`` or
+    ``ALL_PROXY`` set and the host not in ``NO_PROXY``, as httpx reads them; a loopback host
+    never does (a proxy cannot reach this machine's own listeners)."""
     proxies = urllib.request.getproxies()
     if not proxies.get("http") and not proxies.get("all"):
         return False

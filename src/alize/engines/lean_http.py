@@ -67,8 +67,6 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self.closed = False
         self.reused = False
-        #: False once a request asked for ``Connection: close``
-        self.keep_open = True
         self._begin()
 
     def _begin(self) -> None:
@@ -201,8 +199,10 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class LeanResponse:
     """A response being read from its connection (the subset of ``httpx.Response`` engines use)."""
 
-    def __init__(self, client: LeanHttpClient, conn: _Connection, timeout: float) -> None:
+    def __init__(self, client: LeanHttpClient, conn: _Connection, timeout: float, *, last: bool) -> None:
         self._client, self._conn, self._timeout = client, conn, timeout
+        #: the request asked for ``Connection: close``: never pooled, however the response ends
+        self._last = last
         self.status_code = conn.status
         self.headers = conn.headers
         self._content: bytes | None = None
@@ -268,7 +268,7 @@ class LeanResponse:
             return
         self._released = True
         conn = self._conn
-        reusable = conn.complete and conn.keep_alive and conn.keep_open and not conn.chunks
+        reusable = conn.complete and conn.keep_alive and not self._last and not conn.chunks
         self._client.release(conn, reusable=reusable)
 
     def __del__(self) -> None:
@@ -416,9 +416,7 @@ class LeanHttpClient:
         except BaseException:
             self._slots.release()
             raise
-        if close:
-            conn.keep_open = False
-        response = LeanResponse(self, conn, wait)  # owns the slot from here
+        response = LeanResponse(self, conn, wait, last=close)  # owns the slot from here
         if not stream:
             await response.aread()
         return response

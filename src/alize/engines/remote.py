@@ -80,9 +80,8 @@ class RemoteEngine(Engine):
                 "a remote deployment needs the card's base_url and upstream_model", param="model"
             )
         self._config = config
-        self._base_url = base_url.rstrip("/")
         self._model = model
-        url = urlsplit(self._base_url)
+        url = urlsplit(base_url.rstrip("/"))
         self._host = url.netloc
         #: the client is opened on the origin; every path is the whole path on it
         self._origin, self._prefix = f"{url.scheme}://{url.netloc}", url.path

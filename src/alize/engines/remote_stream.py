@@ -11,18 +11,38 @@ what came and estimating the prompt. The first delta carries how many retries th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
 import httpx
 
 from alize.domain import Delta, FinishReason, GenerationRequest, Usage
-from alize.engines.http_client import EngineResponse, drain
+from alize.engines.http_client import EngineResponse
 from alize.engines.openai_wire import ChunkDecoder
 from alize.engines.remote_http import Upstream
 from alize.engines.remote_wire import estimate_prompt_tokens, upstream_message
 from alize.errors import UpstreamError
+
+#: what may follow an upstream's ``[DONE]`` before its body ends (the chunked encoding's last
+#: chunk, blank lines), and how long to wait for it
+_TRAILER_BYTES, _TRAILER_WAIT_S = 4096, 0.5
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read a stream's body to its end after ``[DONE]``, so its keep-alive connection goes back
+    to the pool: a response closed unread is a connection closed, and every request then paid
+    for a new one (a TCP, or TLS, handshake: seen as one per request in a profile). An upstream
+    that keeps sending, or takes longer than a moment, is cut as before."""
+    read = 0
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(_TRAILER_WAIT_S):
+            async for line in lines:
+                read += len(line) + 1
+                if read > _TRAILER_BYTES:
+                    return
 
 
 async def stream_deltas(
@@ -41,7 +61,7 @@ async def stream_deltas(
             payload = line[5:].strip()
             if payload == "[DONE]":
                 events, done = events + 1, True
-                await drain(lines)
+                await _drain(lines)
                 break
             try:
                 chunk = json.loads(payload)

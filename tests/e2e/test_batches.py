@@ -89,73 +89,75 @@ def test_openai_sdk_fifty_lines_in_order_at_the_batch_price(batch_server: tuple[
     from openai import OpenAI
 
     server, key = batch_server
-    client = OpenAI(base_url=server.v1, api_key=key)
-    uploaded = client.files.create(file=("input.jsonl", io.BytesIO(_lines(50))), purpose="batch")
-    assert uploaded.bytes == len(_lines(50)) and uploaded.purpose == "batch"
-    batch = client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-        metadata={"run": "e2e"},
-    )
-    assert batch.status in ("validating", "in_progress")
-    deadline = time.monotonic() + 600
-    while batch.status not in ("completed", "failed", "expired", "cancelled"):
-        assert time.monotonic() < deadline, batch
-        time.sleep(0.5)
-        batch = client.batches.retrieve(batch.id)
-    assert batch.status == "completed", batch.errors
-    assert batch.request_counts is not None and batch.request_counts.completed == 50
-    assert batch.request_counts.failed == 0 and batch.error_file_id is None
-    assert batch.metadata == {"run": "e2e"}
-    assert batch.output_file_id is not None
-    output = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
-    assert [o["custom_id"] for o in output] == [f"line-{i}" for i in range(50)]
-    assert all(o["response"]["status_code"] == 200 and o["error"] is None for o in output)
-    assert all(o["response"]["body"]["choices"][0]["message"]["content"] for o in output)
-    # one ledger row per line, at half the interactive prices; the batch's usage is their sum
-    rows = [_admin(server, "GET", f"/usage/requests/{o['response']['request_id']}") for o in output]
-    assert len({r["request_id"] for r in rows}) == 50
-    for row in rows:
-        assert row["status"] == "success"
-        assert row["cost_micros"] == -(
-            -(row["prompt_tokens"] * 1_000_000 + row["completion_tokens"] * 2_000_000) // 1_000_000
+    with OpenAI(base_url=server.v1, api_key=key) as client:
+        uploaded = client.files.create(file=("input.jsonl", io.BytesIO(_lines(50))), purpose="batch")
+        assert uploaded.bytes == len(_lines(50)) and uploaded.purpose == "batch"
+        batch = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"run": "e2e"},
         )
-    assert batch.usage is not None
-    assert batch.usage.input_tokens == sum(r["prompt_tokens"] for r in rows)
-    assert batch.usage.output_tokens == sum(r["completion_tokens"] for r in rows)
-    listed = client.batches.list(limit=5)
-    assert batch.id in [b.id for b in listed.data]
-    assert [f.id for f in client.files.list(purpose="batch_output").data] == [batch.output_file_id]
+        assert batch.status in ("validating", "in_progress")
+        deadline = time.monotonic() + 600
+        while batch.status not in ("completed", "failed", "expired", "cancelled"):
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.5)
+            batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed", batch.errors
+        assert batch.request_counts is not None and batch.request_counts.completed == 50
+        assert batch.request_counts.failed == 0 and batch.error_file_id is None
+        assert batch.metadata == {"run": "e2e"}
+        assert batch.output_file_id is not None
+        output = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+        assert [o["custom_id"] for o in output] == [f"line-{i}" for i in range(50)]
+        assert all(o["response"]["status_code"] == 200 and o["error"] is None for o in output)
+        assert all(o["response"]["body"]["choices"][0]["message"]["content"] for o in output)
+        # one ledger row per line, at half the interactive prices; the batch's usage is their sum
+        rows = [_admin(server, "GET", f"/usage/requests/{o['response']['request_id']}") for o in output]
+        assert len({r["request_id"] for r in rows}) == 50
+        for row in rows:
+            assert row["status"] == "success"
+            assert row["cost_micros"] == -(
+                -(row["prompt_tokens"] * 1_000_000 + row["completion_tokens"] * 2_000_000) // 1_000_000
+            )
+        assert batch.usage is not None
+        assert batch.usage.input_tokens == sum(r["prompt_tokens"] for r in rows)
+        assert batch.usage.output_tokens == sum(r["completion_tokens"] for r in rows)
+        listed = client.batches.list(limit=5)
+        assert batch.id in [b.id for b in listed.data]
+        assert [f.id for f in client.files.list(purpose="batch_output").data] == [batch.output_file_id]
 
 
 def test_mistral_sdk_batch_job(batch_server: tuple[LiveServer, str]) -> None:
     from mistralai.client import Mistral
 
     server, key = batch_server
-    client = Mistral(api_key=key, server_url=server.url)
-    lines = "".join(
-        json.dumps(
-            {
-                "custom_id": str(i),
-                "body": {"messages": [{"role": "user", "content": f"Hi {i}"}], "max_tokens": 4},
-            }
+    with Mistral(api_key=key, server_url=server.url) as client:
+        lines = "".join(
+            json.dumps(
+                {
+                    "custom_id": str(i),
+                    "body": {"messages": [{"role": "user", "content": f"Hi {i}"}], "max_tokens": 4},
+                }
+            )
+            + "\n"
+            for i in range(5)
+        ).encode()
+        uploaded = client.files.upload(file={"file_name": "in.jsonl", "content": lines}, purpose="batch")
+        job = client.batch.jobs.create(
+            input_files=[uploaded.id], endpoint="/v1/chat/completions", model=MODEL
         )
-        + "\n"
-        for i in range(5)
-    ).encode()
-    uploaded = client.files.upload(file={"file_name": "in.jsonl", "content": lines}, purpose="batch")
-    job = client.batch.jobs.create(input_files=[uploaded.id], endpoint="/v1/chat/completions", model=MODEL)
-    assert job.status == "QUEUED" and job.total_requests == 5
-    deadline = time.monotonic() + 300
-    while job.status in ("QUEUED", "RUNNING"):
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-        job = client.batch.jobs.get(job_id=job.id)
-    assert job.status == "SUCCESS" and job.succeeded_requests == 5 and job.output_file
-    content = client.files.download(file_id=job.output_file).read().decode()
-    assert [json.loads(line)["custom_id"] for line in content.splitlines()] == [str(i) for i in range(5)]
-    assert job.id in [j.id for j in client.batch.jobs.list(status=["SUCCESS"]).data]
+        assert job.status == "QUEUED" and job.total_requests == 5
+        deadline = time.monotonic() + 300
+        while job.status in ("QUEUED", "RUNNING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+            job = client.batch.jobs.get(job_id=job.id)
+        assert job.status == "SUCCESS" and job.succeeded_requests == 5 and job.output_file
+        content = client.files.download(file_id=job.output_file).read().decode()
+        assert [json.loads(line)["custom_id"] for line in content.splitlines()] == [str(i) for i in range(5)]
+        assert job.id in [j.id for j in client.batch.jobs.list(status=["SUCCESS"]).data]
 
 
 def _worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -74,7 +74,8 @@ def test_builtins_are_listed_with_their_metadata(server: LiveServer) -> None:
     assert models["all-minilm-l6-v2"]["tasks"] == ["embeddings"]
     assert models["all-minilm-l6-v2"]["engine"] == "torch"
     assert models["smollm2-135m-instruct"]["deployments"] == ["smollm2-135m-instruct"]
-    listed = {m.id: m for m in openai.OpenAI(base_url=server.v1, api_key="x").models.list().data}
+    with openai.OpenAI(base_url=server.v1, api_key="x") as client:
+        listed = {m.id: m for m in client.models.list().data}
     card = listed["smollm2-135m-instruct"].model_extra["card"]  # type: ignore[index]
     assert card["tasks"] == ["chat", "completion"] and card["deployment"]["replicas"] == 1
     assert "source" not in card  # no local paths in the public listing
@@ -91,7 +92,8 @@ def test_malformed_gguf_is_refused_and_the_server_keeps_serving(
     assert error["code"] == "invalid_model_file" and f"bad-{kind}.gguf" in error["message"]
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
     assert admin(server, "GET", f"/models/bad-{kind}").status_code == 404
-    reply = chat(openai.OpenAI(base_url=server.v1, api_key="x"), "smollm2-135m-instruct").parse()
+    with openai.OpenAI(base_url=server.v1, api_key="x") as client:
+        reply = chat(client, "smollm2-135m-instruct").parse()
     assert reply.choices[0].message.content is not None
 
 
@@ -101,41 +103,40 @@ def test_add_deploy_chat_idle_unload_and_undeploy(server: LiveServer, tiny_path:
     assert "added tiny" in added.stdout
     deployed = cli(server, "deploy", "tiny", "--name", "tiny-idle", "--idle-timeout", "2", "--parallel", "1")
     assert deployed.returncode == 0, deployed.stderr
-    client = openai.OpenAI(base_url=server.v1, api_key="x")
+    with openai.OpenAI(base_url=server.v1, api_key="x") as client:
+        # at rest the deployment holds no worker process
+        assert admin(server, "GET", "/deployments/tiny-idle").json()["state"]["loaded"] is False
+        before = tree_rss_bytes(server.process.pid)
+        raw = chat(client, "tiny-idle")
+        assert int(raw.headers["x-alize-cold-start-ms"]) >= 0
+        assert raw.parse().model == "tiny-idle"
+        state = admin(server, "GET", "/deployments/tiny-idle").json()["state"]
+        assert state["loaded"] is True and len(state["worker_pids"]) == 1
+        worker = state["worker_pids"][0]
+        loaded_rss = tree_rss_bytes(server.process.pid)
+        assert loaded_rss > before
 
-    # at rest the deployment holds no worker process
-    assert admin(server, "GET", "/deployments/tiny-idle").json()["state"]["loaded"] is False
-    before = tree_rss_bytes(server.process.pid)
-    raw = chat(client, "tiny-idle")
-    assert int(raw.headers["x-alize-cold-start-ms"]) >= 0
-    assert raw.parse().model == "tiny-idle"
-    state = admin(server, "GET", "/deployments/tiny-idle").json()["state"]
-    assert state["loaded"] is True and len(state["worker_pids"]) == 1
-    worker = state["worker_pids"][0]
-    loaded_rss = tree_rss_bytes(server.process.pid)
-    assert loaded_rss > before
+        # idle past the timeout: the worker process is gone and memory drops
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not Path(f"/proc/{worker}").exists(), "the idle worker was not stopped"
+        assert admin(server, "GET", "/deployments/tiny-idle").json()["state"]["loaded"] is False
+        unloaded_rss = tree_rss_bytes(server.process.pid)
+        assert unloaded_rss < loaded_rss - 10 * 1024 * 1024, (before, loaded_rss, unloaded_rss)
 
-    # idle past the timeout: the worker process is gone and memory drops
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert not Path(f"/proc/{worker}").exists(), "the idle worker was not stopped"
-    assert admin(server, "GET", "/deployments/tiny-idle").json()["state"]["loaded"] is False
-    unloaded_rss = tree_rss_bytes(server.process.pid)
-    assert unloaded_rss < loaded_rss - 10 * 1024 * 1024, (before, loaded_rss, unloaded_rss)
+        # the next request reloads it and says so
+        again = chat(client, "tiny-idle")
+        assert "x-alize-cold-start-ms" in again.headers
+        warm = chat(client, "tiny-idle")
+        assert "x-alize-cold-start-ms" not in warm.headers
 
-    # the next request reloads it and says so
-    again = chat(client, "tiny-idle")
-    assert "x-alize-cold-start-ms" in again.headers
-    warm = chat(client, "tiny-idle")
-    assert "x-alize-cold-start-ms" not in warm.headers
-
-    refused = cli(server, "models", "rm", "tiny")
-    assert refused.returncode == 1 and "undeploy" in refused.stderr
-    gone = cli(server, "undeploy", "tiny-idle")
-    assert gone.returncode == 0, gone.stderr
-    with pytest.raises(openai.NotFoundError):
-        chat(client, "tiny-idle")
+        refused = cli(server, "models", "rm", "tiny")
+        assert refused.returncode == 1 and "undeploy" in refused.stderr
+        gone = cli(server, "undeploy", "tiny-idle")
+        assert gone.returncode == 0, gone.stderr
+        with pytest.raises(openai.NotFoundError):
+            chat(client, "tiny-idle")
 
 
 def test_three_deployments_over_two_models_answer_concurrently(server: LiveServer, tiny_path: Path) -> None:
@@ -147,17 +148,17 @@ def test_three_deployments_over_two_models_answer_concurrently(server: LiveServe
     ):
         response = admin(server, "POST", "/deployments", body)
         assert response.status_code == 201, response.text
-    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=120)
-    names = ["tiny-fast", "tiny-wide", "smollm2-135m-instruct"] * 3
-    with ThreadPoolExecutor(len(names)) as pool:
-        replies = list(pool.map(lambda n: chat(client, n).parse(), names))
-    assert [r.model for r in replies] == names
-    assert all(r.choices[0].finish_reason in ("stop", "length") for r in replies)
-    wide = admin(server, "GET", "/deployments/tiny-wide").json()
-    assert wide["replicas"] == 2 and wide["ctx_per_slot"] == 128
-    assert sum(wide["state"]["served_per_replica"]) == 3
-    listed = {m.id for m in client.models.list().data}
-    assert {"tiny-fast", "tiny-wide", "smollm2-135m-instruct", "all-minilm-l6-v2"} <= listed
+    with openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=120) as client:
+        names = ["tiny-fast", "tiny-wide", "smollm2-135m-instruct"] * 3
+        with ThreadPoolExecutor(len(names)) as pool:
+            replies = list(pool.map(lambda n: chat(client, n).parse(), names))
+        assert [r.model for r in replies] == names
+        assert all(r.choices[0].finish_reason in ("stop", "length") for r in replies)
+        wide = admin(server, "GET", "/deployments/tiny-wide").json()
+        assert wide["replicas"] == 2 and wide["ctx_per_slot"] == 128
+        assert sum(wide["state"]["served_per_replica"]) == 3
+        listed = {m.id for m in client.models.list().data}
+        assert {"tiny-fast", "tiny-wide", "smollm2-135m-instruct", "all-minilm-l6-v2"} <= listed
 
 
 def test_bench_measures_a_model_and_its_card_shows_the_figures(server: LiveServer, tiny_path: Path) -> None:
@@ -231,5 +232,6 @@ def test_everything_is_back_after_a_restart(server: LiveServer, workdir: Path, t
         assert models["smollm2-135m-instruct"]["tasks"] == ["chat", "completion"]
         assert models["all-minilm-l6-v2"]["embedding_dimensions"] == 384
         assert "tiny-fast" in models["tiny"]["deployments"]
-        reply = chat(openai.OpenAI(base_url=again.v1, api_key="x"), "tiny-fast").parse()
+        with openai.OpenAI(base_url=again.v1, api_key="x") as client:
+            reply = chat(client, "tiny-fast").parse()
         assert reply.model == "tiny-fast"

@@ -74,41 +74,43 @@ def test_base64_decodes_to_the_float_vectors_and_usage_counts_real_tokens(server
 
 
 def test_openai_sdk(server: LiveServer) -> None:
-    client = openai.OpenAI(base_url=server.v1, api_key="x")
-    result = client.embeddings.create(model=MODEL, input=["first text", "second text"])  # base64 by default
-    assert [d.index for d in result.data] == [0, 1]
-    assert len(result.data[0].embedding) == 384
-    assert result.usage.prompt_tokens == result.usage.total_tokens > 0
-    single = client.embeddings.create(model=MODEL, input="first text", encoding_format="float")
-    assert np.allclose(single.data[0].embedding, result.data[0].embedding, atol=1e-5)
+    with openai.OpenAI(base_url=server.v1, api_key="x") as client:
+        result = client.embeddings.create(
+            model=MODEL, input=["first text", "second text"]
+        )  # base64 by default
+        assert [d.index for d in result.data] == [0, 1]
+        assert len(result.data[0].embedding) == 384
+        assert result.usage.prompt_tokens == result.usage.total_tokens > 0
+        single = client.embeddings.create(model=MODEL, input="first text", encoding_format="float")
+        assert np.allclose(single.data[0].embedding, result.data[0].embedding, atol=1e-5)
 
 
 def test_mistral_sdk(server: LiveServer) -> None:
-    client = Mistral(api_key="x", server_url=server.url)
-    result = client.embeddings.create(model=MODEL, inputs=["Bonjour", "Hello there"])
-    assert len(result.data) == 2 and len(result.data[0].embedding or []) == 384
-    assert result.usage.prompt_tokens is not None and result.usage.prompt_tokens > 0
+    with Mistral(api_key="x", server_url=server.url) as client:
+        result = client.embeddings.create(model=MODEL, inputs=["Bonjour", "Hello there"])
+        assert len(result.data) == 2 and len(result.data[0].embedding or []) == 384
+        assert result.usage.prompt_tokens is not None and result.usage.prompt_tokens > 0
 
 
 def test_chat_models_unknown_models_and_bad_inputs_are_refused(server: LiveServer) -> None:
-    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as chat_model:
-        client.embeddings.create(model="smollm2-135m-instruct", input="hello")
-    assert chat_model.value.code == "unsupported_feature"
-    with pytest.raises(openai.NotFoundError):
-        client.embeddings.create(model="no-such-model", input="hello")
-    cases = [
-        ({"input": ["x"] * 257}, "at most 256"),
-        ({"input": ["word " * 400]}, "at most 256 tokens"),
-        ({"input": []}, "at least one"),
-        ({"input": ["ok", ""]}, "input[1] is empty"),
-        ({"input": [1, 2, 3]}, "token arrays"),
-        ({"input": "x", "dimensions": 64}, "384-dimensional"),
-    ]
-    for extra, message in cases:
-        response = post(server, {"model": MODEL, **extra})
-        assert response.status_code == 400, (extra, response.text)
-        assert message in response.json()["error"]["message"]
+    with openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as chat_model:
+            client.embeddings.create(model="smollm2-135m-instruct", input="hello")
+        assert chat_model.value.code == "unsupported_feature"
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="no-such-model", input="hello")
+        cases = [
+            ({"input": ["x"] * 257}, "at most 256"),
+            ({"input": ["word " * 400]}, "at most 256 tokens"),
+            ({"input": []}, "at least one"),
+            ({"input": ["ok", ""]}, "input[1] is empty"),
+            ({"input": [1, 2, 3]}, "token arrays"),
+            ({"input": "x", "dimensions": 64}, "384-dimensional"),
+        ]
+        for extra, message in cases:
+            response = post(server, {"model": MODEL, **extra})
+            assert response.status_code == 400, (extra, response.text)
+            assert message in response.json()["error"]["message"]
 
 
 def test_embeddings_leave_exactly_one_ledger_row(server: LiveServer) -> None:

@@ -52,10 +52,12 @@ def test_a_fim_request_is_the_models_fim_tokens_around_prefix_and_suffix(tiny_se
 
 
 def test_fim_through_the_mistral_sdk(tiny_server: LiveServer) -> None:
-    client = Mistral(api_key="unused", server_url=tiny_server.url)
-    reply = client.fim.complete(model=TINY_CODER, prompt=PREFIX, suffix=SUFFIX, max_tokens=3, temperature=0)
-    assert reply.usage.prompt_tokens == 3 + len(PREFIX.encode()) + len(SUFFIX.encode())
-    assert reply.choices[0].message is not None
+    with Mistral(api_key="unused", server_url=tiny_server.url) as client:
+        reply = client.fim.complete(
+            model=TINY_CODER, prompt=PREFIX, suffix=SUFFIX, max_tokens=3, temperature=0
+        )
+        assert reply.usage.prompt_tokens == 3 + len(PREFIX.encode()) + len(SUFFIX.encode())
+        assert reply.choices[0].message is not None
 
 
 def test_a_model_without_fim_tokens_refuses_fim(tiny_server: LiveServer) -> None:

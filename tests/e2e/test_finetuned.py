@@ -75,27 +75,27 @@ def _ask(client: OpenAI, model: str) -> str:
 
 
 def test_each_model_answers_as_itself_at_8_streams(server: LiveServer) -> None:
-    client = OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
-    models = ["tiny", *FT]
-    alone = {m: _ask(client, m) for m in models}
-    assert len(set(alone.values())) == 3
-    with ThreadPoolExecutor(8) as pool:
-        mixed = list(pool.map(lambda i: (models[i % 3], _ask(client, models[i % 3])), range(24)))
-    assert all(answer == alone[model] for model, answer in mixed)
-    listed = {m.id for m in client.models.list()}
-    assert set(models) <= listed
-    card = admin(server, "GET", f"/models/{FT[0]}").json()
-    assert card["fine_tune"]["trained_tokens"] == 1234 and card["source"]["base"] == "tiny"
+    with OpenAI(base_url=server.v1, api_key="unused", max_retries=0) as client:
+        models = ["tiny", *FT]
+        alone = {m: _ask(client, m) for m in models}
+        assert len(set(alone.values())) == 3
+        with ThreadPoolExecutor(8) as pool:
+            mixed = list(pool.map(lambda i: (models[i % 3], _ask(client, models[i % 3])), range(24)))
+        assert all(answer == alone[model] for model, answer in mixed)
+        listed = {m.id for m in client.models.list()}
+        assert set(models) <= listed
+        card = admin(server, "GET", f"/models/{FT[0]}").json()
+        assert card["fine_tune"]["trained_tokens"] == 1234 and card["source"]["base"] == "tiny"
 
 
 def test_undeploying_one_leaves_the_others_serving(server: LiveServer) -> None:
-    client = OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
-    before = _ask(client, FT[0])
-    assert admin(server, "DELETE", f"/deployments/{FT[1]}").status_code in (200, 204)
-    with pytest.raises(NotFoundError):
-        _ask(client, FT[1])
-    assert _ask(client, FT[0]) == before
-    assert _ask(client, "tiny")
+    with OpenAI(base_url=server.v1, api_key="unused", max_retries=0) as client:
+        before = _ask(client, FT[0])
+        assert admin(server, "DELETE", f"/deployments/{FT[1]}").status_code in (200, 204)
+        with pytest.raises(NotFoundError):
+            _ask(client, FT[1])
+        assert _ask(client, FT[0]) == before
+        assert _ask(client, "tiny")
 
 
 def test_a_fine_tuned_model_needs_its_base_deployed(server: LiveServer, tmp_path: Path) -> None:

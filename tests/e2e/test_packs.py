@@ -107,11 +107,11 @@ def test_pull_registers_deploys_and_serves_then_rm_frees_the_files(server: LiveS
     # the pack's stated preference puts it before SmolLM2 as the assistant's default
     assert admin(server, "GET", "/packs/tiny-pack").json()["status"] == "installed"
     assert _chat_default(server) == "tiny-pack"
-    client = openai.OpenAI(base_url=server.v1, api_key="x")
-    reply = client.chat.completions.create(
-        model="tiny-pack", messages=[{"role": "user", "content": "Bonjour"}], max_tokens=4
-    )
-    assert reply.model == "tiny-pack" and reply.usage is not None and reply.usage.completion_tokens > 0
+    with openai.OpenAI(base_url=server.v1, api_key="x") as client:
+        reply = client.chat.completions.create(
+            model="tiny-pack", messages=[{"role": "user", "content": "Bonjour"}], max_tokens=4
+        )
+        assert reply.model == "tiny-pack" and reply.usage is not None and reply.usage.completion_tokens > 0
 
     again = admin(server, "POST", "/packs/tiny-pack/pull", {})
     assert again.status_code == 409 and again.json()["error"]["code"] == "pack_installed"

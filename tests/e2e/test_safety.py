@@ -28,33 +28,33 @@ def admin_json(server: LiveServer, path: str) -> Any:
 
 
 def test_openai_sdk_moderations(server: LiveServer) -> None:
-    client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
-    reply = client.moderations.create(input=["Name three rivers of France.", HEALTH])
-    assert len(reply.results) == 2
-    quiet = reply.results[0]
-    assert quiet.flagged is False
-    assert quiet.categories.self_harm is False and quiet.categories.hate_threatening is False
-    assert 0.0 <= quiet.category_scores.violence <= 1.0
+    with openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0) as client:
+        reply = client.moderations.create(input=["Name three rivers of France.", HEALTH])
+        assert len(reply.results) == 2
+        quiet = reply.results[0]
+        assert quiet.flagged is False
+        assert quiet.categories.self_harm is False and quiet.categories.hate_threatening is False
+        assert 0.0 <= quiet.category_scores.violence <= 1.0
 
 
 def test_mistral_sdk_moderate_and_moderate_chat(server: LiveServer) -> None:
-    client = Mistral(api_key="unused", server_url=server.url)
-    reply = client.classifiers.moderate(model="mistral-moderation-latest", inputs=[HEALTH, BENIGN])
-    assert reply.model == "mistral-moderation-latest"
-    assert reply.results is not None and len(reply.results) == 2
-    first = reply.results[0]
-    assert first.categories is not None and first.category_scores is not None
-    assert first.categories["health"] is True and first.categories["violence_and_threats"] is False
-    chat = client.classifiers.moderate_chat(
-        model="mistral-moderation-latest",
-        inputs=[
-            {"role": "user", "content": "Hello!"},
-            {"role": "assistant", "content": "Hi, how can I help?"},
-            {"role": "user", "content": HEALTH},
-        ],
-    )
-    assert chat.results is not None and len(chat.results) == 1
-    assert chat.results[0].categories is not None and chat.results[0].categories["health"] is True
+    with Mistral(api_key="unused", server_url=server.url) as client:
+        reply = client.classifiers.moderate(model="mistral-moderation-latest", inputs=[HEALTH, BENIGN])
+        assert reply.model == "mistral-moderation-latest"
+        assert reply.results is not None and len(reply.results) == 2
+        first = reply.results[0]
+        assert first.categories is not None and first.category_scores is not None
+        assert first.categories["health"] is True and first.categories["violence_and_threats"] is False
+        chat = client.classifiers.moderate_chat(
+            model="mistral-moderation-latest",
+            inputs=[
+                {"role": "user", "content": "Hello!"},
+                {"role": "assistant", "content": "Hi, how can I help?"},
+                {"role": "user", "content": HEALTH},
+            ],
+        )
+        assert chat.results is not None and len(chat.results) == 1
+        assert chat.results[0].categories is not None and chat.results[0].categories["health"] is True
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,8 @@ def guarded(server: LiveServer) -> Any:
         "--window", str(WINDOW),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    yield openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+    with openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0) as client:
+        yield client
     cli(server, "undeploy", GUARDED)
 
 
@@ -120,9 +121,11 @@ def test_real_model_output_is_cut_within_one_window_and_metered(
 
 
 def test_mistral_sdk_sees_the_content_filter_finish(guarded: openai.OpenAI, server: LiveServer) -> None:
-    client = Mistral(api_key="unused", server_url=server.url)
-    reply = client.chat.complete(model=GUARDED, messages=[{"role": "user", "content": BENIGN}], max_tokens=32)
-    assert reply.choices[0].finish_reason == "content_filter"
+    with Mistral(api_key="unused", server_url=server.url) as client:
+        reply = client.chat.complete(
+            model=GUARDED, messages=[{"role": "user", "content": BENIGN}], max_tokens=32
+        )
+        assert reply.choices[0].finish_reason == "content_filter"
 
 
 def test_turning_the_output_filter_off_needs_no_reload(server: LiveServer, guarded: openai.OpenAI) -> None:

@@ -93,17 +93,17 @@ def test_disconnect_after_n_chunks_leaves_one_exact_row(tenancy_server: LiveServ
 
 def test_complete_request_row_matches_reported_usage(tenancy_server: LiveServer) -> None:
     key = issue_key(tenancy_server, "sdk")["key"]
-    client = OpenAI(base_url=tenancy_server.v1, api_key=key)
-    raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
-    )
-    completion = raw.parse()
-    row = ledger_row(tenancy_server, raw.headers["x-request-id"])
-    assert completion.usage is not None
-    assert row["status"] == "success"
-    assert row["completion_tokens"] == completion.usage.completion_tokens
-    assert row["prompt_tokens"] == completion.usage.prompt_tokens
-    assert row["ttft_ms"] is not None
+    with OpenAI(base_url=tenancy_server.v1, api_key=key) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
+        )
+        completion = raw.parse()
+        row = ledger_row(tenancy_server, raw.headers["x-request-id"])
+        assert completion.usage is not None
+        assert row["status"] == "success"
+        assert row["completion_tokens"] == completion.usage.completion_tokens
+        assert row["prompt_tokens"] == completion.usage.prompt_tokens
+        assert row["ttft_ms"] is not None
 
 
 def test_plaintext_keys_appear_nowhere(tenancy_server: LiveServer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -429,6 +430,15 @@ class Settings(BaseSettings):
         description=(
             "SQLAlchemy URL of the database; empty = SQLite at <data_dir>/alize.db (WAL). "
             "PostgreSQL: postgresql+psycopg://user@host/db."
+        ),
+    )
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description=(
+            "SQLite's `synchronous` level for the ledger's commits: `full` (a usage row the client "
+            "was told of survives a power cut) or `normal` (it survives a killed process, not a "
+            "power cut; saves a sync, about 0.3-0.5 ms, per request). Budget holds always commit "
+            "at `normal`. PostgreSQL's equivalent is its own `synchronous_commit`."
         ),
     )
     redis_url: str | None = Field(

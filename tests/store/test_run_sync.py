@@ -6,16 +6,20 @@ does not cancel its work. On both backends (tests/store/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from alize.store import Database
+from alize.store import Database, open_database
 from alize.store.ids import utc_now
 from alize.store.repositories import UsageWrites
+from alize.store.testing import temporary_database
 
 
 def _row(request_id: str) -> dict[str, Any]:
@@ -115,3 +119,83 @@ async def test_a_cancelled_caller_does_not_cancel_its_work(db: Database) -> None
     while await _ids(db) != {"kept", "after"}:
         assert loop.time() < deadline, await _ids(db)
         await asyncio.sleep(0.05)
+
+
+def _commit_level(connection: Connection) -> str:
+    """What this transaction's commit will wait for: SQLite's ``synchronous`` level (it reads
+    the pragma outside and inside a transaction alike), PostgreSQL's ``synchronous_commit``."""
+    if connection.dialect.name == "sqlite":
+        return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[
+            connection.exec_driver_sql("PRAGMA synchronous").scalar()
+        ]
+    return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+
+async def test_a_work_that_need_not_be_durable_skips_the_sync_and_a_durable_one_does_not(
+    db: Database,
+) -> None:
+    durable = await db.run_sync(_commit_level)
+    light = await db.run_sync(_commit_level, durable=False)
+    again = await db.run_sync(_commit_level)
+    if db.dialect == "sqlite":
+        assert (durable, light, again) == ("FULL", "NORMAL", "FULL")
+        # queued together, one durable work makes the whole group's commit durable
+        levels = await asyncio.gather(*(db.run_sync(_commit_level, durable=i == 5) for i in range(12)))
+        assert levels[1:] == ["FULL"] * 11, levels
+        lights = await asyncio.gather(*(db.run_sync(_commit_level, durable=False) for i in range(12)))
+        assert set(lights) == {"NORMAL"}
+    else:
+        assert (durable, light, again) == ("on", "off", "on")
+    # the light commit is a commit all the same: its writes are there for every reader
+    assert await db.run_sync(_insert("light"), durable=False) is True
+    assert await _ids(db) == {"light"}
+
+
+async def test_an_operator_may_choose_normal_for_every_sqlite_commit(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'normal.db'}", sqlite_synchronous="normal")
+    try:
+        assert await db.run_sync(_commit_level) == "NORMAL"
+        assert await db.run_sync(_commit_level, durable=False) == "NORMAL"
+    finally:
+        await db.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        await open_database(f"sqlite+aiosqlite:///{tmp_path / 'off.db'}", sqlite_synchronous="OFF")
+
+
+_KILLED_WRITER = """
+import asyncio, sys
+from alize.store import open_database
+from tests.store.test_run_sync import _insert
+
+async def main():
+    db = await open_database(sys.argv[1])
+    assert await db.run_sync(_insert("held"), durable=False) is True
+    print("committed", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_light_commit_survives_its_process_being_killed(backend: str, tmp_path: Path) -> None:
+    """What ``durable=False`` keeps: the writer killed with SIGKILL right after the commit
+    returned, the row is there for the next process (only a power cut may undo it)."""
+    async with temporary_database(backend, tmp_path) as db:  # type: ignore[arg-type]
+        url = db.engine.url.render_as_string(hide_password=False).replace("+aiosqlite", "")
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _KILLED_WRITER,
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).parents[2],
+        )
+        try:
+            assert writer.stdout is not None
+            assert await asyncio.wait_for(writer.stdout.readline(), 60) == b"committed\n"
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(writer.wait(), 10)
+        assert writer.returncode == -signal.SIGKILL
+        assert await _ids(db) == {"held"}

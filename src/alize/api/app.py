@@ -89,7 +89,7 @@ async def build_services(
 async def _build(
     settings: Settings, registry: EngineRegistry | None, stack: AsyncExitStack, *, serving: bool
 ) -> Services:
-    db = await open_database(settings.resolved_database_url())
+    db = await open_database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
     stack.push_async_callback(db.close)
     manager = DeploymentManager(
         registry or EngineRegistry(),

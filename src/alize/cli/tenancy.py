@@ -41,7 +41,9 @@ def _run(work: Callable[[Tenancy], Awaitable[T]]) -> T:
     async def main() -> T:
         settings = load_settings()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = await open_database(settings.resolved_database_url())
+        db = await open_database(
+            settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous
+        )
         tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())
         try:
             return await work(tenancy)

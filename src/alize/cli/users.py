@@ -34,7 +34,7 @@ users_app = typer.Typer(help="Chat users: people who log in to the chat page.", 
 async def _create(project: str, email: str, password: str, create_project: bool) -> tuple[UserInfo, bool]:
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.resolved_database_url())
+    db = await open_database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
     users = UserService(db)
     try:
         try:
@@ -76,7 +76,7 @@ def create(
 async def _with_services(work: Callable[[UserService, PrivacyService, AuditService], Awaitable[T]]) -> T:
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.resolved_database_url())
+    db = await open_database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
     users = UserService(db)
     privacy = PrivacyService(db, ConversationService(db), server_secret(settings))
     try:

@@ -124,7 +124,9 @@ class BudgetService:
             )
             return True
 
-        if not await self._db.run_sync(hold):
+        # not durable: a hold means nothing once its request is gone, and a power cut takes the
+        # request with it (Database's docstring); this saves a sync before the engine is reached
+        if not await self._db.run_sync(hold, durable=False):
             retry = (next_period_start(now) - now).total_seconds()
             raise InsufficientQuotaError(
                 "You exceeded your current quota: this project's monthly budget is spent. "

@@ -15,6 +15,13 @@ a group than in turn).
 This is what PostgreSQL's ``commit_delay`` and most write-ahead logs do; here it costs no delay
 (a lone work commits at once) and changes no SQL. A work must write only through its
 connection: it may run twice, once in a group rolled back.
+
+Each transaction commits with the ``synchronous`` level its works ask for: the database's own
+(``FULL`` unless the operator chose otherwise) when any of them is durable, ``NORMAL`` when none
+is (``Database.run_sync(durable=False)``). In WAL mode ``NORMAL`` still writes the commit to the
+WAL before returning, so it survives the process being killed; only a power cut can undo it, and
+only up to the next synced commit, which syncs every frame before its own: a later durable
+commit makes the earlier ones durable too, in order.
 """
 
 from __future__ import annotations
@@ -57,10 +64,23 @@ def drop_held_connection(engine: Engine) -> None:
             connection.close()
 
 
-def _alone(engine: Engine, work: Work) -> Outcome:
+def set_synchronous(connection: Connection, level: str) -> None:
+    """Put ``connection`` at SQLite's ``synchronous`` ``level`` for its next commits, outside any
+    transaction (SQLite ignores the pragma inside one). Remembered on the connection, so
+    consecutive transactions at one level cost no statement."""
+    if connection.info.get("synchronous") == level:
+        return
+    # on the driver connection: through SQLAlchemy the statement would autobegin a transaction
+    driver: Any = connection.connection.driver_connection
+    driver.execute(f"PRAGMA synchronous={level}")
+    connection.info["synchronous"] = level
+
+
+def _alone(engine: Engine, work: Work, level: str) -> Outcome:
     """One work in a transaction of its own."""
     connection = held_connection(engine)
     try:
+        set_synchronous(connection, level)
         with connection.begin() as transaction:
             try:
                 value = work(connection)
@@ -73,39 +93,43 @@ def _alone(engine: Engine, work: Work) -> Outcome:
     return (True, value)
 
 
-def run_group(engine: Engine, works: list[Work]) -> list[Outcome]:
+def run_group(engine: Engine, works: list[Work], level: str) -> list[Outcome]:
     """Run ``works`` in one transaction; the outcome of each, in order. If one raises (or the
     commit fails), the whole transaction is rolled back and each runs again alone, so only the
     failing one fails. Works only ever write through their connection, so running one again
-    after a rollback is running it once."""
+    after a rollback is running it once. The commit is at SQLite's ``synchronous`` ``level``."""
     if len(works) > 1:
         connection = held_connection(engine)
         try:
+            set_synchronous(connection, level)
             with connection.begin():
                 values = [work(connection) for work in works]
         except Exception:
             drop_held_connection(engine)  # whatever failed, start the next transaction afresh
         else:
             return [(True, value) for value in values]
-    return [_alone(engine, work) for work in works]
+    return [_alone(engine, work, level) for work in works]
 
 
 class GroupCommit:
     """Queues works for one SQLite database and commits them in groups (module docstring)."""
 
-    def __init__(self, engine: Engine, threads: Executor, lock: asyncio.Lock) -> None:
+    def __init__(self, engine: Engine, threads: Executor, lock: asyncio.Lock, *, durable_level: str) -> None:
         self._engine = engine
         self._threads = threads
         # the async engine's writers take the same lock: writers of one process never overlap
         self._lock = lock
-        self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
+        #: the ``synchronous`` level of a durable commit (the database's own)
+        self._durable_level = durable_level
+        self._queue: list[tuple[Work, asyncio.Future[Any], bool]] = []
         self._committer: asyncio.Task[None] | None = None
 
-    async def run(self, work: Work) -> Any:
-        """``work(connection)``'s result once the transaction that ran it has committed. A
-        cancelled caller stops waiting, not the work."""
+    async def run(self, work: Work, *, durable: bool = True) -> Any:
+        """``work(connection)``'s result once the transaction that ran it has committed (at the
+        database's ``synchronous`` level if ``durable``, else at ``NORMAL``: the module
+        docstring). A cancelled caller stops waiting, not the work."""
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, done))
+        self._queue.append((work, done, durable))
         if self._committer is None:
             self._committer = asyncio.ensure_future(self._commit_all())
         return await asyncio.shield(done)
@@ -116,12 +140,15 @@ class GroupCommit:
             while self._queue:
                 async with self._lock:
                     group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                    works = [work for work, _ in group]
+                    works = [work for work, _, _ in group]
+                    level = self._durable_level if any(durable for *_, durable in group) else "NORMAL"
                     try:
-                        outcomes = await loop.run_in_executor(self._threads, run_group, self._engine, works)
+                        outcomes = await loop.run_in_executor(
+                            self._threads, run_group, self._engine, works, level
+                        )
                     except Exception as exc:  # the executor is gone (shutting down)
                         outcomes = [(False, exc)] * len(group)
-                for (_, done), (ok, value) in zip(group, outcomes, strict=True):
+                for (_, done, _), (ok, value) in zip(group, outcomes, strict=True):
                     if done.cancelled():
                         continue
                     if ok:

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from _common import RESULTS_DIR, ManagedServer, free_port, log, machine_info, package_version, percentile
 from alize.store.testing import postgres_test_url, redis_test_url
 from gateway_pods import per_pod_tpm
@@ -52,6 +54,24 @@ from gateway_wire import RawClient, chat_request
 REQUEST_TIMEOUT_S = 30.0
 
 
+def _cpu_s(target: Running) -> float | None:
+    """CPU seconds (user + system) the target's server and its children have used so far: what
+    a request costs the machine, which on 2 shared cores is steadier than its latency."""
+    proc = target.server.proc
+    if proc is None:
+        return None
+    try:
+        root = psutil.Process(proc.pid)
+        total = 0.0
+        for process in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+    except psutil.NoSuchProcess:
+        return None
+
+
 def _ms(values: list[float], q: float) -> float | None:
     found = percentile(values, q)
     return None if found is None else round(found * 1000, 3)
@@ -63,8 +83,11 @@ async def latency(target: Running, *, stream: bool, n: int, warmup: int) -> dict
     )
     client = RawClient(target.host, target.port)
     totals, firsts, failed = [], [], 0
+    cpu_start: float | None = None
     try:
         for i in range(warmup + n):
+            if i == warmup:
+                cpu_start = _cpu_s(target)
             timing = await asyncio.wait_for(client.send(request), REQUEST_TIMEOUT_S)
             if timing.status != 200:
                 failed += 1
@@ -74,11 +97,14 @@ async def latency(target: Running, *, stream: bool, n: int, warmup: int) -> dict
             if i >= warmup:
                 totals.append(timing.total_s)
                 firsts.append(timing.first_byte_s)
+        cpu_end = _cpu_s(target)
     finally:
         await client.close()
+    cpu_ms = None if cpu_start is None or cpu_end is None else round((cpu_end - cpu_start) * 1000 / n, 3)
     return {
         "requests": n,
         "failed": failed,
+        "server_cpu_ms_per_request": cpu_ms,
         "p50_ms": _ms(totals, 50),
         "p99_ms": _ms(totals, 99),
         "first_byte_p50_ms": _ms(firsts, 50),

@@ -38,6 +38,8 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                 "added_p50_ms": _minus(lat["p50_ms"], base.get("p50_ms")) if name != "direct" else 0.0,
                 "added_p99_ms": _minus(lat["p99_ms"], base.get("p99_ms")) if name != "direct" else 0.0,
                 "sustained_requests_per_s": _sustained(data["throughput"][mode]),
+                # the server's own CPU per sequential request (its process tree; not the upstream's)
+                "server_cpu_ms_per_request": lat.get("server_cpu_ms_per_request"),
             }
         if data.get("ledger_rows") is not None:
             row["ledger_rows"] = data["ledger_rows"]

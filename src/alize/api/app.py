@@ -36,6 +36,7 @@ from alize.api.batch_lines import build_worker
 from alize.api.body_limit import BodySizeLimit
 from alize.api.console import router as console_router
 from alize.api.deps import Services
+from alize.api.direct_route import DirectChatRoute
 from alize.api.errors import install_error_handlers
 from alize.api.hosts import HostGate, HostPolicy
 from alize.api.observe import Observe
@@ -276,6 +277,8 @@ def create_app(settings: Settings | None = None, *, registry: EngineRegistry | N
             app.include_router(router)
     # an upload may be as large as a file may be, plus the multipart envelope
     uploads = {"/v1/files": settings.jobs.max_file_bytes + 64 * 1024}
+    # innermost of Alizé's gates: the hottest route without FastAPI's routing, its checks kept
+    app.add_middleware(DirectChatRoute)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes, per_path=uploads)
     app.add_middleware(AuthGate)
     app.add_middleware(Observe)  # counts and ids every request, refused ones included

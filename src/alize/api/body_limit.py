@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alize.errors import PayloadTooLargeError
 
 
-def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+def replay(messages: list[Message], then: Receive | None = None) -> Receive:
     """A receive() that hands out the buffered messages, then defers to the real one."""
     pending = list(messages)
 
@@ -58,7 +58,7 @@ class BodySizeLimit:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
+                await self.app(scope, replay([message]), send)
                 return
             received += len(message.get("body", b""))
             if received > limit:
@@ -69,7 +69,7 @@ class BodySizeLimit:
                 break
         await self.app(
             scope,
-            _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive),
+            replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive),
             send,
         )
 

@@ -13,6 +13,9 @@ from fastapi.dependencies import utils as dependency_utils
 from fastapi.testclient import TestClient
 from tests.support.apps import scripted_client
 
+from alize.api.chat_completions import chat_completions
+from alize.api.direct_route import PATH, _find_route
+
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 4}
 
 
@@ -83,12 +86,35 @@ def test_errors_raised_while_answering_go_to_the_apps_handlers(client: TestClien
     assert solved == []
 
 
-def test_the_metrics_label_the_route_not_other(client: TestClient) -> None:
-    client.post("/v1/chat/completions", json=CHAT)
-    text = client.get("/metrics").text
-    line = next(
-        line
-        for line in text.splitlines()
-        if line.startswith("alize_http_requests_total{") and 'route="/v1/chat/completions"' in line
+def _http_count(client: TestClient, status: str, route: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if (
+            line.startswith("alize_http_requests_total{")
+            and f'route="{route}"' in line
+            and f'status="{status}"' in line
+            and 'method="POST"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_metrics_label_the_route_not_other(client: TestClient, solved: list[str]) -> None:
+    before = (
+        _http_count(client, "200", PATH),
+        _http_count(client, "404", PATH),
+        _http_count(client, "404", "other"),
     )
-    assert float(line.rsplit(" ", 1)[1]) >= 1
+    assert client.post(PATH, json=CHAT).status_code == 200
+    assert client.post(PATH, json={**CHAT, "model": "no-such-model"}).status_code == 404
+    assert PATH not in solved  # both answered by the direct route
+    after = (
+        _http_count(client, "200", PATH),
+        _http_count(client, "404", PATH),
+        _http_count(client, "404", "other"),
+    )
+    assert after == (before[0] + 1, before[1] + 1, before[2])
+
+
+def test_the_route_is_found_in_the_app_not_stood_in_for(client: TestClient) -> None:
+    found = _find_route(client.app.routes)  # type: ignore[attr-defined]
+    assert found is not None and getattr(found, "endpoint", None) is chat_completions

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alize.api.auth import inference_principal
@@ -49,16 +49,29 @@ def _is_json(scope: Scope) -> bool:
 
 
 def _find_route(routes: list[BaseRoute]) -> BaseRoute | None:
-    """The FastAPI route of :data:`PATH`, for the metrics' route label (``Observe``)."""
+    """The FastAPI route of :data:`PATH` (what ``scope["route"]`` holds when FastAPI matched it:
+    ``Observe`` labels the metrics with its path). Included routers are searched too, whether
+    they list their routes (``routes``) or wrap the router they include (``original_router``)."""
     for route in routes:
         if getattr(route, "path", None) == PATH and "POST" in (getattr(route, "methods", None) or ()):
             return route
         nested = getattr(route, "routes", None)
+        original = getattr(route, "original_router", None)
+        if not isinstance(nested, list) and original is not None:
+            nested = getattr(original, "routes", None)
         if isinstance(nested, list):
             found = _find_route(nested)
             if found is not None:
                 return found
     return None
+
+
+async def _not_served_here(_: Request) -> Response:
+    raise RuntimeError("a label for the metrics, never routed to")  # pragma: no cover
+
+
+#: what ``scope["route"]`` gets if the app's own route cannot be found (a FastAPI that hides it)
+_LABEL = Route(PATH, _not_served_here, methods=["POST"])
 
 
 def _handler_for(app: FastAPI, exc: Exception) -> Any:
@@ -113,9 +126,8 @@ class DirectChatRoute:
             return
         app: FastAPI = scope["app"]
         if self._route is None:
-            self._route = _find_route(app.routes)
-        if self._route is not None:
-            scope["route"] = self._route
+            self._route = _find_route(app.routes) or _LABEL
+        scope["route"] = self._route
         request = Request(scope, receive)
         services: Services = app.state.services
         response: Response

@@ -13,8 +13,10 @@ transactions were nearly all of what the gateway added to a request.
 
 SQLite gets, on every connection: WAL (readers never block the writer), ``synchronous=FULL``
 (a committed ledger row survives a power cut, not just a process crash; an operator may choose
-``NORMAL``, which survives a killed process only), foreign keys on, a
-busy timeout, and ``BEGIN IMMEDIATE`` for transactions.
+``NORMAL``, which survives a killed process only), foreign keys on, a busy timeout, and
+``BEGIN IMMEDIATE`` for transactions. The last one matters for correctness under concurrency: a
+deferred transaction that reads and then writes can fail with SQLITE_BUSY_SNAPSHOT instead of
+waiting, while ``BEGIN IMMEDIATE`` takes the write lock up front and waits on the busy timeout.
 
 A hot transaction may be run as not durable (``run_sync(durable=False)``): committed and seen by
 every reader at once, surviving the process being killed, but not fsynced, so a power cut can
@@ -22,10 +24,7 @@ undo it (SQLite ``synchronous=NORMAL`` for that commit, PostgreSQL ``synchronous
 for that transaction). That is for writes that mean nothing once the process that made them is
 gone: a budget hold, whose request dies with the machine. It saves a sync (0.3-0.5 ms on the
 machines measured) before the request reaches its engine; any later durable commit makes it
-durable too, since a sync covers every write before it. The last one matters for correctness
-under concurrency: a deferred transaction that reads and then writes can fail with
-SQLITE_BUSY_SNAPSHOT instead of waiting, while ``BEGIN IMMEDIATE`` takes the write lock up front
-and waits on the busy timeout.
+durable too, since a sync covers every write before it.
 """
 
 from __future__ import annotations

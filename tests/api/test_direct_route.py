@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from tests.support.apps import scripted_client
 
 from alize.api.chat_completions import chat_completions
-from alize.api.direct_route import PATH, _find_route
+from alize.api.direct_route import PATH, DirectChatRoute, _find_route
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 4}
 
@@ -118,3 +118,32 @@ def test_the_metrics_label_the_route_not_other(client: TestClient, solved: list[
 def test_the_route_is_found_in_the_app_not_stood_in_for(client: TestClient) -> None:
     found = _find_route(client.app.routes)  # type: ignore[attr-defined]
     assert found is not None and getattr(found, "endpoint", None) is chat_completions
+
+
+async def test_a_client_gone_before_its_body_ended_reaches_fastapi_with_what_it_sent() -> None:
+    """Nothing the gate read is lost: the partial body and the disconnect are replayed in order."""
+    sent = [
+        {"type": "http.request", "body": b'{"model": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    inbox = list(sent)
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    seen: list[dict[str, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.extend([await receive(), await receive()])
+
+    async def send(_: Any) -> None:
+        raise AssertionError("the gate answered itself")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": PATH,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    await DirectChatRoute(inner)(scope, receive, send)
+    assert seen == sent

@@ -83,19 +83,30 @@ def _handler_for(app: FastAPI, exc: Exception) -> Any:
     return None
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]] | None:
-    """The whole body and the messages it came in, or ``None`` if something else came first
-    (a disconnect): those messages are replayed to FastAPI either way."""
+async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
+    """The whole body (``None`` if something else came first: a disconnect) and the messages it
+    came in, which are replayed to FastAPI whenever this gate does not answer."""
     chunks: list[bytes] = []
     messages: list[Message] = []
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
-            return None
+            return None, messages
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks), messages
+
+
+def _parse(body: bytes | None) -> ChatCompletionRequest | None:
+    """The request as FastAPI would validate it, or ``None`` where FastAPI is left to say why not
+    (no body, not JSON, not a valid request)."""
+    if body is None:
+        return None
+    try:
+        return ChatCompletionRequest.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        return None
 
 
 class DirectChatRoute:
@@ -114,14 +125,9 @@ class DirectChatRoute:
         ):
             await self.app(scope, receive, send)
             return
-        read = await _read_body(receive)
-        if read is None:
-            await self.app(scope, receive, send)
-            return
-        body, messages = read
-        try:
-            chat = ChatCompletionRequest.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # not JSON, or not a valid request: FastAPI's to say
+        body, messages = await _read_body(receive)
+        chat = _parse(body)
+        if chat is None:
             await self.app(scope, replay(messages, receive), send)
             return
         app: FastAPI = scope["app"]

@@ -7,8 +7,9 @@ check, and engines that place their own replicas rescaled through the set."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.scripted_engine import ScriptedEngine
@@ -210,3 +211,31 @@ async def test_rescale_reaches_engines_that_place_their_replicas() -> None:
     assert replicas[0].rescaled == [scaling]
     with pytest.raises(UnsupportedFeatureError):
         await ReplicaSet([ScriptedEngine(EngineConfig(kind="scripted"))]).rescale(scaling)
+
+
+async def test_a_single_replica_hashes_no_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Affinity has nothing to choose between with one replica, so its per-request cost (a hash
+    per message, the reply kept and hashed) is not paid; with two it is."""
+    import alize.deployments.replicas as replicas_module
+
+    calls: list[str] = []
+
+    def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(replicas_module, "prefix_keys", counted("prefix", replicas_module.prefix_keys))
+    monkeypatch.setattr(replicas_module, "reply_key", counted("reply", replicas_module.reply_key))
+    single = ReplicaSet(_replicas(1))
+    await single.start()
+    assert await _run(single, _request("alpha one")) != ""
+    assert calls == []
+    await single.stop()
+    pair = ReplicaSet(_replicas(2))
+    await pair.start()
+    await _run(pair, _request("alpha one"))
+    assert calls == ["prefix", "reply"]
+    await pair.stop()

@@ -179,3 +179,22 @@ def test_moderation_calls_count_under_one_label_and_their_refusals_too(tmp_path:
         value(text, "alize_requests_refused_total", deployment="moderation", code="rate_limit_exceeded") == 1
     )
     assert "client-chosen" not in text  # the client's model name never becomes a label
+
+
+def test_the_request_path_feeds_the_families_own_children() -> None:
+    """The children the request path remembers are the ones the exposition reads: one per set of
+    label values, each the family's own."""
+    from prometheus_client import generate_latest
+
+    from alize.observability.metrics import Metrics
+
+    metrics = Metrics()
+    for status in (200, 200, 404):
+        metrics.http("/v1/chat/completions", "POST", status, 0.01)
+    metrics.http("/v1/models", "GET", 200, 0.01)
+    text = generate_latest(metrics.registry).decode()
+    chat = {"route": "/v1/chat/completions", "method": "POST"}
+    assert value(text, "alize_http_requests_total", **chat, status="200") == 2
+    assert value(text, "alize_http_requests_total", **chat, status="404") == 1
+    assert value(text, "alize_http_requests_total", route="/v1/models", method="GET", status="200") == 1
+    assert metrics.http_requests.labels("/v1/models", "GET", "200")._value.get() == 1

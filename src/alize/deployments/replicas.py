@@ -140,7 +140,10 @@ class ReplicaSet(Engine):
     # ------------------------------------------------------------------ requests
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        keys = prefix_keys(request)
+        # one replica has no choice to make: its prefixes are not hashed nor its replies kept
+        # (a local set never grows; a Ray engine keeps its own affinity)
+        routed = self.router.affinity and len(self.replicas) > 1
+        keys = prefix_keys(request) if routed else []
         tried: set[int] = set()
         while True:
             index = self.router.pick(keys, frozenset(tried))
@@ -152,8 +155,10 @@ class ReplicaSet(Engine):
                 async for delta in stream:
                     if first:  # the prompt is in this replica's cache now
                         first = False
-                        self.router.remember(index, keys)
-                    reply.append(delta.text)
+                        if routed:
+                            self.router.remember(index, keys)
+                    if routed:
+                        reply.append(delta.text)
                     yield delta
             except EngineUnavailableError as exc:
                 self._failed(index, exc)
@@ -164,7 +169,7 @@ class ReplicaSet(Engine):
             finally:
                 self.router.finished(index)
                 await stream.aclose()
-            following = reply_key(request, "".join(reply))
+            following = reply_key(request, "".join(reply)) if routed else None
             if following is not None:
                 self.router.remember(index, [following])
             return

@@ -14,8 +14,6 @@ from typing import Any
 
 import typer
 
-from alize.cli.loadgen import load_prompts, parse_goodput, per_request, run_load, summarize
-
 
 def _progress(done: int, total: int) -> None:
     width = 30
@@ -86,6 +84,8 @@ def bench(
     plot_out: Path | None = PLOT_OUT,
 ) -> None:
     """Load-test an OpenAI-compatible endpoint: TTFT, TPOT, ITL, throughput and goodput."""
+    from alize.cli.loadgen import load_prompts, parse_goodput, per_request, run_load, summarize
+
     if concurrency is None and request_rate is None:
         concurrency = 1
     try:

@@ -10,12 +10,15 @@ gateway running (exit 3 when the cluster cannot be joined).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from alize.cli.serve import join_ray_cluster
 from alize.cli.settings import load_settings
-from alize.config import RaySettings
+
+if TYPE_CHECKING:  # imported when a command runs (cli/settings.py says why)
+    from alize.config import RaySettings
 
 ray_app = typer.Typer(help="Alizé's Serve applications on a Ray cluster: list, delete.", no_args_is_help=True)
 

@@ -17,7 +17,6 @@ from typing import Any
 import typer
 
 from alize.cli.models import JsonOpt, KeyOpt, UrlOpt, _call, _echo_json, _fail
-from alize.safety.policy import RULE_CATEGORIES, SafetyPolicy
 
 safety_app = typer.Typer(help="Content filters of deployments: show, set, turn off.", no_args_is_help=True)
 
@@ -75,6 +74,8 @@ def _current(url: str, api_key: str | None, name: str) -> dict[str, Any]:
 
 
 def _category(name: str) -> str:
+    from alize.safety.policy import RULE_CATEGORIES  # lazily (cli/settings.py says why)
+
     if name not in RULE_CATEGORIES:
         _fail(f"unknown category '{name}'; known: {', '.join(RULE_CATEGORIES)} (PII: use --pii)")
     return name
@@ -111,6 +112,8 @@ def show(
     if as_json:
         _echo_json(stored or None)
         return
+    from alize.safety.policy import RULE_CATEGORIES, SafetyPolicy
+
     policy = SafetyPolicy.model_validate(stored)
     typer.echo(f"{name}: output checked every {policy.window_tokens} tokens")
     for label, direction in (("input", policy.input), ("output", policy.output)):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from alize.cli.settings import load_settings
-from alize.config import RaySettings
-from alize.gateway.tenancy import is_loopback_host
 from alize.observability.logs import configure_logging
+
+if TYPE_CHECKING:  # imported when a command runs (cli/settings.py says why)
+    from alize.config import RaySettings
 
 
 def serve(
@@ -25,6 +28,7 @@ def serve(
     import uvicorn
 
     from alize.api.app import create_app
+    from alize.gateway.tenancy import is_loopback_host
 
     overrides: dict[str, object] = {}
     if host is not None:

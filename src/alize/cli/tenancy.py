@@ -13,18 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import typer
 
-from alize.cli.settings import load_settings
+from alize.cli.settings import load_settings, open_configured_database
 from alize.errors import AlizeError
-from alize.gateway.keys import KeyInfo
 from alize.gateway.limits import LimitSpec, MemoryRateLimiter
-from alize.gateway.metering import UsageAggregate
-from alize.gateway.projects import ProjectInfo
-from alize.gateway.tenancy import Tenancy
-from alize.store.database import open_database
+
+if TYPE_CHECKING:  # imported when a command runs (cli/settings.py says why)
+    from alize.gateway.keys import KeyInfo
+    from alize.gateway.metering import UsageAggregate
+    from alize.gateway.projects import ProjectInfo
+    from alize.gateway.tenancy import Tenancy
 
 T = TypeVar("T")
 ACTOR = "cli"
@@ -38,12 +39,11 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 def _run(work: Callable[[Tenancy], Awaitable[T]]) -> T:
     """Open the database, run ``work``, close; typed errors become a message and exit code 1."""
 
+    from alize.gateway.tenancy import Tenancy
+
     async def main() -> T:
         settings = load_settings()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = await open_database(
-            settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous
-        )
+        db = await open_configured_database(settings)
         tenancy = Tenancy.build(settings, db, limiter=MemoryRateLimiter())
         try:
             return await work(tenancy)

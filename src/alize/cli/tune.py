@@ -14,21 +14,24 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from alize.catalog.cards import ModelCard
-from alize.catalog.sources import resolve_path
-from alize.catalog.tuning import Tuning
 from alize.cli.models import JsonOpt, KeyOpt, UrlOpt, _call, _echo_json, _fail
 from alize.cli.settings import load_settings
 from alize.errors import AlizeError
+
+if TYPE_CHECKING:  # imported when the command runs (cli/settings.py says why)
+    from alize.catalog.cards import ModelCard
+    from alize.catalog.tuning import Tuning
 
 OutputOpt = typer.Option(None, "--output", help="Also write the result here (JSON).")
 
 
 def _card(url: str, api_key: str | None, model_id: str) -> ModelCard:
+    from alize.catalog.cards import ModelCard
+
     data: dict[str, Any] = _call(url, api_key, "GET", f"/admin/api/models/{model_id}")
     data = {k: v for k, v in data.items() if k not in ("engine", "deployments")}
     return ModelCard.model_validate(data)
@@ -99,6 +102,8 @@ def tune(
     if card.engine != "llamacpp":
         _fail(f"'{model_id}' runs on the {card.engine} engine; only llama.cpp models are tuned")
     settings = load_settings()
+    from alize.catalog.sources import resolve_path
+
     try:
         path = resolve_path(card.source)
     except AlizeError as exc:

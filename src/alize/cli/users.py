@@ -12,19 +12,17 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from alize.chat.accounts import UserInfo, UserService, UserSummary
-from alize.chat.conversations import ConversationService
-from alize.chat.privacy import ErasureReport, PrivacyService
-from alize.cli.settings import load_settings
+from alize.cli.settings import load_settings, open_configured_database
 from alize.errors import AlizeError, NotFoundError
-from alize.gateway.audit import AuditService
-from alize.gateway.projects import ProjectService
-from alize.gateway.tenancy import server_secret
-from alize.store.database import open_database
+
+if TYPE_CHECKING:  # imported when a command runs (cli/settings.py says why)
+    from alize.chat.accounts import UserInfo, UserService, UserSummary
+    from alize.chat.privacy import ErasureReport, PrivacyService
+    from alize.gateway.audit import AuditService
 
 T = TypeVar("T")
 
@@ -32,9 +30,10 @@ users_app = typer.Typer(help="Chat users: people who log in to the chat page.", 
 
 
 async def _create(project: str, email: str, password: str, create_project: bool) -> tuple[UserInfo, bool]:
-    settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    from alize.chat.accounts import UserService
+    from alize.gateway.projects import ProjectService
+
+    db = await open_configured_database(load_settings())
     users = UserService(db)
     try:
         try:
@@ -74,9 +73,14 @@ def create(
 
 
 async def _with_services(work: Callable[[UserService, PrivacyService, AuditService], Awaitable[T]]) -> T:
+    from alize.chat.accounts import UserService
+    from alize.chat.conversations import ConversationService
+    from alize.chat.privacy import PrivacyService
+    from alize.gateway.audit import AuditService
+    from alize.gateway.tenancy import server_secret
+
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    db = await open_configured_database(settings)
     users = UserService(db)
     privacy = PrivacyService(db, ConversationService(db), server_secret(settings))
     try:

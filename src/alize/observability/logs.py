@@ -20,8 +20,10 @@ import re
 import sys
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from alize.gateway.observer import Settled
+if TYPE_CHECKING:  # the logging set-up is imported by every CLI command: none needs the ledger's
+    from alize.gateway.observer import Settled
 
 #: the id of the HTTP request being served (``-`` outside one)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("alize_request_id", default="-")

@@ -101,9 +101,9 @@ def tune(
     card = _card(url, api_key, model_id)
     if card.engine != "llamacpp":
         _fail(f"'{model_id}' runs on the {card.engine} engine; only llama.cpp models are tuned")
-    settings = load_settings()
     from alize.catalog.sources import resolve_path
 
+    settings = load_settings()
     try:
         path = resolve_path(card.source)
     except AlizeError as exc:

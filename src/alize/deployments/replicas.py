@@ -140,8 +140,9 @@ class ReplicaSet(Engine):
     # ------------------------------------------------------------------ requests
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Delta, None]:
-        # one replica has no choice to make: its prefixes are not hashed nor its replies kept
-        # (a local set never grows; a Ray engine keeps its own affinity)
+        # one replica has no choice to make: neither its prompt's prefixes nor its reply are
+        # hashed (a local set never grows; a Ray engine keeps its own affinity), and remembering
+        # no keys is a no-op
         routed = self.router.affinity and len(self.replicas) > 1
         keys = prefix_keys(request) if routed else []
         tried: set[int] = set()
@@ -155,10 +156,8 @@ class ReplicaSet(Engine):
                 async for delta in stream:
                     if first:  # the prompt is in this replica's cache now
                         first = False
-                        if routed:
-                            self.router.remember(index, keys)
-                    if routed:
-                        reply.append(delta.text)
+                        self.router.remember(index, keys)
+                    reply.append(delta.text)
                     yield delta
             except EngineUnavailableError as exc:
                 self._failed(index, exc)

@@ -41,12 +41,16 @@ def test_a_hold_left_by_a_killed_gateway_is_released_at_restart(tmp_path: Path) 
         key = _admin(server.url, "POST", "/keys", {"name": "k", "project_id": project["id"]}).json()["key"]
         _admin(server.url, "PATCH", f"/models/{MODEL}", {"price_output_per_million": 1_000_000})
         streaming = threading.Event()
+        statuses: list[int] = []
 
         def chat() -> None:
             body = {
                 "model": MODEL,
                 "messages": [{"role": "user", "content": "Count from one to five hundred in words."}],
                 "max_tokens": 512,
+                # The hold must still be in flight when the test reads it: without this the model
+                # may end its reply after a few tokens and settle the hold first (seen in CI).
+                "ignore_eos": True,
                 "stream": True,
             }
             try:
@@ -57,14 +61,17 @@ def test_a_hold_left_by_a_killed_gateway_is_released_at_restart(tmp_path: Path) 
                     headers={"Authorization": f"Bearer {key}"},
                     timeout=120,
                 ) as r:
-                    for _ in r.iter_lines():
-                        streaming.set()
+                    statuses.append(r.status_code)
+                    for line in r.iter_lines():
+                        if line.startswith("data: "):
+                            streaming.set()
             except httpx.HTTPError:
                 pass  # the server is killed under it
 
         client = threading.Thread(target=chat)
         client.start()
-        assert streaming.wait(120)
+        assert streaming.wait(120), statuses
+        assert statuses == [200]
         held = _admin(server.url, "GET", f"/projects/{project['id']}").json()["budget"]
         assert held["reserved_micros"] > 0  # the worst case of the request in flight
         os.killpg(server.process.pid, signal.SIGKILL)

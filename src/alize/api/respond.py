@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive
 
-from alize.api.streaming import ClosingStreamingResponse, primed
+from alize.api.streaming import ClosingStreamingResponse, primed, until_disconnected
 from alize.gateway.generation import Generation
 from alize.protocol.openai.common import WireModel
 
@@ -44,12 +44,6 @@ def generation_headers(generation: Generation) -> dict[str, str]:
 
 #: what a request whose client left gets (nobody reads it; nginx's "client closed request")
 CLIENT_CLOSED = 499
-
-
-async def until_disconnected(receive: Receive) -> None:
-    """Return when the client has gone (the body was read before, so only this can come)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def respond(

@@ -133,3 +133,26 @@ async def test_cancelling_the_reader_cancels_the_source_in_its_task() -> None:
     with pytest.raises(asyncio.CancelledError):
         await reader
     assert seen == ["cancelled"]
+
+
+async def test_closing_after_the_awaited_future_is_done_still_cancels_the_source() -> None:
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            await ready
+            seen.append("went on")  # a cancelled source must not run on to its next wait
+            await never
+            yield b"unreachable"
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    merged = coalesced(source())
+    assert await anext(merged) == b"a"  # the source is now waiting on ``ready``
+    ready.set_result(None)  # the engine answers while the reader is away...
+    await asyncio.wait_for(merged.aclose(), 1)  # ...and then the reader leaves
+    assert seen == ["cancelled"]

@@ -59,9 +59,9 @@ def _drive(step: Step, waits_on: Any) -> Generator[Any, Any, bytes]:
 
 async def _abandon(step: Step, waits_on: Any) -> None:
     """Cancel the item the source was producing when its reader left, and let its cleanup run."""
-    if asyncio.isfuture(waits_on):
+    if asyncio.isfuture(waits_on) and not waits_on.done():
         waits_on.cancel()
-    else:  # a bare yield (``asyncio.sleep(0)``): there is no future to cancel, so throw
+    else:  # done meanwhile, or a bare yield (``asyncio.sleep(0)``): throw, as Task.cancel does
         try:
             waits_on = step.throw(asyncio.CancelledError())
         except BaseException:

@@ -30,6 +30,7 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,41 +97,91 @@ def summarize(
 # ------------------------------------------------------------------------------------------- the run
 
 
+@dataclass
+class Batch:
+    """One measured batch: its wall time, its requests and the CPU seconds the system's processes
+    used meanwhile, by part (``None`` where the system cannot tell)."""
+
+    wall_s: float
+    results: list[Req]
+    cpu_s: dict[str, float] | None
+
+
+async def measured_batch(system: System, bodies: list[list[dict[str, Any]]]) -> Batch:
+    before = system.cpu_seconds()
+    wall, res = await system.run_batch(bodies)
+    after = system.cpu_seconds()
+    cpu = None if before is None or after is None else {k: after[k] - before[k] for k in after if k in before}
+    return Batch(wall, res, cpu)
+
+
+def case(batches: list[Batch], n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The figures of one (system, concurrency, prompt) cell over its batches: the requests of all
+    of them, tokens/s over their summed wall time, the CPU per completion token (the gateway's and
+    the engine's, where the system can tell) and, with several batches, each one's tokens/s and
+    TTFT p50 (the spread a single run cannot show)."""
+    results = [r for b in batches for r in b.results]
+    out = summarize(results, sum(b.wall_s for b in batches), n, args.rounds, args.max_tokens)
+    tokens = out["completion_tokens"]
+    if tokens and all(b.cpu_s is not None for b in batches):
+        parts = set.intersection(*(set(b.cpu_s or {}) for b in batches))
+        out["cpu_ms_per_token"] = {
+            k: round(sum((b.cpu_s or {})[k] for b in batches) * 1000 / tokens, 3) for k in sorted(parts)
+        }
+    if len(batches) > 1:
+        each = [summarize(b.results, b.wall_s, n, args.rounds, args.max_tokens) for b in batches]
+        out["repeats"] = len(batches)
+        out["per_repeat"] = [{k: c[k] for k in ("tokens_per_s", "ttft_p50_ms")} for c in each]
+    return out
+
+
+async def warm_up(system: System, args: argparse.Namespace) -> None:
+    """Set up, then a few unmeasured requests at every slot the run will use."""
+    await system.setup()
+    warm_up_tokens = 8
+    log(f"{system.key}: warming up")
+    await system.run_batch([[system.body(cold_messages(i), warm_up_tokens)] for i in range(2)])
+    n_max = max(args.concurrency)
+    _, res = await system.run_batch([[system.body(cold_messages(i), warm_up_tokens)] for i in range(n_max)])
+    bad = [r.error for r in res if r.error]
+    if bad:
+        log(f"{system.key}: {len(bad)} warm-up errors, e.g. {bad[0]}")
+
+
+async def measure_level(system: System, n: int, args: argparse.Namespace) -> dict[str, Batch]:
+    """One cold batch and one warm batch at concurrency ``n``."""
+    cold = [
+        [system.body(cold_messages(w + r * n), args.max_tokens) for r in range(args.rounds)] for w in range(n)
+    ]
+    batches = {"cold": await measured_batch(system, cold)}
+    # Prime: the same batch once, unmeasured, so every slot (or the prompt cache) holds the prompt.
+    await system.run_batch([[system.body(warm_messages(), args.max_tokens)] for _ in range(n)])
+    one = system.body(warm_messages(), args.max_tokens)
+    warm = [[dict(one) for _ in range(args.rounds)] for _ in range(n)]
+    batches["warm"] = await measured_batch(system, warm)
+    return batches
+
+
+def _log_case(key: str, n: int, phase: str, c: dict[str, Any]) -> None:
+    log(
+        f"{key} c={n} {phase}: {c['tokens_per_s']} tok/s, TTFT p50 {c['ttft_p50_ms']} ms "
+        f"p99 {c['ttft_p99_ms']} ms, {c['completion_tokens']} tokens, {c['errors']} errors, "
+        f"cached {c['cached_tokens_mean']}/{c['prompt_tokens_mean']}"
+        + "".join(f", {k} {v} ms CPU/token" for k, v in (c.get("cpu_ms_per_token") or {}).items())
+    )
+
+
 async def bench_system(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    """One system alone: every concurrency, cold then warm, then the next system."""
     out: dict[str, Any] = {"info": system.info, "results": {}, "loadavg_at_start": _loadavg()}
     try:
-        await system.setup()
-        warm_up_tokens = 8
-        log(f"{system.key}: warming up")
-        await system.run_batch([[system.body(cold_messages(i), warm_up_tokens)] for i in range(2)])
-        n_max = max(args.concurrency)
-        wall, res = await system.run_batch(
-            [[system.body(cold_messages(i), warm_up_tokens)] for i in range(n_max)]
-        )
-        bad = [r.error for r in res if r.error]
-        if bad:
-            log(f"{system.key}: {len(bad)} warm-up errors, e.g. {bad[0]}")
+        await warm_up(system, args)
         for n in args.concurrency:
-            cases: dict[str, Any] = {}
-            cold = [
-                [system.body(cold_messages(w + r * n), args.max_tokens) for r in range(args.rounds)]
-                for w in range(n)
-            ]
-            wall, res = await system.run_batch(cold)
-            cases["cold"] = summarize(res, wall, n, args.rounds, args.max_tokens)
-            # Prime: the same batch once, unmeasured, so every slot (or the prompt cache) holds the prompt.
-            await system.run_batch([[system.body(warm_messages(), args.max_tokens)] for _ in range(n)])
-            one = system.body(warm_messages(), args.max_tokens)
-            warm = [[dict(one) for _ in range(args.rounds)] for _ in range(n)]
-            wall, res = await system.run_batch(warm)
-            cases["warm"] = summarize(res, wall, n, args.rounds, args.max_tokens)
+            batches = await measure_level(system, n, args)
+            cases = {phase: case([b], n, args) for phase, b in batches.items()}
             out["results"][str(n)] = cases
             for phase, c in cases.items():
-                log(
-                    f"{system.key} c={n} {phase}: {c['tokens_per_s']} tok/s, TTFT p50 {c['ttft_p50_ms']} ms "
-                    f"p99 {c['ttft_p99_ms']} ms, {c['completion_tokens']} tokens, {c['errors']} errors, "
-                    f"cached {c['cached_tokens_mean']}/{c['prompt_tokens_mean']}"
-                )
+                _log_case(system.key, n, phase, c)
     except Exception as exc:
         out["failed"] = f"{type(exc).__name__}: {exc}"
         log(f"{system.key}: FAILED: {out['failed']}")
@@ -138,6 +189,43 @@ async def bench_system(system: System, args: argparse.Namespace) -> dict[str, An
         await system.teardown()
         out["loadavg_at_end"] = _loadavg()
     return out
+
+
+async def bench_interleaved(systems: list[System], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every system up at once; at each concurrency, ``--interleave`` rounds in which each system
+    runs its cold and warm batches in turn (the order rotated every round), so that a machine
+    whose speed drifts from minute to minute (a shared VM) weighs on every system alike and the
+    ratios compare batches run seconds apart, not minutes. Idle engines wait on a condition,
+    not a spin, so the ones not measured cost no CPU."""
+    outs: dict[str, dict[str, Any]] = {
+        s.key: {"info": s.info, "results": {}, "loadavg_at_start": _loadavg()} for s in systems
+    }
+    live: list[System] = []
+    try:
+        for system in systems:
+            try:
+                await warm_up(system, args)
+                live.append(system)
+            except Exception as exc:
+                outs[system.key]["failed"] = f"{type(exc).__name__}: {exc}"
+                log(f"{system.key}: FAILED: {outs[system.key]['failed']}")
+        for n in args.concurrency:
+            cells: dict[tuple[str, str], list[Batch]] = {}
+            for turn in range(args.interleave):
+                order = live[turn % len(live) :] + live[: turn % len(live)] if live else []
+                for system in order:
+                    for phase, batch in (await measure_level(system, n, args)).items():
+                        cells.setdefault((system.key, phase), []).append(batch)
+            for (key, phase), batches in cells.items():
+                c = case(batches, n, args)
+                outs[key]["results"].setdefault(str(n), {})[phase] = c
+                _log_case(key, n, phase, c)
+    finally:
+        for system in systems:
+            with contextlib.suppress(Exception):
+                await system.teardown()
+            outs[system.key]["loadavg_at_end"] = _loadavg()
+    return outs
 
 
 def _loadavg() -> list[float] | None:
@@ -183,6 +271,7 @@ async def run(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
             "cache_ram_mib": args.cache_ram_mib,
             "kv_unified_inprocess": args.kv_unified,
             "think_ms": args.think_ms,
+            "interleave": args.interleave,
             "alize_policies": (
                 "as configured on the server given with --alize-url"
                 if args.alize_url
@@ -201,12 +290,21 @@ async def run(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
                 "warm: one fixed conversation, after an unmeasured priming batch at the same concurrency. "
                 "think_ms > 0: before each request a client waits a seeded random 0..think_ms ms, the "
                 "same waits for every system (wall time includes them); think_ms = 0: lockstep, every "
-                "client's next request leaves the moment its previous one ends."
+                "client's next request leaves the moment its previous one ends. interleave N > 1: every "
+                "system up at once, each concurrency run as N rounds of each system's cold and warm "
+                "batches in turn (order rotated); a cell's figures are over all N batches "
+                "(tokens_per_s over their summed wall time), per_repeat lists each batch's own. "
+                "cpu_ms_per_token: user + system CPU of the server process (gateway) and of the "
+                "engine's processes over the batch, per completion token."
             ),
         },
         "systems": {},
     }
-    for key in args.systems:
+    if args.interleave > 1:
+        systems = [SYSTEM_CLASSES[key](args, gguf_path, eog) for key in args.systems]
+        log(f"=== {', '.join(args.systems)}, interleaved x{args.interleave} ===")
+        report["systems"] = await bench_interleaved(systems, args)
+    for key in args.systems if args.interleave <= 1 else ():
         system = SYSTEM_CLASSES[key](args, gguf_path, eog)
         log(f"=== {key} ===")
         report["systems"][key] = await bench_system(system, args)
@@ -240,6 +338,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
     ap.add_argument("--max-tokens", type=int, default=128, help="output tokens per request")
     ap.add_argument("--rounds", type=int, default=2, help="requests each client sends per batch")
+    ap.add_argument(
+        "--interleave",
+        type=int,
+        default=1,
+        help="N > 1: start every system at once and, at each concurrency, run each one's batches in "
+        "turn N times (order rotated), so drift in the machine's speed weighs on all alike; each "
+        "cell then also lists its N tokens/s and TTFT p50 (per_repeat). 1 (the default): one "
+        "system after another",
+    )
     ap.add_argument(
         "--think-ms",
         type=float,

@@ -97,6 +97,7 @@ def markdown(report: dict[str, Any]) -> str:
             if has_ratio_llcpp:
                 row.append(_ratio(p50["alize"], p50["llama-cpp-python"]))
             lines.append("| " + " | ".join(row) + " |")
+    lines += _cpu_table(report, systems, levels)
     notes = ["", "\\* errors or requests shorter than max_tokens in this cell; see the JSON."]
     for k in systems:
         s = report["systems"][k]
@@ -110,6 +111,38 @@ def markdown(report: dict[str, Any]) -> str:
             "- llama-cpp-python's server decodes one sequence at a time; concurrent requests wait in turn."
         )
     return "\n".join(lines + notes) + "\n"
+
+
+def _cpu_table(report: dict[str, Any], systems: list[str], levels: list[int]) -> list[str]:
+    """CPU ms per output token of each process part, for the systems that measure it."""
+
+    def cpu(key: str, n: int, phase: str) -> dict[str, float]:
+        return (_case(report, key, n, phase) or {}).get("cpu_ms_per_token") or {}
+
+    parts = [
+        (k, part)
+        for k in systems
+        for part in ("gateway", "engine")
+        if any(part in cpu(k, n, ph) for n in levels for ph in PHASES)
+    ]
+    if not parts:
+        return []
+    head = ["Concurrency", "Prompt", *(f"{LABELS[k]}: {part}" for k, part in parts)]
+    lines = [
+        "",
+        "**CPU per output token, ms** (user + system of the server's process and of the engine's)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for n in levels:
+        for phase in PHASES:
+            row = [str(n), phase]
+            for k, part in parts:
+                value = cpu(k, n, phase).get(part)
+                row.append("—" if value is None else f"{value:.2f}")
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -104,6 +105,14 @@ class System(ABC):
     @abstractmethod
     async def teardown(self) -> None: ...
 
+    def cpu_seconds(self) -> dict[str, float] | None:
+        """CPU seconds (user + system) the system's own processes have used so far, by part
+        (``gateway``: the server process itself; ``engine``: the processes it runs the model
+        in), or ``None`` where the engine runs inside the benchmark's process with its client.
+        On 2 shared cores what a token costs the machine is steadier than its latency, and it
+        says which process the time goes to."""
+        return None
+
     async def probe_eos_modes(self, modes: Sequence[str]) -> None:
         """Use the first way of forcing ``max_tokens`` output that the system accepts (4xx = refused)."""
         for mode in modes:
@@ -184,6 +193,32 @@ class HttpSystem(System):
 
     async def teardown(self) -> None:
         await self.stop()
+
+    def cpu_seconds(self) -> dict[str, float] | None:
+        proc = self.server.proc if self.server is not None else None
+        return None if proc is None else process_cpu_seconds(proc.pid, root="gateway", children="engine")
+
+
+def process_cpu_seconds(pid: int, *, root: str, children: str | None) -> dict[str, float] | None:
+    """``{root: CPU s of pid, children: CPU s of its descendants}`` (children left out if None)."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    try:
+        top = psutil.Process(pid)
+        out = {root: used(top)}
+        if children is not None:
+            total = 0.0
+            for child in top.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += used(child)
+            out[children] = total
+        return out
+    except psutil.NoSuchProcess:
+        return None
 
 
 class AlizeSystem(HttpSystem):
@@ -480,6 +515,10 @@ class WorkerSystem(HttpSystem):
         )
         self.open_client()
         await self.probe_eos_modes(["ignore_eos"])
+
+    def cpu_seconds(self) -> dict[str, float] | None:
+        pid = self.worker.pid if self.worker is not None else None
+        return None if pid is None else process_cpu_seconds(pid, root="engine", children=None)
 
     async def teardown(self) -> None:
         await self.stop()

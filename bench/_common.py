@@ -166,6 +166,26 @@ class ManagedServer:
             self._log = None
 
 
+def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds, user + system, of process ``pid``; of all its descendants), or ``None`` once
+    it is gone: what a benchmarked server and the engines it runs have cost the machine so far."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    try:
+        top = psutil.Process(pid)
+        own, children = used(top), 0.0
+        for child in top.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children += used(child)
+        return own, children
+    except psutil.NoSuchProcess:
+        return None
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 

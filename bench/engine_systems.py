@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -35,6 +34,7 @@ from _common import (
     free_port,
     log,
     package_version,
+    process_cpu_seconds,
     sse_data,
 )
 from engine_prompts import warm_messages
@@ -196,29 +196,8 @@ class HttpSystem(System):
 
     def cpu_seconds(self) -> dict[str, float] | None:
         proc = self.server.proc if self.server is not None else None
-        return None if proc is None else process_cpu_seconds(proc.pid, root="gateway", children="engine")
-
-
-def process_cpu_seconds(pid: int, *, root: str, children: str | None) -> dict[str, float] | None:
-    """``{root: CPU s of pid, children: CPU s of its descendants}`` (children left out if None)."""
-    import psutil
-
-    def used(process: psutil.Process) -> float:
-        times = process.cpu_times()
-        return float(times.user + times.system)
-
-    try:
-        top = psutil.Process(pid)
-        out = {root: used(top)}
-        if children is not None:
-            total = 0.0
-            for child in top.children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += used(child)
-            out[children] = total
-        return out
-    except psutil.NoSuchProcess:
-        return None
+        used = None if proc is None else process_cpu_seconds(proc.pid)
+        return None if used is None else {"gateway": used[0], "engine": used[1]}
 
 
 class AlizeSystem(HttpSystem):
@@ -518,7 +497,8 @@ class WorkerSystem(HttpSystem):
 
     def cpu_seconds(self) -> dict[str, float] | None:
         pid = self.worker.pid if self.worker is not None else None
-        return None if pid is None else process_cpu_seconds(pid, root="engine", children=None)
+        used = None if pid is None else process_cpu_seconds(pid)
+        return None if used is None else {"engine": used[0]}
 
     async def teardown(self) -> None:
         await self.stop()

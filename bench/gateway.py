@@ -33,9 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from _common import RESULTS_DIR, ManagedServer, free_port, log, machine_info, package_version, percentile
+from _common import (
+    RESULTS_DIR,
+    ManagedServer,
+    free_port,
+    log,
+    machine_info,
+    package_version,
+    percentile,
+    process_cpu_seconds,
+)
 from alize.store.testing import postgres_test_url, redis_test_url
 from gateway_pods import per_pod_tpm
 from gateway_report import plot, summarise
@@ -58,18 +65,8 @@ def _cpu_s(target: Running) -> float | None:
     """CPU seconds (user + system) the target's server and its children have used so far: what
     a request costs the machine, which on 2 shared cores is steadier than its latency."""
     proc = target.server.proc
-    if proc is None:
-        return None
-    try:
-        root = psutil.Process(proc.pid)
-        total = 0.0
-        for process in (root, *root.children(recursive=True)):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
-    except psutil.NoSuchProcess:
-        return None
+    used = None if proc is None else process_cpu_seconds(proc.pid)
+    return None if used is None else sum(used)
 
 
 def _ms(values: list[float], q: float) -> float | None:

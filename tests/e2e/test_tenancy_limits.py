@@ -121,8 +121,11 @@ def _ledger(server: LiveServer, project_id: str) -> dict[str, int]:
     return {**row, "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
 
 
+#: the chat request every test here sends: one token, so each costs little and the limits decide
+ONE_TOKEN = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+
+
 async def _fire(servers: list[LiveServer], key: str, total: int) -> list[httpx.Response]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     limits = httpx.Limits(max_connections=total)
     async with httpx.AsyncClient(timeout=180, limits=limits) as client:
         start = asyncio.Event()
@@ -130,7 +133,7 @@ async def _fire(servers: list[LiveServer], key: str, total: int) -> list[httpx.R
         async def one(i: int) -> httpx.Response:
             await start.wait()
             url = servers[i % len(servers)].v1 + "/chat/completions"
-            return await client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+            return await client.post(url, json=ONE_TOKEN, headers={"Authorization": f"Bearer {key}"})
 
         tasks = [asyncio.create_task(one(i)) for i in range(total)]
         await asyncio.sleep(0.1)
@@ -207,10 +210,9 @@ def test_a_budget_spent_from_two_gateways_is_exact(two_gateways: list[LiveServer
     # Each gateway spends from the budget once before the race, so both have spent from it
     # whichever serves the race faster. In one CI run the first gateway answered the race's
     # first request 0.5 s after the second, by which time the second had spent it all.
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     auth = {"Authorization": f"Bearer {key}"}
     first_spends = [
-        httpx.post(f"{s.v1}/chat/completions", json=body, headers=auth, timeout=60) for s in two_gateways
+        httpx.post(f"{s.v1}/chat/completions", json=ONE_TOKEN, headers=auth, timeout=60) for s in two_gateways
     ]
     assert [r.status_code for r in first_spends] == [200, 200], [r.text[:200] for r in first_spends]
     responses = asyncio.run(_fire(two_gateways, key, 120))

@@ -162,6 +162,48 @@ async def test_a_key_in_steady_use_is_verified_again_ahead_of_its_ttl(
 
 
 @pytest.mark.asyncio
+async def test_a_burst_on_an_expired_entry_verifies_once_and_a_caller_leaving_stops_no_one(
+    db: Database,
+) -> None:
+    """Requests that find no fresh entry for one key share the verification in flight: one read
+    for a burst (each request read the database before). A caller cancelled while it waits (its
+    client left) does not cancel that verification for the others; a wrong key shares its
+    refusal the same way."""
+    tick = [0.0]
+    keys, auth = _keys(db, cache_ttl_s=5, monotonic=lambda: tick[0])
+    created = await keys.create(await _project(db), "a")
+    verify, gate = auth._verify, asyncio.Event()
+    calls = 0
+
+    async def counting_then_wait(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        found = await verify(*args, **kwargs)
+        await gate.wait()
+        return found
+
+    auth._verify = counting_then_wait  # type: ignore[method-assign]
+    burst = [asyncio.ensure_future(auth.authenticate(created.plaintext)) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    burst[0].cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    done = await asyncio.gather(*burst[1:])
+    assert calls == 1
+    assert {p.key_id for p in done} == {created.info.id}
+    assert burst[0].cancelled()
+    await auth.authenticate(created.plaintext)  # cached by the shared verification
+    assert calls == 1
+    tick[0] = 6  # expired: the next burst verifies once more
+    await asyncio.gather(*(auth.authenticate(created.plaintext) for _ in range(4)))
+    assert calls == 2
+    wrong = created.plaintext[:-4] + ("aaaa" if not created.plaintext.endswith("aaaa") else "bbbb")
+    refused = await asyncio.gather(*(auth.authenticate(wrong) for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(r, AuthenticationError) for r in refused) and calls == 3
+    assert not auth._verifying
+
+
+@pytest.mark.asyncio
 async def test_a_refresh_never_outlives_a_revoke(db: Database) -> None:
     """A key revoked elsewhere (another process: no forget here) is dropped by the refresh; one
     revoked here while a refresh runs is not stored back by it."""

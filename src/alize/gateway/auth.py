@@ -10,7 +10,9 @@ processes see it within the TTL. A key used in the second half of its entry's li
 again in the background (refresh-ahead), so a key in steady use never waits for the database (a
 miss costs a read transaction, 1.5-3 ms on a busy machine, every TTL), and no entry is ever
 served older than the TTL: a refresh that finds the key revoked or expired drops the entry, and
-one that overlaps a revoke in this process stores nothing.
+one that overlaps a revoke in this process stores nothing. Requests that find no fresh entry for
+the same key share one verification (the one in flight, a refresh-ahead's included), so a burst
+reads the database once.
 
 Authorisation: ``admin`` implies every scope; an inference call needs the ``inference`` scope and,
 when the key has an allow-list, the deployment on it. Which admin keys administer the whole
@@ -92,6 +94,25 @@ def authorize_deployment(principal: Principal, deployment: str) -> None:
         )
 
 
+#: a verified key: its principal and when it expires
+_Verified = tuple[Principal, datetime | None]
+
+
+def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and expires_at <= now:
+        raise AuthenticationError("This API key has expired.", code="api_key_expired")
+
+
+def _log_refresh_failure(task: asyncio.Task[_Verified]) -> None:
+    """A refresh-ahead nobody awaits: a failed key has been dropped from the cache (the next
+    request verifies, and is refused); an unreachable database leaves the entry to age out."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, AuthenticationError):
+        log.warning("refreshing a cached API key failed", exc_info=error)
+
+
 @dataclass(frozen=True, slots=True)
 class _Cached:
     principal: Principal
@@ -120,8 +141,8 @@ class Authenticator:
         self._clock = clock
         self._monotonic = monotonic
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
-        #: refresh-ahead verifications in flight, by cache key
-        self._refreshing: dict[bytes, asyncio.Task[None]] = {}
+        #: verifications in flight (a request's or a refresh-ahead), one per cache key
+        self._verifying: dict[bytes, asyncio.Task[_Verified]] = {}
         #: bumped by every forget(), so a refresh that overlapped one stores nothing
         self._epoch = 0
 
@@ -133,8 +154,8 @@ class Authenticator:
 
     async def refreshed(self) -> None:
         """Wait for the background verifications in flight (tests, shutdown)."""
-        while self._refreshing:
-            await asyncio.wait(list(self._refreshing.values()))
+        while self._verifying:
+            await asyncio.wait(list(self._verifying.values()))
 
     async def authenticate(self, plaintext: str | None) -> Principal:
         """The principal for a presented key, or ``AuthenticationError`` (401, invalid_api_key)."""
@@ -151,16 +172,41 @@ class Authenticator:
         cached = self._cache.get(cache_key)
         left = cached.fresh_until - self._monotonic() if cached is not None else 0.0
         if cached is not None and left > 0:
-            if cached.expires_at is not None and cached.expires_at <= now:
-                raise AuthenticationError("This API key has expired.", code="api_key_expired")
-            if left < self._cache_ttl_s / 2 and cache_key not in self._refreshing:
-                self._refreshing[cache_key] = asyncio.ensure_future(
-                    self._refresh(cache_key, prefix, plaintext, self._epoch)
-                )
+            _check_expiry(cached.expires_at, now)
+            if left < self._cache_ttl_s / 2 and cache_key not in self._verifying:
+                self._verification(cache_key, prefix, plaintext).add_done_callback(_log_refresh_failure)
             return cached.principal
-        principal, expires_at = await self._verify(prefix, plaintext, now)
-        self._store(cache_key, principal, expires_at)
+        # shielded: a caller that leaves (its client went away) must not cancel the others' wait
+        principal, expires_at = await asyncio.shield(self._verification(cache_key, prefix, plaintext))
+        _check_expiry(expires_at, now)  # it may have been read a moment before this call
         return principal
+
+    def _verification(self, cache_key: bytes, prefix: str, plaintext: str) -> asyncio.Task[_Verified]:
+        """The key's verification in flight, or a new one: a burst of requests on a key whose
+        entry has expired (a client's next batch, more than a TTL after its last) reads the
+        database once, where each request read it before. Measured (ad-hoc): 16 streams sent at
+        once spent 12-32 ms p50, up to 77 ms, in 16 read transactions queued on the database
+        behind the previous batch's ledger writes, before their prompts reached the engine."""
+        task = self._verifying.get(cache_key)
+        if task is None:
+            task = asyncio.ensure_future(self._verify_and_store(cache_key, prefix, plaintext, self._epoch))
+            self._verifying[cache_key] = task
+        return task
+
+    async def _verify_and_store(self, cache_key: bytes, prefix: str, plaintext: str, epoch: int) -> _Verified:
+        """Verify a key and cache the outcome: stored when it passes (unless this process revoked
+        a key while it ran: it may have read the row before), the entry dropped when it no
+        longer does."""
+        try:
+            verified = await self._verify(prefix, plaintext, self._clock())
+        except AuthenticationError:
+            self._cache.pop(cache_key, None)
+            raise
+        finally:
+            self._verifying.pop(cache_key, None)
+        if epoch == self._epoch:
+            self._store(cache_key, *verified)
+        return verified
 
     def _store(self, cache_key: bytes, principal: Principal, expires_at: datetime | None) -> None:
         self._cache[cache_key] = _Cached(principal, expires_at, self._monotonic() + self._cache_ttl_s)
@@ -168,22 +214,7 @@ class Authenticator:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _refresh(self, cache_key: bytes, prefix: str, plaintext: str, epoch: int) -> None:
-        """Verify a cached key again, off the request path; the entry is replaced, or dropped
-        when the key no longer passes (the next request then verifies, and is refused)."""
-        try:
-            principal, expires_at = await self._verify(prefix, plaintext, self._clock())
-        except AuthenticationError:
-            self._cache.pop(cache_key, None)
-        except Exception:  # the database is unreachable: the entry ages out as it would have
-            log.warning("refreshing a cached API key failed", exc_info=True)
-        else:
-            if epoch == self._epoch:  # no revoke in this process while it ran
-                self._store(cache_key, principal, expires_at)
-        finally:
-            self._refreshing.pop(cache_key, None)
-
-    async def _verify(self, prefix: str, plaintext: str, now: datetime) -> tuple[Principal, datetime | None]:
+    async def _verify(self, prefix: str, plaintext: str, now: datetime) -> _Verified:
         async with self._db.transaction() as session:
             repo = ApiKeyRepository(session)
             row = await repo.get_by_prefix(prefix)

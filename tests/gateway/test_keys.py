@@ -204,6 +204,37 @@ async def test_a_burst_on_an_expired_entry_verifies_once_and_a_caller_leaving_st
 
 
 @pytest.mark.asyncio
+async def test_a_request_after_a_revoke_here_does_not_join_a_verification_begun_before_it(
+    db: Database,
+) -> None:
+    """A verification in flight may have read the key's row before this process revoked it: a
+    request that comes after the revoke verifies afresh and is refused."""
+    keys, auth = _keys(db)
+    created = await keys.create(await _project(db), "a")
+    verify, read, gate = auth._verify, asyncio.Event(), asyncio.Event()
+
+    async def read_then_wait(*args: Any, **kwargs: Any) -> Any:
+        found = await verify(*args, **kwargs)
+        read.set()
+        await gate.wait()
+        return found
+
+    auth._verify = read_then_wait  # type: ignore[method-assign]
+    before = asyncio.ensure_future(auth.authenticate(created.plaintext))
+    await read.wait()
+    await keys.revoke(created.info.id)
+    auth._verify = verify  # type: ignore[method-assign]
+    with pytest.raises(AuthenticationError, match="revoked"):  # joining would wait for the gate
+        await asyncio.wait_for(auth.authenticate(created.plaintext), 5)
+    gate.set()
+    assert (await before).key_id == created.info.id  # it came before the revoke
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await auth.authenticate(created.plaintext)  # and stored nothing
+    await auth.refreshed()
+    assert not auth._verifying
+
+
+@pytest.mark.asyncio
 async def test_a_refresh_never_outlives_a_revoke(db: Database) -> None:
     """A key revoked elsewhere (another process: no forget here) is dropped by the refresh; one
     revoked here while a refresh runs is not stored back by it."""
